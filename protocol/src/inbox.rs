@@ -1,0 +1,286 @@
+//! The inbox: the gate's answer to a poll, one `local:remote` request per line, as in
+//! ET Phone Home. The grammar is deliberately tiny and strict: a line the agent does
+//! not understand exactly is reported back and skipped, never guessed at, and nothing
+//! in it ever reaches a shell or an ssh option.
+
+use crate::{Invalid, MAX_INBOX_BYTES, MAX_INBOX_LINE, MAX_REQUESTS};
+use std::fmt;
+
+/// One tunnel request: the device's `local` port reachable as the server's loopback
+/// port `remote`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortPair {
+    pub local: u16,
+    pub remote: u16,
+}
+
+impl PortPair {
+    /// Parse `local:remote` exactly: two ports, one colon, nothing around them.
+    pub fn parse(s: &str) -> Result<PortPair, Invalid> {
+        let (l, r) = s.split_once(':').ok_or_else(|| {
+            Invalid(format!(
+                "invalid port pair {}: expected LOCAL:REMOTE, e.g. 22:9876",
+                shown(s)
+            ))
+        })?;
+        let with_pair = |e: Invalid| Invalid(format!("invalid port pair {}: {}", shown(s), e));
+        Ok(PortPair {
+            local: parse_port(l).map_err(with_pair)?,
+            remote: parse_port(r).map_err(with_pair)?,
+        })
+    }
+}
+
+impl fmt::Display for PortPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.local, self.remote)
+    }
+}
+
+/// A TCP port written in canonical decimal: 1–65535, digits only, no sign, no spaces,
+/// no leading zero (so that `022` cannot be read as octal by anyone downstream).
+pub fn parse_port(s: &str) -> Result<u16, Invalid> {
+    let canonical = !s.is_empty()
+        && s.len() <= 5
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && !s.starts_with('0');
+    match s.parse::<u32>() {
+        Ok(n) if canonical && (1..=65535).contains(&n) => Ok(n as u16),
+        _ => Err(Invalid(format!(
+            "invalid port {}: expected a number from 1 to 65535 without leading zeros",
+            shown(s)
+        ))),
+    }
+}
+
+/// A line of the inbox that was not honoured, and why (1-based line number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedLine {
+    pub line: usize,
+    pub reason: String,
+}
+
+impl fmt::Display for RejectedLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "inbox line {}: {}", self.line, self.reason)
+    }
+}
+
+/// What the agent takes from an inbox: the requests to honour and the lines refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inbox {
+    pub requests: Vec<PortPair>,
+    pub rejected: Vec<RejectedLine>,
+}
+
+/// Parse the gate's answer. Never fails: every line is either a request or a
+/// rejection. Limits: `MAX_INBOX_BYTES` in all (the rest is ignored and reported),
+/// `MAX_INBOX_LINE` per line, `MAX_REQUESTS` requests; a remote port may appear once.
+pub fn parse_inbox(data: &[u8]) -> Inbox {
+    let mut inbox = Inbox::default();
+    let (data, truncated) = if data.len() > MAX_INBOX_BYTES {
+        (&data[..MAX_INBOX_BYTES], true)
+    } else {
+        (data, false)
+    };
+    let data = data.strip_suffix(b"\n").unwrap_or(data);
+    if data.is_empty() && !truncated {
+        return inbox;
+    }
+    let mut lines = data.split(|b| *b == b'\n').enumerate().peekable();
+    while let Some((i, raw)) = lines.next() {
+        let line = i + 1;
+        let last_and_cut = truncated && lines.peek().is_none();
+        if last_and_cut {
+            break;
+        }
+        match check_line(raw, &inbox.requests) {
+            Ok(pair) => inbox.requests.push(pair),
+            Err(reason) => inbox.rejected.push(RejectedLine { line, reason }),
+        }
+    }
+    if truncated {
+        inbox.rejected.push(RejectedLine {
+            line: data.split(|b| *b == b'\n').count(),
+            reason: format!(
+                "inbox larger than {} bytes: the rest was ignored",
+                MAX_INBOX_BYTES
+            ),
+        });
+    }
+    inbox
+}
+
+fn check_line(raw: &[u8], accepted: &[PortPair]) -> Result<PortPair, String> {
+    if raw.len() > MAX_INBOX_LINE {
+        return Err(format!("longer than {} bytes", MAX_INBOX_LINE));
+    }
+    if raw.is_empty() {
+        return Err("empty line".into());
+    }
+    if raw.contains(&0) {
+        return Err("contains a NUL byte".into());
+    }
+    if raw.ends_with(b"\r") {
+        return Err("ends with a carriage return (CRLF line ending)".into());
+    }
+    if raw.starts_with("\u{feff}".as_bytes()) {
+        return Err("starts with a byte order mark".into());
+    }
+    let text = std::str::from_utf8(raw).map_err(|_| "not valid UTF-8".to_string())?;
+    let pair = PortPair::parse(text).map_err(|e| e.0)?;
+    if let Some(dup) = accepted.iter().find(|p| p.remote == pair.remote) {
+        return Err(if *dup == pair {
+            format!("duplicate request {}", pair)
+        } else {
+            format!("remote port {} already requested as {}", pair.remote, dup)
+        });
+    }
+    if accepted.len() >= MAX_REQUESTS {
+        return Err(format!("more than {} requests", MAX_REQUESTS));
+    }
+    Ok(pair)
+}
+
+/// The gate's side: one `local:remote` line per request.
+pub fn render_inbox(requests: &[PortPair]) -> String {
+    requests.iter().map(|p| format!("{}\n", p)).collect()
+}
+
+/// A user-supplied value quoted for an error message, escaped and cut short so that
+/// control characters and floods never reach a terminal or a log verbatim.
+fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(32).flat_map(char::escape_debug).collect();
+    if s.chars().count() > 32 {
+        out.push('…');
+    }
+    format!("\"{}\"", out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(local: u16, remote: u16) -> PortPair {
+        PortPair { local, remote }
+    }
+
+    #[test]
+    fn ports_are_canonical_decimal() {
+        assert_eq!(parse_port("1"), Ok(1));
+        assert_eq!(parse_port("22"), Ok(22));
+        assert_eq!(parse_port("65535"), Ok(65535));
+        for bad in [
+            "", "0", "65536", "99999", "022", "00022", "+22", "-1", " 22", "22 ", "2 2", "0x16",
+            "22.0", "٢٢", "100000",
+        ] {
+            assert!(parse_port(bad).is_err(), "{:?} accepted", bad);
+        }
+    }
+
+    #[test]
+    fn pair_grammar() {
+        assert_eq!(PortPair::parse("22:9876"), Ok(pair(22, 9876)));
+        assert_eq!(pair(22, 9876).to_string(), "22:9876");
+        for bad in [
+            "22",
+            "22:",
+            ":9876",
+            "22:9876:1",
+            "22::9876",
+            " 22:9876",
+            "22 :9876",
+            "a:b",
+        ] {
+            assert!(PortPair::parse(bad).is_err(), "{:?} accepted", bad);
+        }
+        let e = PortPair::parse("22:0").unwrap_err().to_string();
+        assert!(e.contains("\"22:0\"") && e.contains("1 to 65535"), "{}", e);
+    }
+
+    #[test]
+    fn empty_inbox_means_no_requests() {
+        assert_eq!(parse_inbox(b""), Inbox::default());
+        assert_eq!(parse_inbox(b"\n"), Inbox::default());
+        assert_eq!(
+            parse_inbox(b"\n\n").rejected.len(),
+            1,
+            "a blank line is reported"
+        );
+    }
+
+    #[test]
+    fn good_lines_are_requests_in_order() {
+        let inbox = parse_inbox(b"22:9876\n80:8765\n");
+        assert_eq!(inbox.requests, vec![pair(22, 9876), pair(80, 8765)]);
+        assert!(inbox.rejected.is_empty());
+        // The final newline is optional.
+        assert_eq!(parse_inbox(b"22:9876").requests, vec![pair(22, 9876)]);
+        assert_eq!(parse_inbox(render_inbox(&inbox.requests).as_bytes()), inbox);
+    }
+
+    #[test]
+    fn hostile_lines_are_reported_never_honoured() {
+        let data: &[u8] = b"22:9876\r\n\xef\xbb\xbf80:8080\n22:98\x0076\n\xff\xfe:1\n22:9876\n23:9876\n\
+                            22:9876 -oProxyCommand=sh\n22:9876;reboot\n$(reboot):1\n-R1:2\n\n443:9443\n";
+        let inbox = parse_inbox(data);
+        assert_eq!(inbox.requests, vec![pair(22, 9876), pair(443, 9443)]);
+        let reasons: Vec<(usize, &str)> = inbox
+            .rejected
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 10, "{:#?}", reasons);
+        assert!(reasons[0].1.contains("carriage return"));
+        assert!(reasons[1].1.contains("byte order mark"));
+        assert!(reasons[2].1.contains("NUL"));
+        assert!(reasons[3].1.contains("UTF-8"));
+        // Line 5 is the first valid 22:9876 (line 1 had a CR): accepted.
+        assert_eq!(
+            reasons[4],
+            (6, "remote port 9876 already requested as 22:9876")
+        );
+        assert_eq!(reasons[9], (11, "empty line"));
+    }
+
+    #[test]
+    fn duplicate_is_reported() {
+        let inbox = parse_inbox(b"22:9876\n22:9876\n");
+        assert_eq!(inbox.requests.len(), 1);
+        assert_eq!(inbox.rejected[0].reason, "duplicate request 22:9876");
+        assert_eq!(inbox.rejected[0].line, 2);
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let long = format!("{}\n22:9876\n", "1".repeat(MAX_INBOX_LINE + 1));
+        let inbox = parse_inbox(long.as_bytes());
+        assert_eq!(inbox.requests, vec![pair(22, 9876)]);
+        assert!(inbox.rejected[0].reason.starts_with("longer than"));
+
+        let many: String = (0..MAX_REQUESTS as u16 + 3)
+            .map(|i| format!("22:{}\n", 10000 + i))
+            .collect();
+        let inbox = parse_inbox(many.as_bytes());
+        assert_eq!(inbox.requests.len(), MAX_REQUESTS);
+        assert_eq!(inbox.rejected.len(), 3);
+
+        let huge = "22:9876\n".repeat(MAX_INBOX_BYTES);
+        let inbox = parse_inbox(huge.as_bytes());
+        assert_eq!(inbox.requests, vec![pair(22, 9876)]);
+        assert!(inbox
+            .rejected
+            .last()
+            .unwrap()
+            .reason
+            .contains("rest was ignored"));
+    }
+
+    #[test]
+    fn errors_escape_what_they_quote() {
+        let e = PortPair::parse("22:\u{1b}[2J").unwrap_err().to_string();
+        assert!(!e.contains('\u{1b}'), "{}", e);
+        let e = parse_port(&"9".repeat(100)).unwrap_err().to_string();
+        assert!(e.len() < 160, "{}", e);
+    }
+}

@@ -76,7 +76,7 @@ impl StatusReport {
 
     /// Check every bound a stored report must respect.
     pub fn validate(&self) -> Result<(), Invalid> {
-        let text_ok = |s: &Option<String>| s.as_ref().is_none_or(|s| s.len() <= MAX_TEXT_LEN);
+        let text_ok = |s: &Option<String>| s.as_ref().map_or(true, |s| s.len() <= MAX_TEXT_LEN);
         if self.agent_version.len() > 64 || !text_ok(&self.client) || !text_ok(&self.last_error) {
             return Err(Invalid("status report has an over-long string".into()));
         }

@@ -204,8 +204,8 @@ mod tests {
         assert_eq!(parse_inbox(b"\n"), Inbox::default());
         assert_eq!(
             parse_inbox(b"\n\n").rejected.len(),
-            1,
-            "a blank line is reported"
+            2,
+            "both blank lines are reported"
         );
     }
 

@@ -1,0 +1,412 @@
+# shellcheck shell=bash
+# The end-to-end lab: one private sandbox (mount, net and pid namespaces) holding a
+# server, a NAT gateway and two devices, each in a network namespace of its own, with
+# the real OpenSSH sshd, the real dropbear and the project's own binaries.
+#
+# Why a sandbox: the scenarios create Unix users, write /etc/ssh and /etc/phonehome,
+# start daemons and change firewall rules. Inside `unshare --mount --net --pid` all of
+# that is private, and when the sandbox's first process dies (normal exit, failure,
+# kill -9 of the outer unshare) the kernel takes every process, mount and namespace
+# with it: nothing is left on the host.
+#
+# Sourced by the scenario scripts; `lab_enter_sandbox "$0" "$@"` must be their first act.
+
+set -uo pipefail
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$E2E_DIR/../.." && pwd)
+# Where the built binaries are (install-server.sh installs the server ones from here).
+BIN_DIR=${PHONEHOME_BIN_DIR:-$REPO_DIR/target/release}
+export PHONEHOME_BIN_DIR=$BIN_DIR
+
+# The lab's private state: a tmpfs mounted over /run inside the sandbox.
+LAB=/run/lab
+SRV_IP=198.51.100.1
+GW_WAN_IP=198.51.100.2
+# Short poll interval for the tests; production stays at one minute.
+POLL=${PHONEHOME_E2E_POLL:-3}
+SSHD_LOG=$LAB/srv/sshd.log
+
+PASSED=0
+FAILED=0
+FAILED_NAMES=()
+
+# --- the sandbox -------------------------------------------------------------------
+
+# Re-run the calling script inside a fresh sandbox unless already in one.
+lab_enter_sandbox() {
+    local script=$1
+    shift
+    if [ -n "${PHONEHOME_SANDBOX:-}" ]; then
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        echo "e2e: must run as root (it creates namespaces); try: sudo $script" >&2
+        exit 2
+    fi
+    export PHONEHOME_SANDBOX=1
+    exec unshare --mount --net --pid --fork --kill-child --mount-proc \
+        --propagation private bash "$script" "$@"
+}
+
+# Private mounts: tmpfs over /run, /tmp, /home, /root; overlays over /etc, /var and
+# /usr/local, so useradd, sshd_config.d, /etc/phonehome and installed binaries stay here.
+lab_mounts() {
+    mount -t tmpfs -o mode=0755 lab-run /run || return 1
+    mkdir -p /run/sshd /run/netns $LAB/ov $LAB/srv $LAB/bin
+    chmod 0755 /run/sshd
+    local d name
+    for d in /etc /var /usr/local; do
+        name=${d//\//_}
+        mkdir -p "$LAB/ov/$name.up" "$LAB/ov/$name.work"
+        mount -t overlay "lab$name" \
+            -o "lowerdir=$d,upperdir=$LAB/ov/$name.up,workdir=$LAB/ov/$name.work" "$d" ||
+            return 1
+    done
+    mount -t tmpfs -o mode=1777 lab-tmp /tmp || return 1
+    mount -t tmpfs -o mode=0755 lab-home /home || return 1
+    # /root holds the admin's key and the devices' authorized_keys (dropbear wants 0700).
+    mount -t tmpfs -o mode=0700 lab-root /root || return 1
+    # /var/run is a symlink to /run on Debian; the overlay keeps it so.
+    rm -rf /var/lib/phonehome /etc/phonehome
+    rm -f /etc/ssh/sshd_config.d/phonehome.conf /etc/cron.d/phonehome
+}
+
+# Three kinds of namespaces joined by veth pairs:
+#   srv  198.51.100.1/24 ---- gw 198.51.100.2 (wan), 10.0.1.1 (lan1), 10.0.2.1 (lan2)
+#   dev1 10.0.1.2/24 via 10.0.1.1      dev2 10.0.2.2/24 via 10.0.2.1
+# gw masquerades lan -> wan and drops everything forwarded from wan that is not a reply.
+# srv even gets a route to the LANs through gw, so that "unreachable" is the firewall's
+# doing, not a missing route.
+lab_network() {
+    ip link set lo up
+    local ns
+    for ns in srv gw dev1 dev2; do
+        ip netns add $ns || return 1
+        ip -n $ns link set lo up
+    done
+    ip link add srv-wan netns srv type veth peer name gw-wan netns gw || return 1
+    ip -n srv addr add $SRV_IP/24 dev srv-wan
+    ip -n srv link set srv-wan up
+    ip -n srv route add 10.0.0.0/8 via $GW_WAN_IP
+    ip -n gw addr add $GW_WAN_IP/24 dev gw-wan
+    ip -n gw link set gw-wan up
+    local i
+    for i in 1 2; do
+        ip link add "gw-lan$i" netns gw type veth peer name eth0 netns "dev$i" || return 1
+        ip -n gw addr add "10.0.$i.1/24" dev "gw-lan$i"
+        ip -n gw link set "gw-lan$i" up
+        # A fixed MAC, so that `phonehome id` has something known to find.
+        ip -n "dev$i" link set eth0 address "02:00:00:00:0$i:02"
+        ip -n "dev$i" addr add "10.0.$i.2/24" dev eth0
+        ip -n "dev$i" link set eth0 up
+        ip -n "dev$i" route add default via "10.0.$i.1"
+    done
+    ip netns exec gw sysctl -qw net.ipv4.ip_forward=1
+    ip netns exec gw iptables -t nat -A POSTROUTING -o gw-wan -j MASQUERADE || return 1
+    ip netns exec gw iptables -P FORWARD DROP
+    ip netns exec gw iptables -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+    ip netns exec gw iptables -A FORWARD -i gw-lan1 -o gw-wan -j ACCEPT
+    ip netns exec gw iptables -A FORWARD -i gw-lan2 -o gw-wan -j ACCEPT
+}
+
+# Run a command in a namespace.
+in_ns() {
+    local ns=$1
+    shift
+    ip netns exec "$ns" "$@"
+}
+
+# True if a TCP connection to HOST PORT succeeds within 3 s (from the given namespace).
+tcp_open() {
+    local ns=$1 host=$2 port=$3
+    in_ns "$ns" timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$host" "$port" 2>/dev/null
+}
+
+# Lines of `ss` for TCP listeners on PORT in the server namespace (empty: none).
+srv_listeners() {
+    in_ns srv ss -Hltnp "sport = :$1" 2>/dev/null
+}
+
+# --- the server --------------------------------------------------------------------
+
+# Install the server side with the project's own installer, then run the real sshd.
+lab_server() {
+    # Fresh host keys, private to the lab (the overlay hides the host's).
+    rm -f /etc/ssh/ssh_host_*
+    ssh-keygen -A >/dev/null || return 1
+    mkdir -p /etc/phonehome
+    cat >/etc/phonehome/server.conf <<EOF
+# written by tests/e2e: short poll interval for the tests
+server_host = $SRV_IP
+server_port = 22
+port_range = 20000-29999
+poll_interval = $POLL
+default_ttl = 3600
+admin_user = root
+device_group = phonehome-devices
+gate = /usr/local/lib/phonehome/phonehome-gate
+EOF
+    if ! "$REPO_DIR/server-scripts/install-server.sh" >"$LAB/srv/install.log" 2>&1; then
+        echo "install-server.sh failed:" >&2
+        cat "$LAB/srv/install.log" >&2
+        return 1
+    fi
+    grep -q '^poll_interval *= *'"$POLL"'$' /etc/phonehome/server.conf || {
+        echo "install-server.sh replaced the lab's server.conf:" >&2
+        cat /etc/phonehome/server.conf >&2
+        return 1
+    }
+    sshd_start
+}
+
+sshd_start() {
+    : >>"$SSHD_LOG"
+    in_ns srv /usr/sbin/sshd -D -E "$SSHD_LOG" -f /etc/ssh/sshd_config &
+    echo $! >$LAB/srv/sshd.pid
+    wait_until 10 tcp_open srv 127.0.0.1 22
+}
+
+sshd_stop() {
+    local pid
+    pid=$(cat $LAB/srv/sshd.pid 2>/dev/null) || return 0
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    rm -f $LAB/srv/sshd.pid
+}
+
+sshd_pid() { cat $LAB/srv/sshd.pid; }
+
+# The server's host keys as `TYPE BASE64` lines.
+server_host_keys() {
+    local f
+    for f in /etc/ssh/ssh_host_*_key.pub; do
+        cut -d' ' -f1,2 "$f"
+    done
+}
+
+# --- the admin ---------------------------------------------------------------------
+
+# The admin's key, used to log into the devices through their tunnels.
+lab_admin() {
+    mkdir -p /root/.ssh
+    chmod 0700 /root/.ssh
+    ssh-keygen -q -t ed25519 -N '' -C lab-admin -f /root/.ssh/admin >/dev/null || return 1
+    cp /root/.ssh/admin.pub /root/.ssh/authorized_keys
+    chmod 0600 /root/.ssh/authorized_keys
+}
+
+# admin_ssh DEV PORT COMMAND...: log in as root on device DEV through the server's
+# loopback port PORT, the device's own host key pinned (so we know where we landed).
+admin_ssh() {
+    local dev=$1 port=$2
+    shift 2
+    in_ns srv timeout 20 ssh -n -p "$port" -i /root/.ssh/admin \
+        -o BatchMode=yes -o StrictHostKeyChecking=yes -o HostKeyAlias="$dev" \
+        -o UserKnownHostsFile="$LAB/$dev/admin_known_hosts" -o ConnectTimeout=5 \
+        -o KexAlgorithms=curve25519-sha256 -o LogLevel=ERROR \
+        root@localhost "$@"
+}
+
+# True when the admin lands on DEV through PORT and sees the device's own LAN address.
+admin_reaches() {
+    local dev=$1 port=$2 out
+    out=$(admin_ssh "$dev" "$port" ip -o -4 addr show dev eth0 2>&1) || return 1
+    case $out in
+    *"inet $(dev_ip "$dev")/"*) return 0 ;;
+    *) return 1 ;;
+    esac
+}
+
+# --- the devices -------------------------------------------------------------------
+
+dev_ip() { echo "10.0.${1#dev}.2"; }
+# The device id: the MAC of its eth0 (02:00:00:00:0N:02), as the agent derives it.
+dev_id() { echo "020000000${1#dev}02"; }
+
+# Per device: its own config, run dir, key and a dropbear on its 127.0.0.1:22.
+# CLIENT is dbclient (dropbear key) or ssh (OpenSSH key).
+lab_device() {
+    local dev=$1 client=$2 d=$LAB/$1
+    mkdir -p "$d"
+    dropbearkey -t ed25519 -f "$d/dropbear_host_key" >/dev/null 2>&1 || return 1
+    echo "$dev $(dropbearkey -y -f "$d/dropbear_host_key" | grep '^ssh-' | cut -d' ' -f1,2)" \
+        >"$d/admin_known_hosts"
+    in_ns "$dev" dropbear -F -E -s -p 127.0.0.1:22 -r "$d/dropbear_host_key" \
+        -P "$d/dropbear.pid" >"$d/dropbear.log" 2>&1 &
+    case $client in
+    dbclient)
+        dropbearkey -t ed25519 -f "$d/id_dropbear" >/dev/null 2>&1 || return 1
+        dropbearkey -y -f "$d/id_dropbear" | grep '^ssh-' | cut -d' ' -f1,2 >"$d/id.pub"
+        dropbearconvert dropbear openssh "$d/id_dropbear" "$d/id_openssh" >/dev/null 2>&1
+        echo "$d/id_dropbear" >"$d/keyfile"
+        ;;
+    ssh)
+        ssh-keygen -q -t ed25519 -N '' -C "$dev" -f "$d/id_openssh" >/dev/null || return 1
+        cut -d' ' -f1,2 "$d/id_openssh.pub" >"$d/id.pub"
+        echo "$d/id_openssh" >"$d/keyfile"
+        ;;
+    esac
+    chmod 0600 "$d/id_openssh"
+    echo "$client" >"$d/client"
+    wait_until 10 tcp_open "$dev" 127.0.0.1 22
+}
+
+# The agent's flags that differ per device (both devices share one file system).
+dev_flags() {
+    local dev=$1 d=$LAB/$1
+    printf '%s\n' --config "$d/phonehome.conf" --run-dir "$d/run" \
+        --key "$(cat "$d/keyfile")" --known-hosts "$d/known_hosts" \
+        --device-id "$(dev_id "$dev")" --client "$(cat "$d/client")" \
+        --timeout 15 --keepalive 2 --log stderr
+}
+
+# phonehome as device DEV runs it: in its namespace, with its config.
+agent() {
+    local dev=$1
+    shift
+    in_ns "$dev" env PATH="$LAB/bin:$PATH" "$BIN_DIR/phonehome" --config "$LAB/$dev/phonehome.conf" "$@"
+}
+
+# Enrol DEV: add-device on the server, then the exact printed setup line on the device
+# with the per-device paths appended. Output of add-device is kept in $LAB/DEV/add.out.
+enrol() {
+    local dev=$1 d=$LAB/$1 line
+    in_ns srv add-device "$(dev_id "$dev")" "$(cat "$d/id.pub")" --name "$dev" \
+        >"$d/add.out" 2>&1 || {
+        cat "$d/add.out" >&2
+        return 1
+    }
+    line=$(grep -m1 -o 'phonehome setup .*' "$d/add.out") || {
+        echo "add-device printed no 'phonehome setup' line:" >&2
+        cat "$d/add.out" >&2
+        return 1
+    }
+    echo "$line" >"$d/setup.line"
+    local -a words extra
+    # The printed line is shell-quoted for a human to paste; let bash read it as such
+    # (it comes from our own add-device, in the lab), then add this device's paths.
+    eval "words=($line)"
+    mapfile -t extra < <(dev_flags "$dev")
+    in_ns "$dev" env PATH="$LAB/bin:$PATH" "$BIN_DIR/phonehome" "${words[@]:1}" "${extra[@]}" \
+        >"$d/setup.out" 2>&1 || {
+        cat "$d/setup.out" >&2
+        return 1
+    }
+}
+
+# The cron-equivalent: poll every $POLL seconds in the device's namespace.
+agent_loop_start() {
+    local dev=$1 d=$LAB/$1
+    (
+        while :; do
+            echo "--- poll $(date +%T)"
+            agent "$dev" poll
+            echo "--- exit $?"
+            sleep "$POLL"
+        done
+    ) >>"$d/agent.log" 2>&1 &
+    echo $! >"$d/loop.pid"
+}
+
+agent_loop_stop() {
+    local dev=$1 pid
+    pid=$(cat "$LAB/$dev/loop.pid" 2>/dev/null) || return 0
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    rm -f "$LAB/$dev/loop.pid"
+}
+
+# --- assertions --------------------------------------------------------------------
+
+step() { printf '\n== %s\n' "$*"; }
+
+pass() {
+    PASSED=$((PASSED + 1))
+    printf 'ok   %s\n' "$*"
+}
+
+# Record a failed assertion and show what the parts logged, then carry on.
+fail() {
+    FAILED=$((FAILED + 1))
+    FAILED_NAMES+=("$*")
+    printf 'FAIL %s\n' "$*"
+    show_logs
+}
+
+# check NAME CMD...: pass if CMD succeeds, fail otherwise.
+check() {
+    local name=$1
+    shift
+    if "$@"; then pass "$name"; else fail "$name"; fi
+}
+
+# check_not NAME CMD...: pass if CMD fails.
+check_not() {
+    local name=$1
+    shift
+    if "$@"; then fail "$name"; else pass "$name"; fi
+}
+
+show_logs() {
+    {
+        echo "---- sshd log (last 25 lines)"
+        tail -n 25 "$SSHD_LOG" 2>/dev/null
+        local f
+        for f in "$LAB"/dev*/agent.log; do
+            [ -f "$f" ] || continue
+            echo "---- $f (last 15 lines)"
+            tail -n 15 "$f"
+        done
+        for f in "$LAB"/dev*/run/tunnels/*.log; do
+            [ -f "$f" ] || continue
+            echo "---- $f (last 5 lines)"
+            tail -n 5 "$f"
+        done
+        echo "----"
+    } | sed 's/^/     | /'
+}
+
+# wait_until SECS CMD...: poll CMD every 0.3 s until it succeeds or SECS pass.
+wait_until() {
+    local secs=$1
+    shift
+    local deadline=$((SECONDS + secs))
+    while :; do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        [ "$SECONDS" -ge "$deadline" ] && return 1
+        sleep 0.3
+    done
+}
+
+# Copy the lab's logs out of the sandbox when PHONEHOME_E2E_LOGS names a host dir.
+save_logs() {
+    [ -n "${PHONEHOME_E2E_LOGS:-}" ] || return 0
+    mkdir -p "$PHONEHOME_E2E_LOGS" 2>/dev/null || return 0
+    (cd $LAB && find . -path ./ov -prune -o -name '*.log' -print0 |
+        xargs -0 -r cp --parents -t "$PHONEHOME_E2E_LOGS") 2>/dev/null
+}
+
+# The closing line, and the exit status.
+finish() {
+    save_logs
+    echo
+    if [ "$FAILED" -gt 0 ]; then
+        printf 'failed: %s\n' "${FAILED_NAMES[@]}"
+    fi
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ]
+}
+
+# Build the whole lab up to running sshd, admin key and device daemons.
+lab_up() {
+    local client=$1
+    lab_mounts || { echo "e2e: private mounts failed" >&2; return 1; }
+    lab_network || { echo "e2e: network namespaces failed" >&2; return 1; }
+    ln -sf "$BIN_DIR/phonehome" $LAB/bin/phonehome
+    export PATH="/usr/local/sbin:/usr/local/bin:$PATH"
+    lab_server || { echo "e2e: server setup failed" >&2; show_logs; return 1; }
+    lab_admin || return 1
+    lab_device dev1 "$client" || { echo "e2e: dev1 setup failed" >&2; return 1; }
+    lab_device dev2 "$client" || { echo "e2e: dev2 setup failed" >&2; return 1; }
+}

@@ -120,6 +120,7 @@ in_ns() {
 # True if a TCP connection to HOST PORT succeeds within 3 s (from the given namespace).
 tcp_open() {
     local ns=$1 host=$2 port=$3
+    # shellcheck disable=SC2016 # $0 and $1 are expanded by the inner bash
     in_ns "$ns" timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$host" "$port" 2>/dev/null
 }
 

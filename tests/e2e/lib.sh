@@ -269,15 +269,22 @@ agent() {
     in_ns "$dev" env PATH="$LAB/bin:$PATH" "$BIN_DIR/phonehome" --config "$LAB/$dev/phonehome.conf" "$@"
 }
 
-# Enrol DEV: add-device on the server, then the exact printed setup line on the device
-# with the per-device paths appended. Output of add-device is kept in $LAB/DEV/add.out.
-enrol() {
-    local dev=$1 d=$LAB/$1 line
+# Register DEV on the server: add-device with its public key. Output in $LAB/DEV/add.out.
+register() {
+    local dev=$1 d=$LAB/$1
     in_ns srv add-device "$(dev_id "$dev")" "$(cat "$d/id.pub")" --name "$dev" \
         >"$d/add.out" 2>&1 || {
+        echo "add-device $(dev_id "$dev") failed:" >&2
         cat "$d/add.out" >&2
         return 1
     }
+}
+
+# Enrol DEV: register it, then run the exact setup line add-device printed, on the
+# device, with the per-device paths appended (both devices share one file system).
+enrol() {
+    local dev=$1 d=$LAB/$1 line
+    register "$dev" || return 1
     line=$(grep -m1 -o 'phonehome setup .*' "$d/add.out") || {
         echo "add-device printed no 'phonehome setup' line:" >&2
         cat "$d/add.out" >&2
@@ -291,6 +298,7 @@ enrol() {
     mapfile -t extra < <(dev_flags "$dev")
     in_ns "$dev" env PATH="$LAB/bin:$PATH" "$BIN_DIR/phonehome" "${words[@]:1}" "${extra[@]}" \
         >"$d/setup.out" 2>&1 || {
+        echo "the setup line failed on $dev: phonehome ${words[*]:1} ${extra[*]}" >&2
         cat "$d/setup.out" >&2
         return 1
     }

@@ -283,8 +283,12 @@ register() {
 # Enrol DEV: register it, then run the exact setup line add-device printed, on the
 # device, with the per-device paths appended (both devices share one file system).
 enrol() {
+    register "$1" && device_setup "$1"
+}
+
+# Run on DEV the setup line add-device printed (in $LAB/DEV/add.out).
+device_setup() {
     local dev=$1 d=$LAB/$1 line
-    register "$dev" || return 1
     line=$(grep -m1 -o 'phonehome setup .*' "$d/add.out") || {
         echo "add-device printed no 'phonehome setup' line:" >&2
         cat "$d/add.out" >&2

@@ -1,0 +1,147 @@
+//! The small commands: `id`, `status` and `stop`.
+
+use crate::config::Settings;
+use crate::files::RunDir;
+use crate::poll::{self, Failure};
+use crate::report::now;
+use crate::state::{format_utc, LastPoll};
+use crate::sys;
+use crate::tunnels;
+use phonehome_protocol::TunnelState;
+use serde::Serialize;
+
+pub fn id(settings: &Settings) -> Result<(), Failure> {
+    println!("{}", poll::device(settings)?);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct TunnelView {
+    local: u16,
+    remote: u16,
+    state: TunnelState,
+    pid: u32,
+    since: u64,
+    restarts: u32,
+    last_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatusView {
+    last_poll: Option<LastPoll>,
+    tunnels: Vec<TunnelView>,
+}
+
+pub fn status(settings: &Settings, json: bool) -> Result<(), Failure> {
+    let run = RunDir::new(&settings.run_dir);
+    let view = StatusView {
+        last_poll: LastPoll::load(&run),
+        tunnels: tunnels::survey(&run, false)
+            .into_iter()
+            .map(|o| TunnelView {
+                local: o.record.local,
+                remote: o.record.remote,
+                state: if o.alive {
+                    TunnelState::Running
+                } else {
+                    TunnelState::Failed
+                },
+                pid: o.record.pid,
+                since: o.record.started_at,
+                restarts: o.record.restarts,
+                last_error: o.error,
+            })
+            .collect(),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).expect("serialises")
+        );
+        return Ok(());
+    }
+    let t = now();
+    match &view.last_poll {
+        None => println!("last poll: none yet (run dir {})", run.root.display()),
+        Some(p) => {
+            let ago = t.saturating_sub(p.time);
+            println!(
+                "last poll: {} at {} ({} s ago){}",
+                if p.ok { "ok" } else { "FAILED" },
+                format_utc(p.time),
+                ago,
+                p.client
+                    .as_deref()
+                    .map(|c| format!(", client {}", c))
+                    .unwrap_or_default()
+            );
+            if let Some(e) = &p.error {
+                println!("  error: {}", e);
+            }
+            if p.ok {
+                println!(
+                    "  requests: {}",
+                    if p.requests.is_empty() {
+                        "none".to_string()
+                    } else {
+                        p.requests.join(" ")
+                    }
+                );
+            }
+            for e in &p.inbox_errors {
+                println!("  refused {}", e);
+            }
+        }
+    }
+    if view.tunnels.is_empty() {
+        println!("tunnels: none");
+    }
+    for v in &view.tunnels {
+        let state = match v.state {
+            TunnelState::Running => format!("running (pid {})", v.pid),
+            TunnelState::Failed => "failed".to_string(),
+        };
+        println!(
+            "tunnel {}:{} {} since {}, {} restart(s)",
+            v.local,
+            v.remote,
+            state,
+            format_utc(v.since),
+            v.restarts
+        );
+        if let Some(e) = &v.last_error {
+            println!("  last error: {}", e);
+        }
+    }
+    Ok(())
+}
+
+/// Stop every tunnel (package removal, shutdown). Waits for a running poll to finish so
+/// that it cannot start a tunnel behind our back.
+pub fn stop(settings: &Settings) -> Result<(), Failure> {
+    let run = RunDir::new(&settings.run_dir);
+    if !run.root.exists() {
+        println!("no tunnels (no run dir {})", run.root.display());
+        return Ok(());
+    }
+    let lock = poll::open_lock(&run)?;
+    sys::lock(&lock)
+        .map_err(|e| Failure::Failed(format!("cannot lock {}: {}", run.lock().display(), e)))?;
+    let mut errors = Vec::new();
+    let mut stopped = 0;
+    for rec in tunnels::load_records(&run) {
+        match tunnels::stop(&rec) {
+            Ok(was_running) => {
+                stopped += usize::from(was_running);
+                tunnels::remove_record(&run, rec.pair());
+            }
+            Err(e) => errors.push(format!("tunnel {}: {}", rec.pair(), e)),
+        }
+    }
+    log::info!("stopped {} tunnel(s)", stopped);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Failed(errors.join("; ")))
+    }
+}

@@ -14,7 +14,7 @@ usage: ./install.sh COMMAND [OPTIONS]
 
   server [--root DIR]        build, then install the server tools, the gate, the device
                              group, state dirs and the sshd drop-in (server-scripts/install-server.sh)
-  device --server HOST [--port N] [--root DIR] [--client auto|dbclient|ssh]
+  device --server HOST [--root DIR] [--client auto|dbclient|ssh]
          [--interface IF] [--device-id ID]
                              bootstrap a generic Linux device: install the agent, generate
                              its key, add the cron line, print the add-device command
@@ -107,11 +107,10 @@ cmd_server() {
 # --- device ------------------------------------------------------------------------
 
 cmd_device() {
-    local server='' port=22 root=/ client=auto iface='' devid=''
+    local server='' root=/ client=auto iface='' devid=''
     while [ $# -gt 0 ]; do
         case $1 in
         --server) server=${2:?--server needs a host}; shift 2 ;;
-        --port) port=${2:?--port needs a number}; shift 2 ;;
         --root) root=${2:?--root needs a directory}; shift 2 ;;
         --client) client=${2:?--client needs auto, dbclient or ssh}; shift 2 ;;
         --interface) iface=${2:?--interface needs a name}; shift 2 ;;
@@ -188,7 +187,7 @@ Next steps:
  1. On the server ($server), as root:
       add-device $id '$pub'
  2. add-device prints a 'phonehome setup ...' line. Run it here, as root, adding:
-      $extra --port $port
+      $extra
     (it writes /etc/phonehome/phonehome.conf and pins the server's host keys).
  3. Within a minute, 'list-devices' on the server shows this device.
 EOF

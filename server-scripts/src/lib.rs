@@ -1,1 +1,32 @@
-//! placeholder
+//! The phonehome server tools: one library shared by the commands `add-device`,
+//! `remove-device`, `forward-device-port`, `list-devices` and the gate
+//! `phonehome-gate` (the forced command of every device login).
+//!
+//! Every path sits under a root prefix (`PHONEHOME_ROOT` or `--root DIR`, default `/`)
+//! so that the tools can be run and tested without touching the host's `/etc` and `/var`.
+//! The grammar of what crosses the wire (ids, ports, inbox, status report) comes from
+//! `phonehome_protocol`; this crate only stores, checks and serves it.
+#![deny(unsafe_code)]
+
+pub mod accounts;
+pub mod atomic;
+pub mod base64;
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod keys;
+pub mod listeners;
+pub mod lock;
+pub mod logscan;
+pub mod paths;
+pub mod procs;
+pub mod records;
+pub mod registry;
+pub mod requests;
+pub mod sha256;
+pub mod sys;
+pub mod timefmt;
+
+pub use error::Error;

@@ -1,0 +1,127 @@
+//! Who listens on which TCP port, from `/proc/net/tcp` and `/proc/net/tcp6` (state 0A,
+//! LISTEN), with the owning uid. forward-device-port uses it twice: a remote port held
+//! by any listener is refused, and `--wait` succeeds only when the port is listened on
+//! by the device's uid alone (sshd reports a forward as successful even when another
+//! process already holds 127.0.0.1 of that port).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub uid: u32,
+}
+
+const TCP_LISTEN: &str = "0A";
+
+fn parse_addr(hex: &str) -> Option<IpAddr> {
+    match hex.len() {
+        8 => {
+            let n = u32::from_str_radix(hex, 16).ok()?;
+            // /proc prints the address as the host-order u32 of the network bytes.
+            Some(IpAddr::V4(Ipv4Addr::from(n.to_ne_bytes())))
+        }
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                let word = u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).ok()?;
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(bytes)))
+        }
+        _ => None,
+    }
+}
+
+/// Parse the text of /proc/net/tcp or tcp6 into its LISTEN sockets.
+pub fn parse(text: &str) -> Vec<Listener> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 || f[3] != TCP_LISTEN {
+                return None;
+            }
+            let (addr, port) = f[1].split_once(':')?;
+            Some(Listener {
+                addr: parse_addr(addr)?,
+                port: u16::from_str_radix(port, 16).ok()?,
+                uid: f[7].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Every LISTEN socket of this network namespace.
+pub fn all() -> Vec<Listener> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| parse(&t))
+        .collect()
+}
+
+pub fn on_port(port: u16) -> Vec<Listener> {
+    all().into_iter().filter(|l| l.port == port).collect()
+}
+
+/// The tunnel on `port` is up and the device's own: some listener on 127.0.0.1 or ::1,
+/// and every listener on the port belongs to `uid`.
+pub fn held_only_by(listeners: &[Listener], uid: u32) -> bool {
+    listeners.iter().any(|l| l.addr.is_loopback()) && listeners.iter().all(|l| l.uid == uid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:2694 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 123 1 0 100 0 0 10 0
+   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 124 1 0 100 0 0 10 0
+   2: 0100007F:2694 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000  1001        0 125 1 0 100 0 0 10 0
+";
+    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:2694 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 126 1 0 100 0 0 10 0
+";
+
+    #[test]
+    fn parses_proc_net_tcp() {
+        let l = parse(TCP);
+        assert_eq!(l.len(), 2, "the established socket is not a listener");
+        assert_eq!(l[0].addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(l[0].port, 9876);
+        assert_eq!(l[0].uid, 1001);
+        assert_eq!(l[1].port, 22);
+        let l6 = parse(TCP6);
+        assert_eq!(l6[0].addr, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!(l6[0].port, 9876);
+    }
+
+    #[test]
+    fn ownership_rule() {
+        let mut l: Vec<Listener> = parse(TCP).into_iter().filter(|l| l.port == 9876).collect();
+        l.extend(parse(TCP6));
+        assert!(held_only_by(&l, 1001));
+        assert!(!held_only_by(&l, 1002));
+        l.push(Listener {
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 9876,
+            uid: 0,
+        });
+        assert!(
+            !held_only_by(&l, 1001),
+            "another owner on 0.0.0.0 spoils it"
+        );
+        assert!(!held_only_by(&[], 1001));
+    }
+
+    #[test]
+    fn sees_a_real_listener() {
+        let sock = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let found = on_port(port);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].uid, crate::sys::getuid());
+    }
+}

@@ -1,0 +1,504 @@
+//! Heartbeats from sshd's log: `Accepted publickey for device<id> from IP port N ssh2:
+//! TYPE SHA256:fp`. Sources: syslog files (Debian auth.log, RHEL secure, rotated and
+//! gzipped, traditional or ISO timestamps), journald (`journalctl -o json`, one JSON
+//! object per line), and the same given with `--log`.
+//!
+//! A line counts only when the program is `sshd` or `sshd-session` (OpenSSH >= 9.8),
+//! the message STARTS with the sentence and ends right after the fingerprint, and the
+//! fingerprint is the device's registered key: pre-auth usernames reach the log
+//! verbatim, so a crafted name must never forge a heartbeat. Input is streamed line by
+//! line with a cap on line length (the rest of an over-long line is skipped), invalid
+//! UTF-8 is tolerated, so gigabytes of log are read in bounded memory.
+
+use crate::timefmt::unix_from_civil;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Longest log line considered (journald JSON lines included); longer ones are skipped.
+pub const MAX_LOG_LINE: usize = 64 * 1024;
+
+/// A successful device login found in a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub time: i64,
+    pub account: String,
+    pub from: String,
+    pub port: u16,
+    pub key_type: String,
+    pub fingerprint: String,
+}
+
+/// Parse the message of an sshd line, anchored at both ends.
+pub fn parse_accepted(msg: &str) -> Option<(String, String, u16, String, String)> {
+    let rest = msg.strip_prefix("Accepted publickey for ")?;
+    let mut w = rest.split(' ');
+    let account = w.next()?;
+    phonehome_protocol::DeviceId::from_account(account)?;
+    if w.next()? != "from" {
+        return None;
+    }
+    let from = w.next()?;
+    from.parse::<std::net::IpAddr>().ok()?;
+    if w.next()? != "port" {
+        return None;
+    }
+    let port = phonehome_protocol::parse_port(w.next()?).ok()?;
+    if w.next()? != "ssh2:" {
+        return None;
+    }
+    let key_type = w.next()?;
+    if key_type.is_empty()
+        || !key_type
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return None;
+    }
+    let fp = w.next()?;
+    let b64 = fp.strip_prefix("SHA256:")?;
+    if b64.len() != 43
+        || !b64
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    {
+        return None;
+    }
+    if w.next().is_some() {
+        return None;
+    }
+    Some((
+        account.into(),
+        from.into(),
+        port,
+        key_type.into(),
+        fp.into(),
+    ))
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+fn two(s: &str) -> Option<u32> {
+    (s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+}
+
+fn hms(s: &str) -> Option<(u32, u32, u32)> {
+    let mut p = s.split(':');
+    let t = (two(p.next()?)?, two(p.next()?)?, two(p.next()?)?);
+    (p.next().is_none() && t.0 < 24 && t.1 < 60 && t.2 < 61).then_some(t)
+}
+
+/// `Nov 21 23:49:50` in local time, year unknown: the most recent such moment that is
+/// not in the future (a day of slack for clock skew).
+fn traditional_time(month: &str, day: &str, time: &str, now: i64) -> Option<i64> {
+    let m = MONTHS.iter().position(|x| *x == month)? as u32 + 1;
+    let d: u32 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let (h, mi, s) = hms(time)?;
+    let offset = crate::sys::local_offset(now);
+    let (this_year, _, _) = crate::timefmt::civil_from_days((now + offset).div_euclid(86400));
+    for year in [this_year, this_year - 1] {
+        let t = unix_from_civil(year, m, d, h, mi, s) - offset;
+        if t <= now + 86400 {
+            return Some(t);
+        }
+    }
+    None
+}
+
+/// `2026-11-21T23:49:50.123456+00:00` (rsyslog high precision, journalctl short-iso).
+fn iso_time(s: &str) -> Option<i64> {
+    if s.len() < 20 || !s.is_ascii() || &s[4..5] != "-" || &s[7..8] != "-" || &s[10..11] != "T" {
+        return None;
+    }
+    let y: i64 = s[0..4].parse().ok()?;
+    let mo = two(&s[5..7])?;
+    let d = two(&s[8..10])?;
+    let (h, mi, sec) = hms(&s[11..19])?;
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &frac[digits..];
+    }
+    let offset = if rest == "Z" {
+        0
+    } else {
+        let sign = match rest.as_bytes().first()? {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let hhmm = rest[1..].replace(':', "");
+        if hhmm.len() != 4 {
+            return None;
+        }
+        sign * (i64::from(two(&hhmm[..2])?) * 3600 + i64::from(two(&hhmm[2..])?) * 60)
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(unix_from_civil(y, mo, d, h, mi, sec) - offset)
+}
+
+/// `sshd[123]:` or `sshd-session[123]:` exactly.
+fn is_sshd_tag(tag: &str) -> bool {
+    let Some(body) = tag.strip_suffix("]:") else {
+        return false;
+    };
+    let Some((prog, pid)) = body.split_once('[') else {
+        return false;
+    };
+    (prog == "sshd" || prog == "sshd-session")
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A syslog text line: (time, message) when it is an sshd line.
+pub fn parse_syslog_line(line: &str, now: i64) -> Option<(i64, &str)> {
+    if line.as_bytes().first()?.is_ascii_digit() {
+        let (ts, rest) = line.split_once(' ')?;
+        let t = iso_time(ts)?;
+        let (_host, rest) = rest.split_once(' ')?;
+        let (tag, msg) = rest.split_once(' ')?;
+        is_sshd_tag(tag).then_some((t, msg))
+    } else {
+        // `Nov 21 23:49:50 host sshd[1]: msg`; single-digit days are space-padded.
+        let (month, rest) = line.split_once(' ')?;
+        let rest = rest.trim_start_matches(' ');
+        let (day, rest) = rest.split_once(' ')?;
+        let (time, rest) = rest.split_once(' ')?;
+        let t = traditional_time(month, day, time, now)?;
+        let (_host, rest) = rest.split_once(' ')?;
+        let (tag, msg) = rest.split_once(' ')?;
+        is_sshd_tag(tag).then_some((t, msg))
+    }
+}
+
+/// A `journalctl -o json` line: (time, message) when it comes from sshd. `_COMM` is set
+/// by journald itself and is trusted over SYSLOG_IDENTIFIER, which a client chooses.
+pub fn parse_journal_line(line: &[u8]) -> Option<(i64, String)> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str());
+    let prog = field("_COMM").or_else(|| field("SYSLOG_IDENTIFIER"))?;
+    if prog != "sshd" && prog != "sshd-session" {
+        return None;
+    }
+    let micros: i64 = field("__REALTIME_TIMESTAMP")?.parse().ok()?;
+    let msg = match v.get("MESSAGE")? {
+        serde_json::Value::String(s) => s.clone(),
+        // journald exports a non-UTF-8 message as an array of bytes.
+        serde_json::Value::Array(a) => {
+            let bytes: Vec<u8> = a
+                .iter()
+                .filter_map(|b| b.as_u64().map(|b| b as u8))
+                .collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        _ => return None,
+    };
+    Some((micros.div_euclid(1_000_000), msg))
+}
+
+/// Reads lines of at most MAX_LOG_LINE bytes; longer ones are consumed and skipped.
+pub struct BoundedLines<R> {
+    inner: R,
+    buf: Vec<u8>,
+    pub skipped: u64,
+}
+
+impl<R: BufRead> BoundedLines<R> {
+    pub fn new(inner: R) -> Self {
+        BoundedLines {
+            inner,
+            buf: Vec::new(),
+            skipped: 0,
+        }
+    }
+
+    /// The next line (without its newline), or None at the end of input.
+    pub fn next_line(&mut self) -> std::io::Result<Option<&[u8]>> {
+        self.buf.clear();
+        let mut overlong = false;
+        let mut any = false;
+        loop {
+            let chunk = self.inner.fill_buf()?;
+            if chunk.is_empty() {
+                if !any {
+                    return Ok(None);
+                }
+                break;
+            }
+            any = true;
+            let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => (i, true),
+                None => (chunk.len(), false),
+            };
+            if !overlong {
+                if self.buf.len() + take > MAX_LOG_LINE {
+                    overlong = true;
+                    self.buf.clear();
+                } else {
+                    self.buf.extend_from_slice(&chunk[..take]);
+                }
+            }
+            self.inner.consume(if done { take + 1 } else { take });
+            if done {
+                break;
+            }
+        }
+        if overlong {
+            self.skipped += 1;
+            self.buf.clear();
+        }
+        Ok(Some(&self.buf))
+    }
+}
+
+/// What a scan found: the newest valid login per account, and what was read.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub latest: HashMap<String, Login>,
+    /// Sources read successfully (file names, or `journald`).
+    pub read: Vec<String>,
+    /// Sources that could not be read, with why.
+    pub failed: Vec<String>,
+    pub lines: u64,
+    pub skipped_long: u64,
+}
+
+impl Scan {
+    /// Consider one message at `time`; `keys` maps account -> registered fingerprint.
+    fn offer(&mut self, time: i64, msg: &str, keys: &HashMap<String, String>) {
+        let Some((account, from, port, key_type, fp)) = parse_accepted(msg) else {
+            return;
+        };
+        if keys.get(&account) != Some(&fp) {
+            return;
+        }
+        if self.latest.get(&account).is_some_and(|l| l.time >= time) {
+            return;
+        }
+        self.latest.insert(
+            account.clone(),
+            Login {
+                time,
+                account,
+                from,
+                port,
+                key_type,
+                fingerprint: fp,
+            },
+        );
+    }
+
+    /// Scan a stream of syslog or journald JSON lines (detected per line).
+    pub fn read_stream<R: Read>(
+        &mut self,
+        input: R,
+        keys: &HashMap<String, String>,
+        now: i64,
+    ) -> std::io::Result<()> {
+        let mut lines = BoundedLines::new(BufReader::with_capacity(64 * 1024, input));
+        while let Some(line) = lines.next_line()? {
+            self.lines += 1;
+            if line.first() == Some(&b'{') {
+                if let Some((t, msg)) = parse_journal_line(line) {
+                    self.offer(t, &msg, keys);
+                }
+                continue;
+            }
+            // Cheap pre-filter before any parsing: the sentence must be there.
+            if !contains(line, b"Accepted publickey for ") {
+                continue;
+            }
+            let text = String::from_utf8_lossy(line);
+            if let Some((t, msg)) = parse_syslog_line(&text, now) {
+                self.offer(t, msg, keys);
+            }
+        }
+        self.skipped_long += lines.skipped;
+        Ok(())
+    }
+
+    /// Scan a file, gunzipping it when it starts with the gzip magic bytes.
+    pub fn read_file(&mut self, path: &Path, keys: &HashMap<String, String>, now: i64) {
+        let result = (|| -> std::io::Result<()> {
+            let mut f = std::fs::File::open(path)?;
+            let mut magic = [0u8; 2];
+            let n = f.read(&mut magic)?;
+            drop(f);
+            let f = std::fs::File::open(path)?;
+            if n == 2 && magic == [0x1f, 0x8b] {
+                self.read_stream(
+                    flate2::read::MultiGzDecoder::new(BufReader::new(f)),
+                    keys,
+                    now,
+                )
+            } else {
+                self.read_stream(f, keys, now)
+            }
+        })();
+        match result {
+            Ok(()) => self.read.push(path.display().to_string()),
+            Err(e) => self.failed.push(format!("{}: {}", path.display(), e)),
+        }
+    }
+
+    /// Scan sshd's entries in journald (`journalctl -o json`), streaming its output.
+    pub fn read_journal(&mut self, keys: &HashMap<String, String>, now: i64) {
+        use std::process::{Command, Stdio};
+        let child = Command::new("journalctl")
+            .args([
+                "-o",
+                "json",
+                "--no-pager",
+                "-q",
+                "_COMM=sshd",
+                "_COMM=sshd-session",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                self.failed
+                    .push(format!("journald: cannot run journalctl: {}", e));
+                return;
+            }
+        };
+        let stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let err_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.by_ref().take(4096).read_to_string(&mut s);
+            s
+        });
+        let lines_before = self.lines;
+        let result = self.read_stream(stdout, keys, now);
+        let status = child.wait();
+        let err = err_reader.join().unwrap_or_default();
+        match (result, status) {
+            (Ok(()), Ok(st))
+                if st.success() && (self.lines > lines_before || err.trim().is_empty()) =>
+            {
+                self.read.push("journald".into())
+            }
+            (Err(e), _) => self.failed.push(format!("journald: {}", e)),
+            (_, st) => self.failed.push(format!(
+                "journald: `journalctl -o json` failed ({}): {}",
+                st.map(|s| s.to_string()).unwrap_or_default(),
+                err.trim().replace('\n', "; ")
+            )),
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The default log files under `<root>/var/log`: `auth.log*` (Debian) and `secure*`
+/// (RHEL), rotated ones included (`auth.log.1`, `auth.log.2.gz`, `secure-20261115`).
+pub fn default_files(log_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(log_dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let n = name.to_string_lossy();
+            ["auth.log", "secure"].iter().any(|base| {
+                n == *base
+                    || n.starts_with(&format!("{}.", base))
+                    || n.starts_with(&format!("{}-", base))
+            })
+        })
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FP: &str = "SHA256:PtMtRWVHKuGrzuX9RFxdUS3m8k7hxmSwH+iceMIwDeM";
+
+    #[test]
+    fn accepted_sentence_is_anchored() {
+        let ok = format!("Accepted publickey for device6466b34bde54 from 198.51.100.2 port 40022 ssh2: ED25519 {}", FP);
+        let p = parse_accepted(&ok).unwrap();
+        assert_eq!(p.0, "device6466b34bde54");
+        assert_eq!(p.1, "198.51.100.2");
+        assert_eq!(p.2, 40022);
+        for bad in [
+            format!("Invalid user x {}", ok),
+            format!("{} extra", ok),
+            format!(" {}", ok),
+            ok.replace("device6466b34bde54", "root"),
+            ok.replace("198.51.100.2", "evil.example"),
+            ok.replace("port 40022", "port 0"),
+            ok.replace(FP, "SHA256:short"),
+            format!("Accepted publickey for device6466b34bde54 from 198.51.100.2 port 40022 ssh2: ED25519 {} from 1.2.3.4 port 1 ssh2", FP),
+        ] {
+            assert!(parse_accepted(&bad).is_none(), "{:?}", bad);
+        }
+        assert!(parse_accepted(&ok.replace("198.51.100.2", "2001:db8::1")).is_some());
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(
+            iso_time("2026-11-21T23:49:50.123456+00:00"),
+            Some(1_795_304_990)
+        );
+        assert_eq!(iso_time("2026-11-21T23:49:50Z"), Some(1_795_304_990));
+        assert_eq!(iso_time("2026-11-22T00:49:50+0100"), Some(1_795_304_990));
+        assert_eq!(iso_time("2026-11-21T18:49:50-05:00"), Some(1_795_304_990));
+        assert_eq!(iso_time("2026-13-21T23:49:50Z"), None);
+        assert_eq!(iso_time("2026-11-21 23:49:50Z"), None);
+        let now = 1_795_304_990 + 3600;
+        let off = crate::sys::local_offset(now);
+        // A date later in the year than now belongs to last year.
+        let t = traditional_time("Dec", "24", "10:00:00", now).unwrap();
+        assert_eq!(t, unix_from_civil(2025, 12, 24, 10, 0, 0) - off);
+        let t = traditional_time("Nov", "21", "23:49:50", now).unwrap();
+        assert_eq!(t, 1_795_304_990 - off);
+        assert!(traditional_time("Foo", "21", "23:49:50", now).is_none());
+    }
+
+    #[test]
+    fn program_tags() {
+        assert!(is_sshd_tag("sshd[123]:"));
+        assert!(is_sshd_tag("sshd-session[9]:"));
+        for bad in [
+            "sshd:",
+            "sshd[]:",
+            "sshdx[1]:",
+            "logger[1]:",
+            "sshd[1]",
+            "sshd[1a]:",
+        ] {
+            assert!(!is_sshd_tag(bad), "{}", bad);
+        }
+    }
+
+    #[test]
+    fn bounded_lines_skip_overlong() {
+        let mut data = b"short\n".to_vec();
+        data.extend(vec![b'x'; MAX_LOG_LINE * 3]);
+        data.extend(b"\nlast");
+        let mut l = BoundedLines::new(std::io::BufReader::with_capacity(1000, &data[..]));
+        assert_eq!(l.next_line().unwrap().unwrap(), b"short");
+        assert_eq!(l.next_line().unwrap().unwrap(), b"");
+        assert_eq!(l.next_line().unwrap().unwrap(), b"last");
+        assert!(l.next_line().unwrap().is_none());
+        assert_eq!(l.skipped, 1);
+    }
+}

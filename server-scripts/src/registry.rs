@@ -1,0 +1,160 @@
+//! The device registry: one JSON record per device under `var/lib/phonehome/devices/`
+//! (id, alias, canonical key, fingerprint, creation time) and the `revoked` list of
+//! fingerprints of removed devices. Key files are generated from it, never edited.
+
+use crate::atomic;
+use crate::error::{Error, Result};
+use crate::paths::Paths;
+use phonehome_protocol::DeviceId;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+
+/// Largest registry record read.
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
+/// Largest revoked list read.
+const MAX_REVOKED_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRecord {
+    pub id: String,
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// `TYPE BASE64`
+    pub key: String,
+    /// `SHA256:...`
+    pub fingerprint: String,
+    /// Unix time of `add-device`.
+    pub created: i64,
+}
+
+impl DeviceRecord {
+    pub fn device_id(&self) -> Result<DeviceId> {
+        Ok(DeviceId::parse(&self.id)?)
+    }
+
+    pub fn label(&self) -> String {
+        match &self.alias {
+            Some(a) => format!("{} ({})", self.id, a),
+            None => self.id.clone(),
+        }
+    }
+}
+
+pub fn load(paths: &Paths, id: &DeviceId) -> Result<Option<DeviceRecord>> {
+    let path = paths.device_record(id);
+    match atomic::read_bounded(&path, MAX_RECORD_BYTES)? {
+        None => Ok(None),
+        Some(data) => {
+            let rec: DeviceRecord = serde_json::from_slice(&data).map_err(|e| {
+                Error::new(format!(
+                    "registry record {} is corrupt ({}); restore it from a backup or remove the device",
+                    path.display(),
+                    e
+                ))
+            })?;
+            if rec.id != id.as_str() {
+                return Err(Error::new(format!(
+                    "registry record {} names device {:?}; restore it from a backup",
+                    path.display(),
+                    rec.id
+                )));
+            }
+            Ok(Some(rec))
+        }
+    }
+}
+
+/// Every registered device, sorted by id. Files that are not `<id>.json` are ignored.
+pub fn list(paths: &Paths) -> Result<Vec<DeviceRecord>> {
+    let dir = paths.devices_dir();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read the registry", &dir, &e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read the registry", &dir, &e))?;
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| DeviceId::parse(n).ok())
+        else {
+            continue;
+        };
+        if let Some(rec) = load(paths, &id)? {
+            out.push(rec);
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// Resolve what an admin typed: a device id (or MAC notation) or an alias.
+pub fn find(paths: &Paths, name: &str) -> Result<DeviceRecord> {
+    if let Ok(id) = DeviceId::from_mac_text(name) {
+        return load(paths, &id)?.ok_or_else(|| {
+            Error::new(format!(
+                "unknown device {}: see list-devices, or add it with add-device",
+                id
+            ))
+        });
+    }
+    if phonehome_protocol::validate_alias(name).is_ok() {
+        if let Some(rec) = list(paths)?
+            .into_iter()
+            .find(|r| r.alias.as_deref() == Some(name))
+        {
+            return Ok(rec);
+        }
+        return Err(Error::new(format!(
+            "unknown device {:?}: no device has that id or alias; see list-devices",
+            name
+        )));
+    }
+    Err(Error::usage(format!(
+        "invalid device {:?}: give a device id (12 hex digits, e.g. 6466b34bde54) or an alias",
+        name.chars().take(40).collect::<String>()
+    )))
+}
+
+pub fn record_bytes(rec: &DeviceRecord) -> Vec<u8> {
+    let mut s = serde_json::to_string_pretty(rec).expect("a record always serialises");
+    s.push('\n');
+    s.into_bytes()
+}
+
+/// Fingerprints of revoked keys.
+pub fn revoked(paths: &Paths) -> Result<Vec<String>> {
+    let data = atomic::read_bounded(&paths.revoked(), MAX_REVOKED_BYTES)?.unwrap_or_default();
+    Ok(String::from_utf8_lossy(&data)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|fp| fp.starts_with("SHA256:"))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Append `fingerprint device-id time` to the revoked list and fsync it.
+pub fn revoke(paths: &Paths, rec: &DeviceRecord, now: i64) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = paths.revoked();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, &e))?;
+    writeln!(
+        f,
+        "{} {} {}",
+        rec.fingerprint,
+        rec.id,
+        crate::timefmt::format_iso(now)
+    )
+    .and_then(|_| f.sync_all())
+    .map_err(|e| Error::io("append to", &path, &e))
+}

@@ -236,14 +236,17 @@ fn exchange(
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = ssh::last_line(&stderr);
     let error = if out.timed_out {
-        Some(format!(
-            "poll timed out after {} s and was killed (server {}:{}){}",
-            settings.timeout,
-            host,
-            login.target.port,
-            line.as_deref()
-                .map(|l| format!(": {}", l))
-                .unwrap_or_default()
+        let why = match (ssh::classify(&stderr), line) {
+            (ssh::ErrorKind::Other, Some(l)) => format!(": {}", l),
+            (ssh::ErrorKind::Other, None) => String::new(),
+            (k, l) => format!(": {} ({})", k.advice(), l.unwrap_or_default()),
+        };
+        Some(phonehome_protocol::truncate_text(
+            &format!(
+                "poll timed out after {} s and was killed (server {}:{}){}",
+                settings.timeout, host, login.target.port, why
+            ),
+            phonehome_protocol::MAX_TEXT_LEN,
         ))
     } else if let Some(status) = out.status.filter(|s| !s.success()) {
         let l = line.unwrap_or_else(|| format!("{}", status));

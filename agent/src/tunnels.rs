@@ -116,10 +116,21 @@ pub fn proc_cmdline(pid: u32) -> Option<Vec<String>> {
 pub fn is_alive(r: &TunnelRecord) -> bool {
     match proc_stat(r.pid) {
         Some((state, start)) if start == r.start_time && state != 'Z' && state != 'X' => {
-            proc_cmdline(r.pid).as_deref() == Some(&r.argv[..])
+            proc_cmdline(r.pid).is_some_and(|c| same_command(&c, &r.argv))
         }
         _ => false,
     }
+}
+
+/// The recorded argv, as /proc shows it: exactly, or after an interpreter when the
+/// client is a script (`/bin/sh /usr/bin/ssh-wrapper ARGS`).
+fn same_command(cmdline: &[String], argv: &[String]) -> bool {
+    !argv.is_empty() && (cmdline == argv || cmdline.get(1..) == Some(argv))
+}
+
+/// True if the recorded process is ours and stopped (SIGSTOP): it forwards nothing.
+fn is_stopped(r: &TunnelRecord) -> bool {
+    is_alive(r) && matches!(proc_stat(r.pid), Some(('T', _)) | Some(('t', _)))
 }
 
 /// The error a tunnel's log ends with, classified: `forward refused: <line>`.
@@ -156,23 +167,28 @@ pub fn survey(run: &RunDir, fix: bool) -> Vec<Observed> {
             let pair = record.pair();
             let mut alive = is_alive(&record);
             let logged = log_error(run, pair);
-            if fix
-                && alive
-                && logged
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with(ssh::ErrorKind::HostKey.advice()))
-            {
+            let mut why = None;
+            let stuck = logged
+                .as_deref()
+                .is_some_and(|e| e.starts_with(ssh::ErrorKind::HostKey.advice()));
+            if fix && alive && stuck {
                 log::warn!("tunnel {} is stuck on a host key prompt: stopping it", pair);
                 let _ = stop(&record);
                 alive = false;
+            } else if fix && is_stopped(&record) {
+                log::warn!("tunnel {} was stopped (SIGSTOP): killing it", pair);
+                let _ = sys::kill(record.pid, sys::SIGKILL);
+                alive = false;
+                why =
+                    Some("the tunnel's ssh was stopped (SIGSTOP) and has been killed".to_string());
             }
             let error =
-                if alive {
-                    record.last_error.clone()
-                } else {
-                    Some(logged.unwrap_or_else(|| {
+                match why {
+                    Some(w) => Some(w),
+                    None if alive => record.last_error.clone(),
+                    None => Some(logged.unwrap_or_else(|| {
                         "the tunnel's ssh exited without an error message".into()
-                    }))
+                    })),
                 };
             Observed {
                 record,

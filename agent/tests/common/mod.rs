@@ -1,0 +1,263 @@
+//! Helpers shared by the agent's integration tests: temp dirs, running the built binary,
+//! a fake ssh client on PATH that records its argv and stdin and plays scripted answers,
+//! and process checks.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_phonehome");
+/// A real ed25519 public key, used as the pinned host key with the fake client.
+pub const HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPepv9pZfZuENxTlzREuAc0gKIGOohaJfmKJFDgf2KiK";
+pub const DEVICE: &str = "6466b34bde54";
+
+/// A temp dir removed on drop.
+pub struct TempDir(pub PathBuf);
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "phonehome-it-{}-{}-{}",
+            tag,
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn write_exec(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The fake client: `bin/dbclient` (answers `-V` as dropbear 2022.83) in a temp dir.
+/// Polls record `polls/<pid>.argv` (one arg per line) and `.stdin`, then act on the file
+/// `poll-mode` (ok | slow | hang | hostkey | fail, with `poll-stderr`) and print `inbox`.
+/// Tunnels (`-N`) record `tunnels/<pid>.argv` and act on `tunnel-mode` (up | fail |
+/// hostkey); an `up` tunnel stays until SIGTERM.
+pub struct Fake {
+    pub dir: TempDir,
+}
+
+const FAKE: &str = r#"#!/bin/sh
+D='@DIR@'
+if [ "$1" = -V ]; then echo 'Dropbear v2022.83' >&2; exit 0; fi
+tunnel=
+for a in "$@"; do [ "$a" = -N ] && tunnel=1; done
+if [ -n "$tunnel" ]; then
+  printf '%s\n' "$@" > "$D/tunnels/$$.argv"
+  mode=$(cat "$D/tunnel-mode" 2>/dev/null)
+  case "$mode" in
+    fail) echo "Error: remote port forwarding failed for listen port 9876" >&2; exit 1;;
+    hostkey) printf "\nHost '127.0.0.1' is not in the trusted hosts file.\nDo you want to continue connecting? (y/n) " >&2;;
+  esac
+  trap 'kill $! 2>/dev/null; exit 0' TERM
+  while :; do sleep 1 & wait $!; done
+fi
+printf '%s\n' "$@" > "$D/polls/$$.argv"
+cat > "$D/polls/$$.stdin"
+mode=$(cat "$D/poll-mode" 2>/dev/null)
+case "$mode" in
+  slow) sleep 3;;
+  hang) exec sleep 1000;;
+  hostkey) printf "\nHost '127.0.0.1' is not in the trusted hosts file.\nDo you want to continue connecting? (y/n) " >&2; exec sleep 1000;;
+  fail) cat "$D/poll-stderr" >&2; exit 255;;
+esac
+cat "$D/inbox" 2>/dev/null
+exit 0
+"#;
+
+impl Fake {
+    pub fn new(tag: &str) -> Fake {
+        let dir = TempDir::new(tag);
+        for d in ["bin", "polls", "tunnels", "run"] {
+            fs::create_dir_all(dir.path(d)).unwrap();
+        }
+        write_exec(
+            &dir.path("bin/dbclient"),
+            &FAKE.replace("@DIR@", dir.0.to_str().unwrap()),
+        );
+        fs::write(dir.path("id_dropbear"), "not a real key\n").unwrap();
+        fs::write(dir.path("empty.conf"), "").unwrap();
+        Fake { dir }
+    }
+
+    pub fn set(&self, name: &str, text: &str) {
+        fs::write(self.dir.path(name), text).unwrap();
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path("run")
+    }
+
+    /// `phonehome` with the fake on PATH and every option pointing into the temp dir.
+    pub fn cmd(&self, command: &str) -> Command {
+        let mut c = Command::new(BIN);
+        c.env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", self.dir.path("bin").display()),
+        )
+        .arg(command)
+        .args(["--config", self.dir.path("empty.conf").to_str().unwrap()])
+        .args(["--server", "127.0.0.1", "--port", "2222"])
+        .args(["--device-id", DEVICE])
+        .args(["--key", self.dir.path("id_dropbear").to_str().unwrap()])
+        .args(["--host-key", HOST_KEY])
+        .args(["--client", "dbclient", "--log", "stderr"])
+        .args(["--run-dir", self.run_dir().to_str().unwrap()])
+        .stdin(Stdio::null());
+        c
+    }
+
+    pub fn poll(&self) -> Output {
+        run(self.cmd("poll"))
+    }
+
+    /// Files in `polls/` or `tunnels/` with this extension, oldest first.
+    pub fn records(&self, sub: &str, ext: &str) -> Vec<PathBuf> {
+        let mut v: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(self.dir.path(sub))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().and_then(|x| x.to_str()) == Some(ext))
+            .map(|p| (fs::metadata(&p).unwrap().modified().unwrap(), p))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, p)| p).collect()
+    }
+
+    pub fn poll_argvs(&self) -> Vec<Vec<String>> {
+        self.records("polls", "argv")
+            .iter()
+            .map(|p| lines(p))
+            .collect()
+    }
+
+    pub fn tunnel_argvs(&self) -> Vec<Vec<String>> {
+        self.records("tunnels", "argv")
+            .iter()
+            .map(|p| lines(p))
+            .collect()
+    }
+
+    /// The status reports the fake server received, oldest first.
+    pub fn reports(&self) -> Vec<serde_json::Value> {
+        self.records("polls", "stdin")
+            .iter()
+            .map(|p| serde_json::from_slice(&fs::read(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    /// Pids of the fake tunnel processes started so far.
+    pub fn tunnel_pids(&self) -> Vec<u32> {
+        self.records("tunnels", "argv")
+            .iter()
+            .map(|p| p.file_stem().unwrap().to_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let mut c = self.cmd("status");
+        c.arg("--json");
+        let out = run(c);
+        assert_ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        // Never leave a tunnel behind, even when a test fails.
+        let _ = self
+            .cmd("stop")
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
+        for pid in self.tunnel_pids() {
+            if alive(pid) && cmdline(pid).contains(self.dir.0.to_str().unwrap()) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+pub fn lines(p: &Path) -> Vec<String> {
+    fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+pub fn run(mut c: Command) -> Output {
+    let out = c.output().unwrap();
+    eprintln!(
+        "ran {:?}: {}\n--- stdout\n{}--- stderr\n{}---",
+        c,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{}/stat", pid)) {
+        Ok(s) => {
+            let state = s[s.rfind(')').unwrap() + 2..].chars().next().unwrap();
+            state != 'Z' && state != 'X'
+        }
+        Err(_) => false,
+    }
+}
+
+pub fn cmdline(pid: u32) -> String {
+    fs::read(format!("/proc/{}/cmdline", pid))
+        .map(|d| String::from_utf8_lossy(&d).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// Wait until `f` holds, up to `limit`.
+pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    f()
+}

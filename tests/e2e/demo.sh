@@ -74,7 +74,7 @@ echo "  (from request to a shell on the device: $(((t1 - t0) / 1000000)) ms)"
 
 say "8. Done: the admin closes the tunnel. At the device's next poll it is gone:"
 show in_ns srv forward-device-port "$ID" --close 9876 || die "--close failed"
-if wait_until $((2 * POLL + 10)) test -z "$(srv_listeners 9876)"; then
+if wait_until $((2 * POLL + 10)) port_free 9876; then
     echo "  port 9876 on the server: closed."
 else
     die "the tunnel is still open"

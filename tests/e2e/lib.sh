@@ -129,6 +129,16 @@ srv_listeners() {
     in_ns srv ss -Hltnp "sport = :$1" 2>/dev/null
 }
 
+# port_free PORT...: nothing listens on any of them in the server namespace.
+port_free() {
+    local p
+    for p in "$@"; do
+        [ -z "$(srv_listeners "$p")" ] || return 1
+    done
+}
+
+port_held() { [ -n "$(srv_listeners "$1")" ]; }
+
 # --- the server --------------------------------------------------------------------
 
 # Install the server side with the project's own installer, then run the real sshd.
@@ -320,6 +330,20 @@ agent_loop_start() {
         done
     ) >>"$d/agent.log" 2>&1 &
     echo $! >"$d/loop.pid"
+}
+
+# No `phonehome poll` of DEV is running (the loop may be stopped mid-poll).
+no_poll_running() { ! pgrep -f -- "$LAB/$1/phonehome.conf poll" >/dev/null; }
+
+# The pid of a device's tunnel process for REMOTE (matched on its -R argument).
+tunnel_pid() { pgrep -f -- "-R localhost:$1:127.0.0.1:" | head -n1; }
+no_tunnel() { [ -z "$(tunnel_pid "$1")" ]; }
+
+# A process is gone when it has no /proc entry or is a zombie waiting to be reaped
+# (orphans are reparented to the sandbox's first process, which reaps them lazily).
+proc_gone() {
+    [ ! -r "/proc/$1/stat" ] && return 0
+    [ "$(sed 's/^.*) \(.\).*/\1/' "/proc/$1/stat" 2>/dev/null)" = Z ]
 }
 
 agent_loop_stop() {

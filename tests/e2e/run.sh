@@ -30,11 +30,6 @@ dev_state() {
 }
 state_is() { [ "$(dev_state "$1")" = "$2" ]; }
 
-# The pid of the device's tunnel process for REMOTE (matched on its -R argument).
-tunnel_pid() {
-    pgrep -f -- "-R localhost:$1:127.0.0.1:" | head -n1
-}
-
 # One request: forward-device-port ID SPEC --wait, output in $LAB/fwd.out.
 forward() {
     in_ns srv timeout 90 forward-device-port "$@" >"$LAB/fwd.out" 2>&1
@@ -115,16 +110,16 @@ esac
 # --- 3 ---------------------------------------------------------------------------
 step "3. --close, and TTL expiry"
 out=$(in_ns srv forward-device-port "$ID1" --close 9876 2>&1) || fail "3 --close 9876: $out"
-if wait_until $((2 * POLL + 10)) test -z "$(srv_listeners 9876)"; then
+if wait_until $((2 * POLL + 10)) port_free 9876; then
     pass "3 after --close, port 9876 is free within a poll"
 else
     fail "3 port 9876 still held after --close: $(srv_listeners 9876)"
 fi
 check_not "3 the admin can no longer log in through 9876" admin_reaches dev1 9876
-if wait_until 5 test -z "$(tunnel_pid 9876)"; then pass "3 the device's tunnel process is gone"; else fail "3 tunnel process still running: $(tunnel_pid 9876)"; fi
+if wait_until 5 no_tunnel 9876; then pass "3 the device's tunnel process is gone"; else fail "3 tunnel process still running: $(tunnel_pid 9876)"; fi
 if forward "$ID1" 22:9877 --ttl 6s --wait=60; then
     pass "3 a request with --ttl 6s opened"
-    if wait_until $((6 + 3 * POLL + 10)) test -z "$(srv_listeners 9877)"; then
+    if wait_until $((6 + 3 * POLL + 10)) port_free 9877; then
         pass "3 the request expired: port 9877 free within a poll of the TTL"
     else
         fail "3 port 9877 still held after its TTL"
@@ -157,7 +152,7 @@ if request_and_login dev1 "$ID1" 22:9876; then
     else
         fail "4 the tunnel did not come back after SIGSTOP (old pid $old)"
     fi
-    if kill -0 "$old" 2>/dev/null; then
+    if ! proc_gone "$old"; then
         fail "4 the frozen tunnel process $old was left behind"
         kill -9 "$old" 2>/dev/null
     else
@@ -212,7 +207,7 @@ else
     pass "9 dev1's port refused to dev2: $(echo "$out" | head -n1)"
 fi
 in_ns srv forward-device-port "$ID2" --close 9880 >/dev/null 2>&1
-wait_until $((2 * POLL + 10)) test -z "$(srv_listeners 9880)" || fail "9 9880 not closed"
+wait_until $((2 * POLL + 10)) port_free 9880 || fail "9 9880 not closed"
 for p in 9876 9878; do check "9 closing dev2's 9880 left dev1's $p alone" admin_reaches dev1 $p; done
 check "9 closing dev2's 9880 left dev2's 9881 alone" admin_reaches dev2 9881
 
@@ -227,7 +222,7 @@ secret_service_stop
 # A port requested for dev1 but not yet opened (dev1's loop paused): dev2's key must
 # not get it, with any listen host.
 agent_loop_stop dev1
-wait_until 20 test -z "$(pgrep -f "$LAB/dev1/phonehome.conf poll")"
+wait_until 20 no_poll_running dev1
 out=$(in_ns srv forward-device-port "$ID1" 22:9879 2>&1) || fail "7 setup: forward-device-port $ID1 22:9879: $out"
 for host in localhost 127.0.0.1 0.0.0.0; do
     t2_refused dev2 "7 (THREATS 2) dev1's requested port 9879 with dev2's key, host $host" 9879 "$host:9879:127.0.0.1:22"
@@ -279,7 +274,7 @@ fi
 step "8. remove-device dev1 with tunnels open"
 check "8 setup: dev1's tunnel 9876 is open" admin_reaches dev1 9876
 out=$(in_ns srv remove-device "$ID1" 2>&1) || fail "8 remove-device $ID1: $out"
-if wait_until 10 test -z "$(srv_listeners 9876)$(srv_listeners 9878)"; then
+if wait_until 10 port_free 9876 9878; then
     pass "8 remove-device cut dev1's open tunnels"
 else
     fail "8 still listening after remove-device: $(srv_listeners 9876) $(srv_listeners 9878)"

@@ -115,7 +115,7 @@ run_forward() {
     pid=$!
 
     for _ in $(seq 1 40); do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if proc_gone "$pid"; then
             wait "$pid" 2>/dev/null
             echo refused
             return
@@ -176,13 +176,13 @@ stolen_matrix() {
     # The positive control: the requested port with the listen host the agent uses.
     # Without it, every "refused" below could be an artefact of a broken harness.
     r=$(run_forward "$dev" -R "localhost:$own:127.0.0.1:22")
-    if [ "$r" = accepted ] && wait_until 5 test -n "$(srv_listeners "$own")"; then
+    if [ "$r" = accepted ] && wait_until 5 port_held "$own"; then
         pass "control: -R localhost:$own (requested) is accepted and listens"
     else
         fail "control: -R localhost:$own (requested) should work: $r; $(tail -n 3 "$LAB"/thief-R.log)"
     fi
     kill_forward
-    wait_until 5 test -z "$(srv_listeners "$own")"
+    wait_until 5 port_free "$own"
 
     local host
     for host in localhost 127.0.0.1 '[::1]' 0.0.0.0 ''; do
@@ -206,7 +206,7 @@ stolen_matrix() {
 stolen_remove() {
     local dev=$1 own=$2 r out
     r=$(run_forward "$dev" -R "localhost:$own:127.0.0.1:22")
-    if [ "$r" != accepted ] || ! wait_until 5 test -n "$(srv_listeners "$own")"; then
+    if [ "$r" != accepted ] || ! wait_until 5 port_held "$own"; then
         fail "THREATS 5 setup: the tunnel on $own did not open ($r)"
         return
     fi
@@ -214,7 +214,7 @@ stolen_remove() {
     pid=$(cat "$LAB"/thief-R.pid)
     out=$(in_ns srv remove-device "$(dev_id "$dev")" 2>&1) ||
         fail "THREATS 5 remove-device failed: $out"
-    if wait_until 10 bash -c "! kill -0 $pid 2>/dev/null" && wait_until 5 test -z "$(srv_listeners "$own")"; then
+    if wait_until 10 proc_gone "$pid" && wait_until 5 port_free "$own"; then
         pass "THREATS 5 remove-device cut the open tunnel (port $own free)"
     else
         fail "THREATS 5 remove-device left the tunnel open: $(srv_listeners "$own")"

@@ -92,9 +92,21 @@ pub fn list(paths: &Paths) -> Result<Vec<DeviceRecord>> {
     Ok(out)
 }
 
+/// A device id typed by an admin: `6466b34bde54` or a MAC notation, nothing around it
+/// (no whitespace or control characters: `DeviceId::from_mac_text` would trim them).
+pub fn parse_id_arg(s: &str) -> Result<DeviceId> {
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::usage(format!(
+            "invalid device id {:?}: expected 12 hex digits, e.g. 6466b34bde54, without spaces",
+            s.chars().take(40).collect::<String>()
+        )));
+    }
+    Ok(DeviceId::from_mac_text(s)?)
+}
+
 /// Resolve what an admin typed: a device id (or MAC notation) or an alias.
 pub fn find(paths: &Paths, name: &str) -> Result<DeviceRecord> {
-    if let Ok(id) = DeviceId::from_mac_text(name) {
+    if let Ok(id) = parse_id_arg(name) {
         return load(paths, &id)?.ok_or_else(|| {
             Error::new(format!(
                 "unknown device {}: see list-devices, or add it with add-device",

@@ -50,7 +50,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "expected a device id and a public key line, e.g. add-device 6466b34bde54 \"ssh-ed25519 AAAA...\"",
         ));
     }
-    let id = DeviceId::from_mac_text(&m.free[0])?;
+    let id = registry::parse_id_arg(&m.free[0])?;
     let key = PublicKey::parse(&m.free[1])?;
     let alias = m.opt_str("name");
     if let Some(a) = &alias {

@@ -234,7 +234,7 @@ fn exchange(
     )
     .map_err(|e| format!("cannot run `{}`: {}", command, e))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = ssh::last_line(&stderr);
+    let line = ssh::telling_line(&stderr);
     let error = if out.timed_out {
         let why = match (ssh::classify(&stderr), line) {
             (ssh::ErrorKind::Other, Some(l)) => format!(": {}", l),

@@ -342,48 +342,75 @@ impl ErrorKind {
 /// Classify an ssh client's stderr (OpenSSH or dbclient wording).
 pub fn classify(stderr: &str) -> ErrorKind {
     let s = stderr.to_ascii_lowercase();
-    let any = |pats: &[&str]| pats.iter().any(|p| s.contains(p));
-    if any(&[
-        "host key verification failed",
-        "remote host identification has changed",
-        "host key is known for",
-        "not in the trusted hosts file",
-        "host key mismatch",
-        "bad host key",
-        "do you want to continue connecting",
-        "host key not accepted",
-    ]) {
-        ErrorKind::HostKey
-    } else if any(&[
-        "remote port forwarding failed",
-        "request was denied",
-        "forward request failed",
-        "port forwarding failed",
-    ]) {
-        ErrorKind::ForwardRefused
-    } else if any(&[
-        "permission denied",
-        "no auth methods could be used",
-        "too many authentication failures",
-    ]) {
-        ErrorKind::Auth
-    } else if any(&[
-        "could not resolve hostname",
-        "name or service not known",
-        "error resolving",
-        "temporary failure in name resolution",
-        "no address associated",
-    ]) {
-        ErrorKind::Dns
-    } else if any(&["connection refused"]) {
-        ErrorKind::Refused
-    } else if any(&["timed out", "timeout"]) {
-        ErrorKind::Timeout
-    } else if any(&["no route to host", "network is unreachable"]) {
-        ErrorKind::Unreachable
-    } else {
-        ErrorKind::Other
-    }
+    PATTERNS
+        .iter()
+        .find(|(_, pats)| pats.iter().any(|p| s.contains(p)))
+        .map_or(ErrorKind::Other, |(k, _)| *k)
+}
+
+/// What each kind looks like in OpenSSH's and dbclient's stderr, most specific first.
+const PATTERNS: &[(ErrorKind, &[&str])] = &[
+    (
+        ErrorKind::HostKey,
+        &[
+            "host key verification failed",
+            "remote host identification has changed",
+            "host key is known for",
+            "not in the trusted hosts file",
+            "host key mismatch",
+            "bad host key",
+            "do you want to continue connecting",
+            "host key not accepted",
+        ],
+    ),
+    (
+        ErrorKind::ForwardRefused,
+        &[
+            "remote port forwarding failed",
+            "request was denied",
+            "forward request failed",
+            "port forwarding failed",
+        ],
+    ),
+    (
+        ErrorKind::Auth,
+        &[
+            "permission denied",
+            "no auth methods could be used",
+            "too many authentication failures",
+        ],
+    ),
+    (
+        ErrorKind::Dns,
+        &[
+            "could not resolve hostname",
+            "name or service not known",
+            "error resolving",
+            "temporary failure in name resolution",
+            "no address associated",
+        ],
+    ),
+    (ErrorKind::Refused, &["connection refused"]),
+    (ErrorKind::Timeout, &["timed out", "timeout"]),
+    (
+        ErrorKind::Unreachable,
+        &["no route to host", "network is unreachable"],
+    ),
+];
+
+/// The line of stderr that shows the error kind (e.g. dbclient's "Host key mismatch
+/// for ..." rather than the fingerprint lines after it; patterns in table order), else
+/// the last line.
+pub fn telling_line(stderr: &str) -> Option<String> {
+    let kind = classify(stderr);
+    let pats: &[&str] = PATTERNS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(&[], |(_, p)| *p);
+    pats.iter()
+        .find_map(|p| stderr.lines().find(|l| l.to_ascii_lowercase().contains(p)))
+        .and_then(last_line)
+        .or_else(|| last_line(stderr))
 }
 
 /// The most telling line of an ssh client's stderr, cleaned for logs and reports:
@@ -554,6 +581,22 @@ mod tests {
         ] {
             assert_eq!(classify(text), kind, "{:?}", text);
         }
+    }
+
+    #[test]
+    fn telling_line_picks_the_classified_line() {
+        let dbclient =
+            "\nHost key mismatch for 127.0.0.1 !\nFingerprint is SHA256:abc\nExpected SHA256:def\n";
+        assert_eq!(
+            telling_line(dbclient).as_deref(),
+            Some("Host key mismatch for 127.0.0.1 !")
+        );
+        assert_eq!(telling_line("a\nb\n").as_deref(), Some("b"));
+        let openssh = "@@@\n@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @\nblah\nHost key verification failed.\n";
+        assert_eq!(
+            telling_line(openssh).as_deref(),
+            Some("Host key verification failed.")
+        );
     }
 
     #[test]

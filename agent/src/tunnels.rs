@@ -143,7 +143,7 @@ pub fn log_error(run: &RunDir, pair: PortPair) -> Option<String> {
     let mut data = Vec::new();
     f.read_to_end(&mut data).ok()?;
     let text = String::from_utf8_lossy(&data);
-    let line = ssh::last_line(&text)?;
+    let line = ssh::telling_line(&text)?;
     Some(describe_failure(&text, &line))
 }
 

@@ -1,0 +1,474 @@
+//! The built `phonehome` against a REAL OpenSSH sshd on 127.0.0.1, with the real
+//! dropbear `dbclient` and the real OpenSSH `ssh`: poll, open a tunnel, talk through it,
+//! withdraw it, see it closed; plus the failures a real server produces (unknown host
+//! key, refused key, refused connection, refused forward). The sshd is a throwaway one
+//! (own config, host key, authorized_keys and gate script in a temp dir), killed by a
+//! Drop guard even when a test panics. Needs root (sshd must switch users).
+
+mod common;
+use common::*;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn require_root() {
+    let out = Command::new("id").arg("-u").output().expect("run id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "these tests start a real sshd on 127.0.0.1 and must run as root (CI does): run `cargo test` as root"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {}", cmd, e));
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A throwaway sshd and the device side of the test.
+struct Server {
+    dir: TempDir,
+    sshd: Option<Child>,
+    port: u16,
+    /// The remote port the device key may listen on.
+    granted: u16,
+    host_key: String,
+}
+
+impl Server {
+    fn start(tag: &str) -> Server {
+        require_root();
+        let dir = TempDir::new(tag);
+        let d = dir.0.to_str().unwrap().to_string();
+        fs::create_dir_all("/run/sshd").unwrap();
+        sh(Command::new("ssh-keygen").args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            &format!("{}/host_ed25519", d),
+        ]));
+        sh(Command::new("ssh-keygen").args([
+            "-q",
+            "-t",
+            "ecdsa",
+            "-N",
+            "",
+            "-f",
+            &format!("{}/ecdsa", d),
+        ]));
+        let host_pub = fs::read_to_string(format!("{}/host_ed25519.pub", d)).unwrap();
+        let host_key = host_pub
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+
+        // The device key, made the way a router makes it, plus an OpenSSH copy.
+        sh(Command::new("dropbearkey").args([
+            "-t",
+            "ed25519",
+            "-f",
+            &format!("{}/id_dropbear", d),
+        ]));
+        sh(Command::new("dropbearconvert").args([
+            "dropbear",
+            "openssh",
+            &format!("{}/id_dropbear", d),
+            &format!("{}/id_openssh", d),
+        ]));
+        let pubkey =
+            sh(Command::new("dropbearkey").args(["-y", "-f", &format!("{}/id_dropbear", d)]));
+        let pubkey = pubkey
+            .lines()
+            .find(|l| l.starts_with("ssh-ed25519 "))
+            .unwrap()
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+
+        // The gate: saves the status report and the command, answers with the inbox.
+        write_exec(
+            &dir.path("gate"),
+            &format!(
+                "#!/bin/sh\ncat > {d}/status.tmp && mv {d}/status.tmp {d}/status.json\nprintf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" > {d}/command\ncat {d}/inbox 2>/dev/null\nexit 0\n",
+                d = d
+            ),
+        );
+        let granted = free_port();
+        fs::write(
+            dir.path("authorized_keys"),
+            format!(
+                "restrict,port-forwarding,permitlisten=\"localhost:{}\",command=\"{}/gate\" {}\n",
+                granted, d, pubkey
+            ),
+        )
+        .unwrap();
+        fs::write(dir.path("empty.conf"), "").unwrap();
+
+        let port = free_port();
+        let conf = dir.path("sshd_config");
+        fs::write(
+            &conf,
+            format!(
+                "ListenAddress 127.0.0.1:{port}\nHostKey {d}/host_ed25519\nPidFile none\nUsePAM no\n\
+                 PermitRootLogin prohibit-password\nAuthorizedKeysFile {d}/authorized_keys\nStrictModes no\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nAllowTcpForwarding remote\n\
+                 AllowStreamLocalForwarding no\nPermitOpen none\nClientAliveInterval 5\nClientAliveCountMax 2\nLogLevel VERBOSE\n"
+            ),
+        )
+        .unwrap();
+        sh(Command::new("/usr/sbin/sshd").args(["-t", "-f", conf.to_str().unwrap()]));
+        let sshd = Command::new("/usr/sbin/sshd")
+            .args([
+                "-D",
+                "-f",
+                conf.to_str().unwrap(),
+                "-E",
+                dir.path("sshd.log").to_str().unwrap(),
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start /usr/sbin/sshd");
+        let mut s = Server {
+            dir,
+            sshd: Some(sshd),
+            port,
+            granted,
+            host_key,
+        };
+        let up = wait_for(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if !up {
+            s.dump();
+            panic!("sshd did not start listening on 127.0.0.1:{}", port);
+        }
+        s
+    }
+
+    fn set_inbox(&self, text: &str) {
+        fs::write(self.dir.path("inbox"), text).unwrap();
+    }
+
+    fn dump(&mut self) {
+        if let Some(c) = self.sshd.as_mut() {
+            if let Ok(Some(st)) = c.try_wait() {
+                eprintln!("sshd exited: {}", st);
+            }
+        }
+        eprintln!(
+            "--- sshd log\n{}---",
+            fs::read_to_string(self.dir.path("sshd.log")).unwrap_or_default()
+        );
+    }
+
+    fn agent(&self, command: &str, client: &str) -> Command {
+        let key = if client == "ssh" {
+            "id_openssh"
+        } else {
+            "id_dropbear"
+        };
+        let mut c = Command::new(BIN);
+        c.arg(command)
+            .args(["--config", self.dir.path("empty.conf").to_str().unwrap()])
+            .args([
+                "--server",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--account",
+                "root",
+            ])
+            .args(["--key", self.dir.path(key).to_str().unwrap()])
+            .args(["--client", client, "--device-id", DEVICE, "--log", "stderr"])
+            .args([
+                "--run-dir",
+                self.dir.path(&format!("run-{}", client)).to_str().unwrap(),
+            ])
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn poll(&self, client: &str, host_key: &str) -> std::process::Output {
+        let mut c = self.agent("poll", client);
+        c.args(["--host-key", host_key, "--timeout", "10"]);
+        let out = run(c);
+        if !out.status.success() {
+            eprintln!(
+                "--- sshd log\n{}---",
+                fs::read_to_string(self.dir.path("sshd.log")).unwrap_or_default()
+            );
+        }
+        out
+    }
+
+    fn report(&self) -> phonehome_protocol::StatusReport {
+        phonehome_protocol::StatusReport::from_device(
+            &fs::read(self.dir.path("status.json")).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn status(&self, client: &str) -> serde_json::Value {
+        let mut c = self.agent("status", client);
+        c.arg("--json");
+        let out = run(c);
+        assert_ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for client in ["dbclient", "ssh"] {
+            if self.dir.path(&format!("run-{}", client)).exists() {
+                let _ = self
+                    .agent("stop", client)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        if let Some(mut c) = self.sshd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            self.dump();
+        }
+    }
+}
+
+/// A TCP echo service on the device's loopback; the tunnel's target.
+fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 256];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn echo_through(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    if s.write_all(b"ping\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 5];
+    s.read_exact(&mut buf).is_ok() && &buf == b"ping\n"
+}
+
+fn full_cycle(client: &str) {
+    let srv = Server::start(&format!("real-{}", client));
+    srv.set_inbox("");
+    let out = srv.poll(client, &srv.host_key);
+    assert_ok(&out);
+    assert_eq!(
+        fs::read_to_string(srv.dir.path("command")).unwrap(),
+        "poll\n"
+    );
+    let report = srv.report();
+    assert_eq!(report.protocol, phonehome_protocol::PROTOCOL_VERSION);
+    let expected_client = if client == "ssh" {
+        "ssh OpenSSH_"
+    } else {
+        "dbclient 20"
+    };
+    assert!(
+        report
+            .client
+            .as_deref()
+            .unwrap()
+            .starts_with(expected_client),
+        "{:?}",
+        report.client
+    );
+    assert!(report.tunnels.is_empty());
+
+    // Ask for a tunnel to the echo service: it appears on the server's loopback.
+    let echo = echo_server();
+    srv.set_inbox(&format!("{}:{}\n", echo, srv.granted));
+    assert_ok(&srv.poll(client, &srv.host_key));
+    assert!(
+        wait_for(Duration::from_secs(10), || echo_through(srv.granted)),
+        "no echo through 127.0.0.1:{} on the server",
+        srv.granted
+    );
+    assert_ok(&srv.poll(client, &srv.host_key));
+    let report = srv.report();
+    assert_eq!(report.tunnels.len(), 1);
+    assert_eq!(
+        report.tunnels[0].state,
+        phonehome_protocol::TunnelState::Running
+    );
+    assert_eq!(srv.status(client)["tunnels"][0]["state"], "running");
+
+    // Withdraw: the next poll closes it and the server port goes away.
+    srv.set_inbox("");
+    assert_ok(&srv.poll(client, &srv.host_key));
+    assert!(
+        wait_for(Duration::from_secs(10), || TcpStream::connect((
+            "127.0.0.1",
+            srv.granted
+        ))
+        .is_err()),
+        "the withdrawn tunnel's port is still open"
+    );
+    assert_eq!(srv.status(client)["tunnels"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn real_sshd_with_dbclient_poll_tunnel_withdraw() {
+    full_cycle("dbclient");
+}
+
+#[test]
+fn real_sshd_with_openssh_poll_tunnel_withdraw() {
+    full_cycle("ssh");
+}
+
+#[test]
+fn threat_16_real_clients_refuse_an_unknown_host_key_without_hanging() {
+    let srv = Server::start("real-hostkey");
+    srv.set_inbox("");
+    // A different key of the same type pinned (a changed key), and a key of another type
+    // only (dbclient 2022.83 then asks "Do you want to continue connecting?").
+    let other_type = fs::read_to_string(srv.dir.path("ecdsa.pub")).unwrap();
+    let other_type: String = other_type
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    for (client, wrong) in [
+        ("dbclient", HOST_KEY),
+        ("ssh", HOST_KEY),
+        ("dbclient", other_type.as_str()),
+        ("ssh", other_type.as_str()),
+    ] {
+        let start = Instant::now();
+        let out = srv.poll(client, wrong);
+        assert_eq!(out.status.code(), Some(1), "{}", client);
+        assert!(start.elapsed() < Duration::from_secs(15), "{} hung", client);
+        let err = srv.status(client)["last_poll"]["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("host key"), "{}: {}", client, err);
+        assert!(
+            !srv.dir.path("command").exists(),
+            "{} logged in despite the wrong host key",
+            client
+        );
+    }
+}
+
+#[test]
+fn threat_15_real_clients_report_refused_connections_and_refused_keys() {
+    let mut srv = Server::start("real-refused");
+    srv.set_inbox("");
+    // A key the server does not know.
+    fs::write(srv.dir.path("authorized_keys"), "").unwrap();
+    for client in ["dbclient", "ssh"] {
+        let out = srv.poll(client, &srv.host_key.clone());
+        assert_eq!(out.status.code(), Some(1));
+        let err = srv.status(client)["last_poll"]["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("refused this device's key"),
+            "{}: {}",
+            client,
+            err
+        );
+    }
+    // Nothing listening.
+    if let Some(mut c) = srv.sshd.take() {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    for client in ["dbclient", "ssh"] {
+        let start = Instant::now();
+        let out = srv.poll(client, &srv.host_key.clone());
+        assert_eq!(out.status.code(), Some(1));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let err = srv.status(client)["last_poll"]["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("connection refused"), "{}: {}", client, err);
+    }
+}
+
+#[test]
+fn threat_14_real_forward_refused_by_the_server_is_reported() {
+    let srv = Server::start("real-forward");
+    let echo = echo_server();
+    // A port the key may not listen on (permitlisten grants only `granted`).
+    let other = free_port();
+    srv.set_inbox(&format!("{}:{}\n", echo, other));
+    for client in ["dbclient", "ssh"] {
+        assert_ok(&srv.poll(client, &srv.host_key));
+        let run_dir: PathBuf = srv.dir.path(&format!("run-{}", client));
+        let rec: serde_json::Value = serde_json::from_slice(
+            &fs::read(run_dir.join(format!("tunnels/{}-{}.json", echo, other))).unwrap(),
+        )
+        .unwrap();
+        let pid = rec["pid"].as_u64().unwrap() as u32;
+        assert!(
+            wait_for(Duration::from_secs(10), || !alive(pid)),
+            "{}: the refused tunnel kept running",
+            client
+        );
+        assert_ok(&srv.poll(client, &srv.host_key));
+        let report = srv.report();
+        assert_eq!(
+            report.tunnels[0].state,
+            phonehome_protocol::TunnelState::Failed
+        );
+        let err = report.tunnels[0].last_error.clone().unwrap();
+        assert!(
+            err.contains("refused the port forward"),
+            "{}: {}",
+            client,
+            err
+        );
+        assert!(TcpStream::connect(("127.0.0.1", other)).is_err());
+    }
+}

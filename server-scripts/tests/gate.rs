@@ -1,0 +1,149 @@
+//! The gate through its built binary, as sshd runs it: SSH_ORIGINAL_COMMAND, stdin,
+//! and an identity that comes from the uid (the test maps its own uid to a device in
+//! the temp root's passwd).
+
+mod common;
+use common::*;
+use phonehome_protocol::MAX_STATUS_BYTES;
+
+const REPORT: &str = r#"{"protocol":1,"agent_version":"0.1.0","uptime_secs":7200,"tunnels":[{"local":22,"remote":22100,"state":"running"}]}"#;
+
+fn status(r: &Root, id: &str, file: &str) -> Option<String> {
+    std::fs::read_to_string(r.path(&format!("var/lib/phonehome/status/{}/{}", id, file))).ok()
+}
+
+fn setup() -> Root {
+    let r = Root::new();
+    r.add(ID1, &key(0));
+    r.add(ID2, &key(3));
+    r.run("forward-device-port", &[ID1, "22:22100"]).ok();
+    r.run("forward-device-port", &[ID1, "80:22101"]).ok();
+    r.run("forward-device-port", &[ID2, "22:22102"]).ok();
+    r.impersonate(ID1);
+    r
+}
+
+#[test]
+fn poll_records_heartbeat_and_report_and_answers_requests() {
+    let r = setup();
+    let out = r.gate(Some("poll"), REPORT.as_bytes()).ok();
+    assert_eq!(out.stdout, "22:22100\n80:22101\n", "only this device's requests, nothing else");
+    assert_eq!(out.stderr, "");
+    let hb: serde_json::Value = serde_json::from_str(&status(&r, ID1, "heartbeat.json").unwrap()).unwrap();
+    assert_eq!(hb["from"], "198.51.100.2");
+    assert_eq!(hb["port"], 40022);
+    assert!((hb["received"].as_i64().unwrap() - phonehome_server::timefmt::now()).abs() < 10);
+    assert_eq!(hb["report_error"], serde_json::Value::Null);
+    let rep: serde_json::Value = serde_json::from_str(&status(&r, ID1, "report.json").unwrap()).unwrap();
+    assert_eq!(rep["report"]["uptime_secs"], 7200);
+    // list-devices sees it online, with its requests and report.
+    let list = r.run("list-devices", &["--json"]).ok().json();
+    let d = list["devices"].as_array().unwrap().iter().find(|d| d["id"] == ID1).unwrap().clone();
+    assert_eq!(d["state"], "online");
+    assert_eq!(d["seen_by"], "gate");
+    assert_eq!(d["requested"], serde_json::json!(["22:22100", "80:22101"]));
+    assert_eq!(d["report"]["agent_version"], "0.1.0");
+}
+
+#[test]
+fn expired_requests_are_not_served() {
+    let r = setup();
+    let path = r.path(&format!("var/lib/phonehome/requests/{}.json", ID1));
+    let now = phonehome_server::timefmt::now();
+    std::fs::write(
+        &path,
+        format!(r#"{{"device":"{}","requests":[{{"local":22,"remote":22100,"created":1,"expires":2}},{{"local":80,"remote":22101,"created":1,"expires":{}}}]}}"#, ID1, now + 100),
+    )
+    .unwrap();
+    assert_eq!(r.gate(Some("poll"), REPORT.as_bytes()).ok().stdout, "80:22101\n");
+}
+
+#[test]
+fn only_poll_is_accepted() {
+    let r = setup();
+    for cmd in [None, Some(""), Some("sh"), Some("poll; sh"), Some("poll "), Some("internal-sftp"), Some("/bin/sh -c id")] {
+        let out = r.gate(cmd, REPORT.as_bytes()).fails(1, "only runs `poll`");
+        assert_eq!(out.stdout, "");
+    }
+    assert!(status(&r, ID1, "heartbeat.json").is_none(), "a refused command is no heartbeat");
+}
+
+#[test]
+fn a_non_device_uid_is_refused() {
+    let r = Root::new();
+    r.add(ID1, &key(0));
+    // The test's uid maps to root in this root's passwd: not a device.
+    r.gate(Some("poll"), REPORT.as_bytes()).fails(1, "not a phonehome device account");
+}
+
+#[test]
+fn threat_03_identity_comes_from_the_uid_only() {
+    let r = setup();
+    // A report claiming to be the other device, and an environment pointing elsewhere.
+    let forged = REPORT.replace("\"protocol\":1", &format!("\"protocol\":1,\"device\":\"{}\",\"account\":\"device{}\"", ID2, ID2));
+    let mut c = std::process::Command::new(bin_path("phonehome-gate"));
+    c.arg("--root").arg(&r.dir).env("PHONEHOME_ROOT", "/nonexistent").env("USER", format!("device{}", ID2)).env("LOGNAME", format!("device{}", ID2)).env("SSH_ORIGINAL_COMMAND", "poll");
+    let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(forged.as_bytes()).unwrap();
+    let out = Out::new("gate".into(), child.wait_with_output().unwrap()).ok();
+    assert_eq!(out.stdout, "22:22100\n80:22101\n", "answered as device 1, the uid's");
+    assert!(status(&r, ID1, "heartbeat.json").is_some());
+    assert!(status(&r, ID2, "heartbeat.json").is_none(), "the other device's records untouched");
+    assert!(status(&r, ID2, "report.json").is_none());
+}
+
+#[test]
+fn threat_04_hostile_reports_are_rejected_but_the_heartbeat_counts() {
+    let r = setup();
+    r.gate(Some("poll"), REPORT.as_bytes()).ok();
+    let good = status(&r, ID1, "report.json").unwrap();
+    let mut huge = REPORT.as_bytes().to_vec();
+    huge.resize(MAX_STATUS_BYTES * 4, b' ');
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"garbage".to_vec(), "not valid JSON"),
+        (b"\xff\xfe\x00\x01".to_vec(), "not valid JSON"),
+        (huge, "larger than"),
+        (br#"{"protocol":1,"agent_version":"1","tunnels":[{"local":0,"remote":1,"state":"running"}]}"#.to_vec(), "invalid tunnel"),
+        (format!(r#"{{"protocol":1,"agent_version":"1","last_error":"{}"}}"#, "x".repeat(100_000)).into_bytes(), "larger than"),
+        (br#"{"protocol":1,"agent_version":"1","load1":-1}"#.to_vec(), "invalid load"),
+        (b"".to_vec(), "not valid JSON"),
+    ];
+    for (input, why) in cases {
+        let out = r.gate(Some("poll"), &input).ok();
+        assert_eq!(out.stdout, "22:22100\n80:22101\n", "still answered");
+        assert!(out.stderr.contains("status report refused") && out.stderr.contains(why), "{:?}: {}", why, out.stderr);
+        let hb: serde_json::Value = serde_json::from_str(&status(&r, ID1, "heartbeat.json").unwrap()).unwrap();
+        assert!(hb["report_error"].as_str().unwrap().contains(why), "{}", hb);
+        assert!(hb["report_error"].as_str().unwrap().len() <= 200);
+        assert_eq!(status(&r, ID1, "report.json").unwrap(), good, "the last good report is kept");
+    }
+    let files: Vec<_> = std::fs::read_dir(r.path(&format!("var/lib/phonehome/status/{}", ID1))).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(files.len(), 2, "nothing else written: {:?}", files);
+}
+
+#[test]
+fn threat_21_symlinks_in_the_device_writable_dir_are_not_followed() {
+    let r = setup();
+    let victim = r.path("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let dir = r.path(&format!("var/lib/phonehome/status/{}", ID1));
+    std::os::unix::fs::symlink(&victim, dir.join("heartbeat.json")).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("report.json")).unwrap();
+    // list-devices (as root) does not read through the planted links.
+    let list = r.run("list-devices", &["--json"]).ok();
+    assert!(!list.stdout.contains("precious"));
+    assert!(list.stdout.contains("symbolic link"), "{}", list.stdout);
+    // The gate replaces the links with files and never writes through them.
+    r.gate(Some("poll"), REPORT.as_bytes()).ok();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    for f in ["heartbeat.json", "report.json"] {
+        assert!(std::fs::symlink_metadata(dir.join(f)).unwrap().file_type().is_file());
+    }
+    // A symlink planted at a lock file is not followed either.
+    let lock = r.path(&format!("var/lib/phonehome/locks/{}.lock", ID2));
+    let _ = std::fs::remove_file(&lock);
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    r.run("forward-device-port", &[ID2, "22:22103"]).fails(1, "symbolic link");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+}

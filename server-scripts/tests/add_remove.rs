@@ -8,23 +8,60 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 fn add_device_creates_account_record_and_key_file() {
     let r = Root::new();
     let out = r
-        .run("add-device", &[ID1, &format!("{} admin@laptop", key(0)), "--name", "kitchen"])
+        .run(
+            "add-device",
+            &[
+                ID1,
+                &format!("{} admin@laptop", key(0)),
+                "--name",
+                "kitchen",
+            ],
+        )
         .ok();
-    assert!(out.stdout.contains(&format!("added device {} (kitchen)", ID1)), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(&format!("added device {} (kitchen)", ID1)),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains(FP1));
     // The line for the device pins every host key of the server.
-    let setup = out.stdout.lines().find(|l| l.contains("phonehome setup")).unwrap();
-    assert!(setup.contains("--server ph.example.org --port 22 --account device6466b34bde54"), "{}", setup);
-    assert!(setup.contains(&format!("--host-key '{}'", key(3))), "{}", setup);
-    assert!(setup.contains(&format!("--host-key '{}'", key(2))), "{}", setup);
+    let setup = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("phonehome setup"))
+        .unwrap();
+    assert!(
+        setup.contains("--server ph.example.org --port 22 --account device6466b34bde54"),
+        "{}",
+        setup
+    );
+    assert!(
+        setup.contains(&format!("--host-key '{}'", key(3))),
+        "{}",
+        setup
+    );
+    assert!(
+        setup.contains(&format!("--host-key '{}'", key(2))),
+        "{}",
+        setup
+    );
 
-    let line = r.read("etc/passwd").lines().find(|l| l.starts_with("device6466b34bde54:")).unwrap().to_string();
+    let line = r
+        .read("etc/passwd")
+        .lines()
+        .find(|l| l.starts_with("device6466b34bde54:"))
+        .unwrap()
+        .to_string();
     let f: Vec<&str> = line.split(':').collect();
     assert_eq!(f[2].parse::<u32>().unwrap(), r.uid_min);
     assert_eq!(f[3], "60999", "primary group is the device group");
     assert_eq!(f[5], format!("/var/lib/phonehome/status/{}", ID1));
     assert_eq!(f[6], "/bin/sh");
-    assert!(r.read("etc/shadow").contains("device6466b34bde54:*:"), "password field *");
+    assert!(
+        r.read("etc/shadow").contains("device6466b34bde54:*:"),
+        "password field *"
+    );
 
     let keyfile = r.read(&format!("etc/phonehome/authorized_keys/device{}", ID1));
     assert_eq!(
@@ -35,9 +72,11 @@ fn add_device_creates_account_record_and_key_file() {
             key(0)
         )
     );
-    let meta = std::fs::metadata(r.path(&format!("etc/phonehome/authorized_keys/device{}", ID1))).unwrap();
+    let meta =
+        std::fs::metadata(r.path(&format!("etc/phonehome/authorized_keys/device{}", ID1))).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o644);
-    let rec: serde_json::Value = serde_json::from_str(&r.read(&format!("var/lib/phonehome/devices/{}.json", ID1))).unwrap();
+    let rec: serde_json::Value =
+        serde_json::from_str(&r.read(&format!("var/lib/phonehome/devices/{}.json", ID1))).unwrap();
     assert_eq!(rec["key"], key(0));
     assert_eq!(rec["fingerprint"], FP1);
     assert_eq!(rec["alias"], "kitchen");
@@ -55,13 +94,19 @@ fn add_device_refuses_bad_input_and_changes_nothing() {
     let r = Root::new();
     r.add(ID1, &key(0));
     let before = snapshot(&r.dir);
-    r.run("add-device", &["6466b34bde5", &key(1)]).fails(2, "invalid device id");
-    r.run("add-device", &[ID2, "ssh-ed25519 AAAA"]).fails(2, "invalid public key");
+    r.run("add-device", &["6466b34bde5", &key(1)])
+        .fails(2, "invalid device id");
+    r.run("add-device", &[ID2, "ssh-ed25519 AAAA"])
+        .fails(2, "invalid public key");
     r.run("add-device", &[ID2, &key(4)]).fails(2, "1024 bits");
-    r.run("add-device", &[ID2]).fails(2, "expected a device id and a public key");
-    r.run("add-device", &[ID1, &key(1)]).fails(1, "already registered");
-    r.run("add-device", &[ID2, &key(1), "--name", "Kitchen"]).fails(2, "invalid alias");
-    r.run("add-device", &["--bogus"]).fails(2, "Unrecognized option");
+    r.run("add-device", &[ID2])
+        .fails(2, "expected a device id and a public key");
+    r.run("add-device", &[ID1, &key(1)])
+        .fails(1, "already registered");
+    r.run("add-device", &[ID2, &key(1), "--name", "Kitchen"])
+        .fails(2, "invalid alias");
+    r.run("add-device", &["--bogus"])
+        .fails(2, "Unrecognized option");
     assert_eq!(snapshot(&r.dir), before);
 }
 
@@ -69,7 +114,8 @@ fn add_device_refuses_bad_input_and_changes_nothing() {
 fn add_device_needs_the_device_group() {
     let r = Root::new();
     std::fs::write(r.path("etc/group"), "root:x:0:\n").unwrap();
-    r.run("add-device", &[ID1, &key(0)]).fails(1, "install.sh server");
+    r.run("add-device", &[ID1, &key(0)])
+        .fails(1, "install.sh server");
     assert!(!r.read("etc/passwd").contains("device"));
 }
 
@@ -77,11 +123,33 @@ fn add_device_needs_the_device_group() {
 fn threat_09_names_and_aliases_are_strict() {
     let r = Root::new();
     let before = snapshot(&r.dir);
-    for bad_id in ["6466b34bde54\n", "\"6466b34bde54", "6466b34bde5*", "6466b34bde5?", "6466b34bde54,", "!6466b34bde5", "6466b34bdé54", "../etc/passwd"] {
-        r.run("add-device", &[bad_id, &key(0)]).fails(2, "invalid device id");
+    for bad_id in [
+        "6466b34bde54\n",
+        "\"6466b34bde54",
+        "6466b34bde5*",
+        "6466b34bde5?",
+        "6466b34bde54,",
+        "!6466b34bde5",
+        "6466b34bdé54",
+        "../etc/passwd",
+    ] {
+        r.run("add-device", &[bad_id, &key(0)])
+            .fails(2, "invalid device id");
     }
-    for bad_alias in ["a\nb", "a\"b", "a*", "a?", "a,b", "!a", "routér", "A", "1abc", &"a".repeat(31)] {
-        r.run("add-device", &[ID1, &key(0), "--name", bad_alias]).fails(2, "invalid alias");
+    for bad_alias in [
+        "a\nb",
+        "a\"b",
+        "a*",
+        "a?",
+        "a,b",
+        "!a",
+        "routér",
+        "A",
+        "1abc",
+        &"a".repeat(31),
+    ] {
+        r.run("add-device", &[ID1, &key(0), "--name", bad_alias])
+            .fails(2, "invalid alias");
     }
     assert_eq!(snapshot(&r.dir), before);
     assert!(!r.read("etc/passwd").contains("device"));
@@ -92,7 +160,8 @@ fn threat_10_one_key_per_device_no_options() {
     let r = Root::new();
     r.add(ID1, &key(0));
     // The same key (even with another comment or extra spaces) for a second device.
-    r.run("add-device", &[ID2, &format!("{}   other-comment", key(0))]).fails(1, "already registered for device 6466b34bde54");
+    r.run("add-device", &[ID2, &format!("{}   other-comment", key(0))])
+        .fails(1, "already registered for device 6466b34bde54");
     let body = key(0).split(' ').nth(1).unwrap().to_string();
     for hostile in [
         format!("{}\n{}", key(1), key(2)),
@@ -115,28 +184,55 @@ fn threat_10_one_key_per_device_no_options() {
 #[test]
 fn remove_device_revokes_kills_and_keeps_history() {
     let r = Root::new();
-    r.run("add-device", &[ID1, &key(0), "--name", "kitchen"]).ok();
+    r.run("add-device", &[ID1, &key(0), "--name", "kitchen"])
+        .ok();
     r.run("forward-device-port", &[ID1, "22:21001"]).ok();
     let uid = r.uid_of(ID1);
     // A process running as the device (an sshd session holding a tunnel, say).
     let mut victim = std::process::Command::new("setpriv")
-        .args([&format!("--reuid={}", uid), "--regid=60999", "--clear-groups", "sleep", "60"])
+        .args([
+            &format!("--reuid={}", uid),
+            "--regid=60999",
+            "--clear-groups",
+            "sleep",
+            "60",
+        ])
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
-    std::fs::write(r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", ID1)), br#"{"received":1795304990,"from":"198.51.100.2"}"#).unwrap();
+    std::fs::write(
+        r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", ID1)),
+        br#"{"received":1795304990,"from":"198.51.100.2"}"#,
+    )
+    .unwrap();
 
     let out = r.run("remove-device", &["kitchen"]).ok();
     assert!(out.stdout.contains("1 process(es) ended"), "{}", out.stdout);
     let status = victim.wait().unwrap();
-    assert!(!status.success(), "the device's process was killed: {:?}", status);
+    assert!(
+        !status.success(),
+        "the device's process was killed: {:?}",
+        status
+    );
 
-    assert!(!r.path(&format!("etc/phonehome/authorized_keys/device{}", ID1)).exists());
-    assert!(r.read("var/lib/phonehome/revoked").starts_with(&format!("{} {} ", FP1, ID1)));
+    assert!(!r
+        .path(&format!("etc/phonehome/authorized_keys/device{}", ID1))
+        .exists());
+    assert!(r
+        .read("var/lib/phonehome/revoked")
+        .starts_with(&format!("{} {} ", FP1, ID1)));
     assert!(!r.read("etc/passwd").contains("device6466b34bde54"));
-    assert!(!r.path(&format!("var/lib/phonehome/devices/{}.json", ID1)).exists());
-    assert!(!r.path(&format!("var/lib/phonehome/requests/{}.json", ID1)).exists());
-    assert!(r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", ID1)).exists(), "history kept");
+    assert!(!r
+        .path(&format!("var/lib/phonehome/devices/{}.json", ID1))
+        .exists());
+    assert!(!r
+        .path(&format!("var/lib/phonehome/requests/{}.json", ID1))
+        .exists());
+    assert!(
+        r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", ID1))
+            .exists(),
+        "history kept"
+    );
 
     // list-devices still shows its history, as removed.
     let list = r.run("list-devices", &["--json"]).ok().json();

@@ -28,9 +28,18 @@ fn helper_listen() {
 fn listen_as(uid: u32, port: u16) -> Child {
     let exe = std::env::current_exe().unwrap();
     Command::new("setpriv")
-        .args([&format!("--reuid={}", uid), "--regid=60999", "--clear-groups"])
+        .args([
+            &format!("--reuid={}", uid),
+            "--regid=60999",
+            "--clear-groups",
+        ])
         .arg(exe)
-        .args(["helper_listen", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "helper_listen",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("PH_LISTEN_PORT", port.to_string())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -42,12 +51,23 @@ fn request_grants_exactly_the_port_and_prints_how_to_connect() {
     let r = Root::new();
     r.add(ID1, &key(0));
     let out = r.run("forward-device-port", &[ID1, "22:21100"]).ok();
-    assert!(out.stdout.contains("requested 22:21100 on device 6466b34bde54"), "{}", out.stdout);
-    assert!(out.stdout.contains("connect: ssh -J admin@ph.example.org -p 21100 root@localhost"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("requested 22:21100 on device 6466b34bde54"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("connect: ssh -J admin@ph.example.org -p 21100 root@localhost"),
+        "{}",
+        out.stdout
+    );
     let req = requests(&r, ID1);
     assert_eq!(req["requests"][0]["local"], 22);
     assert_eq!(req["requests"][0]["remote"], 21100);
-    let ttl = req["requests"][0]["expires"].as_i64().unwrap() - req["requests"][0]["created"].as_i64().unwrap();
+    let ttl = req["requests"][0]["expires"].as_i64().unwrap()
+        - req["requests"][0]["created"].as_i64().unwrap();
     assert_eq!(ttl, 3600, "default ttl");
     assert_eq!(
         keyfile(&r, ID1),
@@ -58,19 +78,35 @@ fn request_grants_exactly_the_port_and_prints_how_to_connect() {
         )
     );
     // A second request, a web port, with a ttl and JSON output.
-    let j = r.run("forward-device-port", &[ID1, "80:21101", "--ttl", "30m", "--json"]).ok().json();
+    let j = r
+        .run(
+            "forward-device-port",
+            &[ID1, "80:21101", "--ttl", "30m", "--json"],
+        )
+        .ok()
+        .json();
     assert_eq!(j["remote"], 21101);
     assert_eq!(j["ready"], serde_json::Value::Null);
-    assert!(j["connect"].as_str().unwrap().starts_with("ssh -N -L 21101:localhost:21101 admin@ph.example.org"));
-    assert!(keyfile(&r, ID1).contains("permitlisten=\"localhost:21100\",permitlisten=\"localhost:21101\",command="));
+    assert!(j["connect"]
+        .as_str()
+        .unwrap()
+        .starts_with("ssh -N -L 21101:localhost:21101 admin@ph.example.org"));
+    assert!(keyfile(&r, ID1)
+        .contains("permitlisten=\"localhost:21100\",permitlisten=\"localhost:21101\",command="));
     // Listing, then closing one, then all: the key file follows.
     let list = r.run("forward-device-port", &[ID1]).ok();
     assert!(list.stdout.contains("22:21100") && list.stdout.contains("80:21101"));
-    r.run("forward-device-port", &[ID1, "--close", "21100"]).ok();
+    r.run("forward-device-port", &[ID1, "--close", "21100"])
+        .ok();
     assert!(!keyfile(&r, ID1).contains("21100"));
-    r.run("forward-device-port", &[ID1, "--close", "21100"]).fails(1, "no request for remote port 21100");
+    r.run("forward-device-port", &[ID1, "--close", "21100"])
+        .fails(1, "no request for remote port 21100");
     r.run("forward-device-port", &[ID1, "--close", "all"]).ok();
-    assert!(keyfile(&r, ID1).starts_with("restrict,command="), "{}", keyfile(&r, ID1));
+    assert!(
+        keyfile(&r, ID1).starts_with("restrict,command="),
+        "{}",
+        keyfile(&r, ID1)
+    );
     assert_eq!(requests(&r, ID1)["requests"].as_array().unwrap().len(), 0);
 }
 
@@ -81,13 +117,26 @@ fn local_alone_allocates_a_free_port_from_the_range() {
     r.add(ID1, &key(0));
     r.add(ID2, &key(3));
     let held = std::net::TcpListener::bind("127.0.0.1:21201").unwrap();
-    let a = r.run("forward-device-port", &[ID1, "22", "--json"]).ok().json();
+    let a = r
+        .run("forward-device-port", &[ID1, "22", "--json"])
+        .ok()
+        .json();
     assert_eq!(a["remote"], 21200);
-    let b = r.run("forward-device-port", &[ID2, "22", "--json"]).ok().json();
-    assert_eq!(b["remote"], 21202, "21200 is the other device's, 21201 is held");
-    let c = r.run("forward-device-port", &[ID2, "80", "--json"]).ok().json();
+    let b = r
+        .run("forward-device-port", &[ID2, "22", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        b["remote"], 21202,
+        "21200 is the other device's, 21201 is held"
+    );
+    let c = r
+        .run("forward-device-port", &[ID2, "80", "--json"])
+        .ok()
+        .json();
     assert_eq!(c["remote"], 21203);
-    r.run("forward-device-port", &[ID1, "443"]).fails(1, "no free port left in port_range 21200-21203");
+    r.run("forward-device-port", &[ID1, "443"])
+        .fails(1, "no free port left in port_range 21200-21203");
     drop(held);
 }
 
@@ -110,16 +159,44 @@ fn threat_06_bad_specs_are_refused_and_change_nothing() {
     r.add(ID1, &key(0));
     r.run("forward-device-port", &[ID1, "22:21400"]).ok();
     let before = snapshot(&r.dir);
-    r.run("forward-device-port", &["0242ac110099", "22:21401"]).fails(1, "unknown device");
-    r.run("forward-device-port", &["nosuchalias", "22:21401"]).fails(1, "unknown device");
-    r.run("forward-device-port", &[ID1, "9876:22"]).fails(2, "privileged");
-    for bad in ["0:21401", "22:0", "22:65536", "65536:21401", "022:21401", "22:021401", " 22:21401", "22 :21401", "22:21401 ", "22::21401", "22:21401:1", ":21401", "22:", "a:b", "+1:21401", ""] {
-        r.run("forward-device-port", &[ID1, bad]).fails(2, "invalid port");
+    r.run("forward-device-port", &["0242ac110099", "22:21401"])
+        .fails(1, "unknown device");
+    r.run("forward-device-port", &["nosuchalias", "22:21401"])
+        .fails(1, "unknown device");
+    r.run("forward-device-port", &[ID1, "9876:22"])
+        .fails(2, "privileged");
+    for bad in [
+        "0:21401",
+        "22:0",
+        "22:65536",
+        "65536:21401",
+        "022:21401",
+        "22:021401",
+        " 22:21401",
+        "22 :21401",
+        "22:21401 ",
+        "22::21401",
+        "22:21401:1",
+        ":21401",
+        "22:",
+        "a:b",
+        "+1:21401",
+        "",
+    ] {
+        r.run("forward-device-port", &[ID1, bad])
+            .fails(2, "invalid port");
     }
-    r.run("forward-device-port", &[ID1, "-1:21401"]).fails(2, "Unrecognized option");
-    r.run("forward-device-port", &[ID1, "22:21401", "--ttl", "8d"]).fails(2, "maximum of 7 days");
-    r.run("forward-device-port", &[ID1, "22:21401", "--ttl", "forever"]).fails(2, "invalid duration");
-    r.run("forward-device-port", &[ID1, "--close", "abc"]).fails(2, "invalid port");
+    r.run("forward-device-port", &[ID1, "-1:21401"])
+        .fails(2, "Unrecognized option");
+    r.run("forward-device-port", &[ID1, "22:21401", "--ttl", "8d"])
+        .fails(2, "maximum of 7 days");
+    r.run(
+        "forward-device-port",
+        &[ID1, "22:21401", "--ttl", "forever"],
+    )
+    .fails(2, "invalid duration");
+    r.run("forward-device-port", &[ID1, "--close", "abc"])
+        .fails(2, "invalid port");
     assert_eq!(snapshot(&r.dir), before, "nothing changed");
 }
 
@@ -130,9 +207,13 @@ fn threat_07_ports_taken_by_another_device_or_listener() {
     r.add(ID2, &key(3));
     r.run("forward-device-port", &[ID1, "22:21500"]).ok();
     let before = snapshot(&r.dir);
-    r.run("forward-device-port", &[ID2, "22:21500"]).fails(1, "already requested for device 6466b34bde54");
+    r.run("forward-device-port", &[ID2, "22:21500"])
+        .fails(1, "already requested for device 6466b34bde54");
     let held = std::net::TcpListener::bind("127.0.0.1:21501").unwrap();
-    r.run("forward-device-port", &[ID2, "22:21501"]).fails(1, "already in use on this server (user root (uid 0) listens on 127.0.0.1:21501)");
+    r.run("forward-device-port", &[ID2, "22:21501"]).fails(
+        1,
+        "already in use on this server (user root (uid 0) listens on 127.0.0.1:21501)",
+    );
     drop(held);
     assert_eq!(snapshot(&r.dir), before);
     // Re-requesting one's own port refreshes it (new local, new expiry).
@@ -163,7 +244,11 @@ fn threat_08_fifty_concurrent_requests_on_one_device() {
             landed.push(port);
         } else {
             assert_eq!(out.code, 1, "{}", out.stderr);
-            assert!(out.stderr.contains("already has 32 requests"), "clear error: {}", out.stderr);
+            assert!(
+                out.stderr.contains("already has 32 requests"),
+                "clear error: {}",
+                out.stderr
+            );
             refused += 1;
         }
     }
@@ -171,16 +256,28 @@ fn threat_08_fifty_concurrent_requests_on_one_device() {
     assert_eq!(refused, 18);
     landed.sort_unstable();
     let req = requests(&r, ID1);
-    let mut stored: Vec<u16> = req["requests"].as_array().unwrap().iter().map(|x| x["remote"].as_u64().unwrap() as u16).collect();
+    let mut stored: Vec<u16> = req["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["remote"].as_u64().unwrap() as u16)
+        .collect();
     stored.sort_unstable();
-    assert_eq!(stored, landed, "every landed request is stored, nothing else");
+    assert_eq!(
+        stored, landed,
+        "every landed request is stored, nothing else"
+    );
     let kf = keyfile(&r, ID1);
     for p in &landed {
         assert!(kf.contains(&format!("permitlisten=\"localhost:{}\"", p)));
     }
     assert_eq!(kf.matches("permitlisten").count(), 32);
     assert_eq!(kf.lines().count(), 1);
-    let leftovers: Vec<_> = std::fs::read_dir(r.path("var/lib/phonehome/requests")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(r.path("var/lib/phonehome/requests"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "no temp files left");
 }
 
@@ -191,11 +288,20 @@ fn wait_succeeds_when_the_device_uid_alone_listens() {
     let uid = r.uid_of(ID1);
     let mut cmd = r.cmd("forward-device-port");
     cmd.args([ID1, "22:21700", "--wait=15"]);
-    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let mut listener = listen_as(uid, 21700);
     let out = Out::new("forward --wait".into(), child.wait_with_output().unwrap()).ok();
-    assert!(out.stdout.contains("tunnel up: device6466b34bde54 listens on 127.0.0.1:21700"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("tunnel up: device6466b34bde54 listens on 127.0.0.1:21700"),
+        "{}",
+        out.stdout
+    );
     let _ = listener.kill();
     let _ = listener.wait();
 }
@@ -205,11 +311,17 @@ fn wait_fails_with_the_reason() {
     let r = Root::new();
     r.add(ID1, &key(0));
     // Never called in.
-    r.run("forward-device-port", &[ID1, "22:21800", "--wait=1"]).fails(1, "device 6466b34bde54 has never called in");
+    r.run("forward-device-port", &[ID1, "22:21800", "--wait=1"])
+        .fails(1, "device 6466b34bde54 has never called in");
     // Called in long ago.
     let status = format!("var/lib/phonehome/status/{}", ID1);
-    std::fs::write(r.path(&format!("{}/heartbeat.json", status)), br#"{"received":1795304990}"#).unwrap();
-    r.run("forward-device-port", &[ID1, "22:21800", "--wait=1"]).fails(1, "has not called in since 2026-11-21 23:49:50 UTC");
+    std::fs::write(
+        r.path(&format!("{}/heartbeat.json", status)),
+        br#"{"received":1795304990}"#,
+    )
+    .unwrap();
+    r.run("forward-device-port", &[ID1, "22:21800", "--wait=1"])
+        .fails(1, "has not called in since 2026-11-21 23:49:50 UTC");
     // The device reports the tunnel's failure.
     let now = phonehome_server::timefmt::now() + 5;
     std::fs::write(
@@ -222,9 +334,14 @@ fn wait_fails_with_the_reason() {
     std::fs::remove_file(r.path(&format!("{}/report.json", status))).unwrap();
     let mut cmd = r.cmd("forward-device-port");
     cmd.args([ID1, "22:21801", "--wait=10"]);
-    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let held = std::net::TcpListener::bind("127.0.0.1:21801").unwrap();
-    Out::new("forward --wait".into(), child.wait_with_output().unwrap()).fails(1, "port 21801 is held by user root (uid 0)");
+    Out::new("forward --wait".into(), child.wait_with_output().unwrap())
+        .fails(1, "port 21801 is held by user root (uid 0)");
     drop(held);
 }

@@ -27,18 +27,29 @@ fn setup() -> Root {
 fn poll_records_heartbeat_and_report_and_answers_requests() {
     let r = setup();
     let out = r.gate(Some("poll"), REPORT.as_bytes()).ok();
-    assert_eq!(out.stdout, "22:22100\n80:22101\n", "only this device's requests, nothing else");
+    assert_eq!(
+        out.stdout, "22:22100\n80:22101\n",
+        "only this device's requests, nothing else"
+    );
     assert_eq!(out.stderr, "");
-    let hb: serde_json::Value = serde_json::from_str(&status(&r, ID1, "heartbeat.json").unwrap()).unwrap();
+    let hb: serde_json::Value =
+        serde_json::from_str(&status(&r, ID1, "heartbeat.json").unwrap()).unwrap();
     assert_eq!(hb["from"], "198.51.100.2");
     assert_eq!(hb["port"], 40022);
     assert!((hb["received"].as_i64().unwrap() - phonehome_server::timefmt::now()).abs() < 10);
     assert_eq!(hb["report_error"], serde_json::Value::Null);
-    let rep: serde_json::Value = serde_json::from_str(&status(&r, ID1, "report.json").unwrap()).unwrap();
+    let rep: serde_json::Value =
+        serde_json::from_str(&status(&r, ID1, "report.json").unwrap()).unwrap();
     assert_eq!(rep["report"]["uptime_secs"], 7200);
     // list-devices sees it online, with its requests and report.
     let list = r.run("list-devices", &["--json"]).ok().json();
-    let d = list["devices"].as_array().unwrap().iter().find(|d| d["id"] == ID1).unwrap().clone();
+    let d = list["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == ID1)
+        .unwrap()
+        .clone();
     assert_eq!(d["state"], "online");
     assert_eq!(d["seen_by"], "gate");
     assert_eq!(d["requested"], serde_json::json!(["22:22100", "80:22101"]));
@@ -55,17 +66,31 @@ fn expired_requests_are_not_served() {
         format!(r#"{{"device":"{}","requests":[{{"local":22,"remote":22100,"created":1,"expires":2}},{{"local":80,"remote":22101,"created":1,"expires":{}}}]}}"#, ID1, now + 100),
     )
     .unwrap();
-    assert_eq!(r.gate(Some("poll"), REPORT.as_bytes()).ok().stdout, "80:22101\n");
+    assert_eq!(
+        r.gate(Some("poll"), REPORT.as_bytes()).ok().stdout,
+        "80:22101\n"
+    );
 }
 
 #[test]
 fn only_poll_is_accepted() {
     let r = setup();
-    for cmd in [None, Some(""), Some("sh"), Some("poll; sh"), Some("poll "), Some("internal-sftp"), Some("/bin/sh -c id")] {
+    for cmd in [
+        None,
+        Some(""),
+        Some("sh"),
+        Some("poll; sh"),
+        Some("poll "),
+        Some("internal-sftp"),
+        Some("/bin/sh -c id"),
+    ] {
         let out = r.gate(cmd, REPORT.as_bytes()).fails(1, "only runs `poll`");
         assert_eq!(out.stdout, "");
     }
-    assert!(status(&r, ID1, "heartbeat.json").is_none(), "a refused command is no heartbeat");
+    assert!(
+        status(&r, ID1, "heartbeat.json").is_none(),
+        "a refused command is no heartbeat"
+    );
 }
 
 #[test]
@@ -73,23 +98,51 @@ fn a_non_device_uid_is_refused() {
     let r = Root::new();
     r.add(ID1, &key(0));
     // The test's uid maps to root in this root's passwd: not a device.
-    r.gate(Some("poll"), REPORT.as_bytes()).fails(1, "not a phonehome device account");
+    r.gate(Some("poll"), REPORT.as_bytes())
+        .fails(1, "not a phonehome device account");
 }
 
 #[test]
 fn threat_03_identity_comes_from_the_uid_only() {
     let r = setup();
     // A report claiming to be the other device, and an environment pointing elsewhere.
-    let forged = REPORT.replace("\"protocol\":1", &format!("\"protocol\":1,\"device\":\"{}\",\"account\":\"device{}\"", ID2, ID2));
+    let forged = REPORT.replace(
+        "\"protocol\":1",
+        &format!(
+            "\"protocol\":1,\"device\":\"{}\",\"account\":\"device{}\"",
+            ID2, ID2
+        ),
+    );
     let mut c = std::process::Command::new(bin_path("phonehome-gate"));
-    c.arg("--root").arg(&r.dir).env("PHONEHOME_ROOT", "/nonexistent").env("USER", format!("device{}", ID2)).env("LOGNAME", format!("device{}", ID2)).env("SSH_ORIGINAL_COMMAND", "poll");
-    let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    c.arg("--root")
+        .arg(&r.dir)
+        .env("PHONEHOME_ROOT", "/nonexistent")
+        .env("USER", format!("device{}", ID2))
+        .env("LOGNAME", format!("device{}", ID2))
+        .env("SSH_ORIGINAL_COMMAND", "poll");
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(forged.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(forged.as_bytes())
+        .unwrap();
     let out = Out::new("gate".into(), child.wait_with_output().unwrap()).ok();
-    assert_eq!(out.stdout, "22:22100\n80:22101\n", "answered as device 1, the uid's");
+    assert_eq!(
+        out.stdout, "22:22100\n80:22101\n",
+        "answered as device 1, the uid's"
+    );
     assert!(status(&r, ID1, "heartbeat.json").is_some());
-    assert!(status(&r, ID2, "heartbeat.json").is_none(), "the other device's records untouched");
+    assert!(
+        status(&r, ID2, "heartbeat.json").is_none(),
+        "the other device's records untouched"
+    );
     assert!(status(&r, ID2, "report.json").is_none());
 }
 
@@ -112,13 +165,27 @@ fn threat_04_hostile_reports_are_rejected_but_the_heartbeat_counts() {
     for (input, why) in cases {
         let out = r.gate(Some("poll"), &input).ok();
         assert_eq!(out.stdout, "22:22100\n80:22101\n", "still answered");
-        assert!(out.stderr.contains("status report refused") && out.stderr.contains(why), "{:?}: {}", why, out.stderr);
-        let hb: serde_json::Value = serde_json::from_str(&status(&r, ID1, "heartbeat.json").unwrap()).unwrap();
+        assert!(
+            out.stderr.contains("status report refused") && out.stderr.contains(why),
+            "{:?}: {}",
+            why,
+            out.stderr
+        );
+        let hb: serde_json::Value =
+            serde_json::from_str(&status(&r, ID1, "heartbeat.json").unwrap()).unwrap();
         assert!(hb["report_error"].as_str().unwrap().contains(why), "{}", hb);
         assert!(hb["report_error"].as_str().unwrap().len() <= 200);
-        assert_eq!(status(&r, ID1, "report.json").unwrap(), good, "the last good report is kept");
+        assert_eq!(
+            status(&r, ID1, "report.json").unwrap(),
+            good,
+            "the last good report is kept"
+        );
     }
-    let files: Vec<_> = std::fs::read_dir(r.path(&format!("var/lib/phonehome/status/{}", ID1))).unwrap().flatten().map(|e| e.file_name()).collect();
+    let files: Vec<_> = std::fs::read_dir(r.path(&format!("var/lib/phonehome/status/{}", ID1)))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(files.len(), 2, "nothing else written: {:?}", files);
 }
 
@@ -138,12 +205,16 @@ fn threat_21_symlinks_in_the_device_writable_dir_are_not_followed() {
     r.gate(Some("poll"), REPORT.as_bytes()).ok();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     for f in ["heartbeat.json", "report.json"] {
-        assert!(std::fs::symlink_metadata(dir.join(f)).unwrap().file_type().is_file());
+        assert!(std::fs::symlink_metadata(dir.join(f))
+            .unwrap()
+            .file_type()
+            .is_file());
     }
     // A symlink planted at a lock file is not followed either.
     let lock = r.path(&format!("var/lib/phonehome/locks/{}.lock", ID2));
     let _ = std::fs::remove_file(&lock);
     std::os::unix::fs::symlink(&victim, &lock).unwrap();
-    r.run("forward-device-port", &[ID2, "22:22103"]).fails(1, "symbolic link");
+    r.run("forward-device-port", &[ID2, "22:22103"])
+        .fails(1, "symbolic link");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
 }

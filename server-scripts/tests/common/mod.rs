@@ -15,7 +15,11 @@ pub const FP4: &str = "SHA256:4ZkDixyUbf+2ZWcxX4D8jYLinLyq+Jwut5Ah440pU7c";
 /// The n-th public key line of the fixtures (0: ed25519 FP1, 1: rsa 2048, 2: ecdsa-256,
 /// 3: ed25519 FP4, 4: rsa 1024, 5: ecdsa-521).
 pub fn key(n: usize) -> String {
-    include_str!("../fixtures/keys.pub").lines().nth(n).unwrap().to_string()
+    include_str!("../fixtures/keys.pub")
+        .lines()
+        .nth(n)
+        .unwrap()
+        .to_string()
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -53,7 +57,10 @@ impl Root {
             "etc/ssh/ssh_host_ed25519_key.pub",
             &format!("{} root@srv\n", key(3)),
         );
-        w("etc/ssh/ssh_host_ecdsa_key.pub", &format!("{} root@srv\n", key(2)));
+        w(
+            "etc/ssh/ssh_host_ecdsa_key.pub",
+            &format!("{} root@srv\n", key(2)),
+        );
         Root { dir, uid_min }
     }
 
@@ -198,8 +205,18 @@ impl Out {
     /// A failure with exit `code` and one stderr line containing `needle`.
     pub fn fails(self, code: i32, needle: &str) -> Out {
         assert_eq!(self.code, code, "expected exit {}: {}", code, self.dump());
-        assert!(self.stderr.contains(needle), "expected {:?} in stderr: {}", needle, self.dump());
-        assert_eq!(self.stderr.trim_end().lines().count(), 1, "one line: {}", self.dump());
+        assert!(
+            self.stderr.contains(needle),
+            "expected {:?} in stderr: {}",
+            needle,
+            self.dump()
+        );
+        assert_eq!(
+            self.stderr.trim_end().lines().count(),
+            1,
+            "one line: {}",
+            self.dump()
+        );
         self
     }
 

@@ -166,6 +166,21 @@ Section: net
 check "conffiles: the UCI config and the key" \
 	test "$(cat "$W/control/conffiles")" = "/etc/config/phonehome
 /etc/phonehome/id_dropbear"
+if command -v shellcheck >/dev/null; then
+	mkdir -p "$W/data"
+	tar -C "$W/data" -xzf "$W/pkg/data.tar.gz"
+	check "shellcheck -s sh: the init script, uci-defaults and maintainer scripts shipped" \
+		shellcheck -s sh "$W/data/etc/init.d/phonehome" "$W/data/etc/uci-defaults/90-phonehome" \
+		"$W/control/postinst" "$W/control/prerm" "$W/control/prerm-pkg"
+	check "shellcheck: build-ipk.sh, test.sh and the test's stand-ins" \
+		shellcheck "$here/build-ipk.sh" "$here/test.sh" "$here"/tests/stand-ins/*
+else
+	fail "shellcheck is not installed (Debian package shellcheck)"
+fi
+mkdir -p "$W/again"
+tar -C "$W/again" -xzf "$W/pkg/data.tar.gz" ./usr/bin/phonehome
+"$here/build-ipk.sh" --binary "$W/again/usr/bin/phonehome" --out "$W/again" >/dev/null 2>&1
+check "reproducible: the same tree packs to the same bytes" cmp -s "$ipk" "$W/again/$(basename "$ipk")"
 check "every file in data.tar.gz is owned by root" \
 	test -z "$(tar -tzvf "$W/pkg/data.tar.gz" | awk '$2 != "0/0"')"
 installed_size="$(sed -n 's/^Installed-Size: //p' "$W/control/control")"
@@ -278,8 +293,14 @@ in_root /etc/init.d/phonehome start
 check "start: registers one poll with procd" \
 	grep -qx "param command /usr/bin/phonehome --run-dir /var/run/phonehome --server 127.0.0.1 .*--host-key ssh-rsa AAAAtwo poll" "$R/var/run/procd-stand-in.log"
 write_config 0 127.0.0.1 7 'ssh-ed25519 AAAAone'
+: >"$R/tmp/argv"
 in_root /etc/init.d/phonehome poll
-check "poll while disabled: stops the tunnels, nothing else" test "$(argv)" = "--run-dir /var/run/phonehome stop "
+check "poll while disabled, no tunnel open: the agent is not even run" test ! -s "$R/tmp/argv"
+mkdir -p "$R/var/run/phonehome/tunnels"
+echo '{}' >"$R/var/run/phonehome/tunnels/8022-9876.json"
+in_root /etc/init.d/phonehome poll
+check "poll while disabled, a tunnel open: phonehome stop" test "$(argv)" = "--run-dir /var/run/phonehome stop "
+rm -rf "$R/var/run/phonehome"
 : >"$R/tmp/argv"
 write_config 1 127.0.0.1 7 'ssh-ed25519'
 in_root /etc/init.d/phonehome poll 2>"$W/err"
@@ -334,7 +355,8 @@ rc=$?
 check "poll as cron runs it ($cron_cmd) exits 0" test "$rc" = 0
 [ "$rc" = 0 ] || sed 's/^/  /' "$W/poll.out"
 check "the server saw the command 'poll'" grep -qx poll "$W/gate/commands"
-check "the agent sent a JSON status report on stdin" jq -e 'type == "object"' "$W/gate/status.json" >/dev/null
+check "the agent sent its status report on stdin (JSON, agent_version $ws_version, client dbclient)" \
+	bash -c "jq -e '.agent_version == \"$ws_version\" and (.client | startswith(\"dbclient\"))' '$W/gate/status.json' >/dev/null"
 for _ in $(seq 100); do ss -ltn | grep -q '127.0.0.1:9876 ' && break; sleep 0.1; done
 check "the requested tunnel listens on the server's 127.0.0.1:9876" bash -c "ss -ltn | grep -q '127.0.0.1:9876 '"
 check "through the tunnel: the router's 127.0.0.1:8022 answers" \
@@ -342,6 +364,8 @@ check "through the tunnel: the router's 127.0.0.1:8022 answers" \
 tunnels() { pgrep -fc 'dbclient.*9876'; }
 in_root /bin/sh -c "$cron_cmd" >>"$W/poll.out" 2>&1
 check "a second poll keeps exactly one tunnel process" test "$(tunnels)" = 1
+check "the second poll's report lists the tunnel 8022:9876" \
+	bash -c "jq -e '.tunnels | map(select(.local == 8022 and .remote == 9876)) | length == 1' '$W/gate/status.json' >/dev/null"
 check "the agent logged to syslog (logread -e phonehome)" grep -q 'phonehome\[[0-9]*\]: .*9876' "$R/var/log/messages"
 in_root /etc/init.d/phonehome status >"$W/status.out" 2>&1
 check "/etc/init.d/phonehome status exits 0" test $? = 0

@@ -12,6 +12,7 @@
 # here". Needs root, busybox (static), dropbear-bin, openssh-server, jq.
 #
 # Usage: openwrt-package/test.sh [--ipk FILE]   (default: build one with build-ipk.sh)
+# It waits for busybox crond's next minute (up to 60 s) unless PHONEHOME_OWRT_NO_CRON=1.
 # Ends with the line "N passed, N failed"; exit status 0 only if nothing failed.
 set -uo pipefail
 
@@ -368,7 +369,23 @@ check "the second poll's report lists the tunnel 8022:9876" \
 	bash -c "jq -e '.tunnels | map(select(.local == 8022 and .remote == 9876)) | length == 1' '$W/gate/status.json' >/dev/null"
 check "the agent logged to syslog (logread -e phonehome)" grep -q 'phonehome\[[0-9]*\]: .*9876' "$R/var/log/messages"
 in_root /etc/init.d/phonehome status >"$W/status.out" 2>&1
-check "/etc/init.d/phonehome status exits 0" test $? = 0
+check "/etc/init.d/phonehome status exits 0 and shows the tunnel" test $? = 0 -a -n "$(grep 9876 "$W/status.out")"
+
+# busybox crond itself, from the crontab the package wrote: the next minute's tick.
+if [ "${PHONEHOME_OWRT_NO_CRON:-}" != 1 ]; then
+	polls_before="$(wc -l <"$W/gate/commands")"
+	chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+		/usr/sbin/crond -f -c /etc/crontabs </dev/null >/dev/null 2>&1 &
+	crond_pid=$!
+	for _ in $(seq 150); do
+		[ "$(wc -l <"$W/gate/commands")" -gt "$polls_before" ] && break
+		sleep 0.5
+	done
+	check "busybox crond ran the poll line at the next minute" test "$(wc -l <"$W/gate/commands")" -gt "$polls_before"
+	kill "$crond_pid"
+	for _ in $(seq 50); do pgrep -f 'phonehome.* poll$' >/dev/null || break; sleep 0.2; done
+	check "after cron's poll: still exactly one tunnel process" test "$(tunnels)" = 1
+fi
 
 # --- (a) removal on the router --------------------------------------------------------
 in_root /bin/sh /usr/lib/opkg/info/phonehome.prerm remove >"$W/a-prerm.out" 2>&1

@@ -110,7 +110,8 @@ lab_network() {
     ip netns exec gw iptables -A FORWARD -i gw-lan2 -o gw-wan -j ACCEPT
 }
 
-# Run a command in a namespace.
+# Run a command in a namespace. (To background a daemon, call `ip netns exec` itself,
+# so that $! is the daemon and not a subshell running this function.)
 in_ns() {
     local ns=$1
     shift
@@ -122,6 +123,15 @@ tcp_open() {
     local ns=$1 host=$2 port=$3
     # shellcheck disable=SC2016 # $0 and $1 are expanded by the inner bash
     in_ns "$ns" timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$host" "$port" 2>/dev/null
+}
+
+# http_get NS PORT: the body of GET / from 127.0.0.1:PORT in namespace NS (5 s at most).
+# (bash's /dev/tcp: busybox-static's wget crashes on glibc name lookup.)
+http_get() {
+    # shellcheck disable=SC2016 # $0 is expanded by the inner bash
+    in_ns "$1" timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 1
+        printf "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3
+        cat <&3' "$2" 2>/dev/null
 }
 
 # Lines of `ss` for TCP listeners on PORT in the server namespace (empty: none).
@@ -158,7 +168,9 @@ admin_user = root
 device_group = phonehome-devices
 gate = /usr/local/lib/phonehome/phonehome-gate
 EOF
-    if ! "$REPO_DIR/server-scripts/install-server.sh" >"$LAB/srv/install.log" 2>&1; then
+    # PHONEHOME_E2E_INSTALL_SERVER: another installer, only to debug the harness itself.
+    if ! "${PHONEHOME_E2E_INSTALL_SERVER:-$REPO_DIR/server-scripts/install-server.sh}" \
+        >"$LAB/srv/install.log" 2>&1; then
         echo "install-server.sh failed:" >&2
         cat "$LAB/srv/install.log" >&2
         return 1
@@ -173,7 +185,8 @@ EOF
 
 sshd_start() {
     : >>"$SSHD_LOG"
-    in_ns srv /usr/sbin/sshd -D -E "$SSHD_LOG" -f /etc/ssh/sshd_config &
+    # Not through in_ns: a backgrounded function is a subshell, and $! must be sshd.
+    ip netns exec srv /usr/sbin/sshd -D -E "$SSHD_LOG" -f /etc/ssh/sshd_config &
     echo $! >$LAB/srv/sshd.pid
     wait_until 10 tcp_open srv 127.0.0.1 22
 }
@@ -243,7 +256,7 @@ lab_device() {
     dropbearkey -t ed25519 -f "$d/dropbear_host_key" >/dev/null 2>&1 || return 1
     echo "$dev $(dropbearkey -y -f "$d/dropbear_host_key" | grep '^ssh-' | cut -d' ' -f1,2)" \
         >"$d/admin_known_hosts"
-    in_ns "$dev" dropbear -F -E -s -p 127.0.0.1:22 -r "$d/dropbear_host_key" \
+    ip netns exec "$dev" dropbear -F -E -s -p 127.0.0.1:22 -r "$d/dropbear_host_key" \
         -P "$d/dropbear.pid" >"$d/dropbear.log" 2>&1 &
     case $client in
     dbclient)

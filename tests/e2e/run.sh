@@ -69,7 +69,7 @@ pass "lab is up (sshd on $SRV_IP:22, dropbear on dev1 and dev2 127.0.0.1:22)"
 
 # The NAT must really hold, or "through the tunnel" proves nothing.
 mkdir -p "$LAB/dev1/www" && echo dev1-lan >"$LAB/dev1/www/index.html"
-in_ns dev1 busybox httpd -f -p 0.0.0.0:2280 -h "$LAB/dev1/www" &
+ip netns exec dev1 busybox httpd -f -p 0.0.0.0:2280 -h "$LAB/dev1/www" &
 wait_until 5 tcp_open dev1 10.0.1.2 2280
 check "NAT: the gateway reaches dev1's LAN service (control)" tcp_open gw 10.0.1.2 2280
 check_not "NAT: the server cannot open TCP to dev1 (10.0.1.2:2280)" tcp_open srv 10.0.1.2 2280
@@ -176,7 +176,7 @@ fi
 
 # --- 6 ---------------------------------------------------------------------------
 step "6. another process holds the requested port"
-in_ns srv busybox httpd -f -p 127.0.0.1:9890 -h "$LAB/dev1/www" &
+ip netns exec srv busybox httpd -f -p 127.0.0.1:9890 -h "$LAB/dev1/www" &
 squatter=$!
 wait_until 5 tcp_open srv 127.0.0.1 9890
 t0=$SECONDS
@@ -187,7 +187,10 @@ if [ "$rc" != 0 ] && [ "$rc" != 124 ] && grep -qi '9890' "$LAB/fwd.out"; then
 else
     fail "6 --wait on a held port: exit $rc: $(cat "$LAB/fwd.out")"
 fi
-check "6 the squatter still owns 9890" bash -c "ip netns exec srv busybox wget -q -T 3 -O- http://127.0.0.1:9890/ | grep -q dev1-lan"
+case $(http_get srv 9890) in
+*dev1-lan*) pass "6 the squatter still owns 9890" ;;
+*) fail "6 the squatter on 9890 no longer answers" ;;
+esac
 kill "$squatter"
 wait "$squatter" 2>/dev/null
 
@@ -214,6 +217,10 @@ check "9 closing dev2's 9880 left dev2's 9881 alone" admin_reaches dev2 9881
 # --- 7 ---------------------------------------------------------------------------
 step "7. a stolen device key (dev2's) from the server's loopback"
 secret_service_start || fail "7 setup: loopback service"
+case $(http_get srv 18080) in
+*"$SECRET"*) pass "7 control: the server's loopback service answers on the server" ;;
+*) fail "7 control: the server's loopback service does not answer" ;;
+esac
 # shellcheck disable=SC2016 # the marker is for the remote shell
 t1_command dev2 "7 (THREATS 1) shell command" 'echo PWNED-$((6*7))'
 t1_pty dev2

@@ -56,7 +56,12 @@ fn add_device_creates_account_record_and_key_file() {
     let f: Vec<&str> = line.split(':').collect();
     assert_eq!(f[2].parse::<u32>().unwrap(), r.uid_min);
     assert_eq!(f[3], "60999", "primary group is the device group");
-    assert_eq!(f[5], format!("/var/lib/phonehome/status/{}", ID1));
+    assert_eq!(
+        f[5],
+        r.path(&format!("var/lib/phonehome/status/{}", ID1))
+            .display()
+            .to_string()
+    );
     assert_eq!(f[6], "/bin/sh");
     assert!(
         r.read("etc/shadow").contains("device6466b34bde54:*:"),

@@ -102,7 +102,8 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let account = id.account();
-    let home = format!("/var/lib/phonehome/status/{}", id);
+    // The home is the status directory, as a real path (prefixed under a test root).
+    let home = paths.status(&id).display().to_string();
     let existing = accounts::by_name(&paths, &account)?;
     let created = existing.is_none();
     match existing {

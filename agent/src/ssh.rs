@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 pub const DBCLIENT_STRICT_SINCE: (u32, u32) = (2024, 84);
 /// Most stderr kept from any ssh run.
 pub const MAX_STDERR_BYTES: usize = 16 * 1024;
+/// How long to wait for a client's output to end after it exited, before killing what
+/// it left behind holding the pipes.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 /// How long `-V` may take.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -271,9 +274,8 @@ pub fn run_bounded(
         thread::sleep(Duration::from_millis(20));
     };
     // The client is gone; a process it left behind may still hold the pipes open.
-    let grace = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(500));
+    // Its output has normally reached EOF already; give a straggler a short grace.
+    let grace = OUTPUT_GRACE;
     let collect = |rx: &mpsc::Receiver<Vec<u8>>| match rx.recv_timeout(grace) {
         Ok(v) => v,
         Err(_) => {
@@ -623,18 +625,45 @@ mod tests {
     }
 
     #[test]
+    fn bounded_run_does_not_wait_for_a_straggler_holding_the_pipes() {
+        let start = Instant::now();
+        let out = run_bounded(
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo out; sleep 30 & exit 3".into()],
+            None,
+            b"",
+            Duration::from_secs(25),
+            64,
+        )
+        .unwrap();
+        assert_eq!(out.status.unwrap().code(), Some(3));
+        assert_eq!(out.stdout, b"out\n");
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
     fn bounded_run_kills_a_hang_and_its_group() {
         let start = Instant::now();
         let out = run_bounded(
             Path::new("/bin/sh"),
-            &["-c".into(), "sleep 30 & sleep 30".into()],
+            &["-c".into(), "sleep 30 & echo $!; sleep 30".into()],
             None,
             b"",
             Duration::from_millis(300),
-            8,
+            64,
         )
         .unwrap();
         assert!(out.timed_out && out.status.is_none());
         assert!(start.elapsed() < Duration::from_secs(10));
+        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{}/stat", pid))
+                .map_or(true, |s| s.contains(") Z "))
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        while !gone() && Instant::now() < until {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(), "the background sleep {} outlived the timeout", pid);
     }
 }

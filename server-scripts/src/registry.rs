@@ -7,7 +7,6 @@ use crate::error::{Error, Result};
 use crate::paths::Paths;
 use phonehome_protocol::DeviceId;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 
 /// Largest registry record read.
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
@@ -149,24 +148,22 @@ pub fn revoked(paths: &Paths) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Append `fingerprint device-id time` to the revoked list and fsync it.
+/// Add `fingerprint device-id time` to the revoked list: the whole file rewritten
+/// atomically, so a full disk leaves the old list (and everything else) as it was.
 pub fn revoke(paths: &Paths, rec: &DeviceRecord, now: i64) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = paths.revoked();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| Error::io("open", &path, &e))?;
-    writeln!(
-        f,
-        "{} {} {}",
-        rec.fingerprint,
-        rec.id,
-        crate::timefmt::format_iso(now)
-    )
-    .and_then(|_| f.sync_all())
-    .map_err(|e| Error::io("append to", &path, &e))
+    let mut data = atomic::read_bounded(&path, MAX_REVOKED_BYTES)?.unwrap_or_default();
+    if !data.is_empty() && !data.ends_with(b"\n") {
+        data.push(b'\n');
+    }
+    data.extend_from_slice(
+        format!(
+            "{} {} {}\n",
+            rec.fingerprint,
+            rec.id,
+            crate::timefmt::format_iso(now)
+        )
+        .as_bytes(),
+    );
+    atomic::write(&path, &data, 0o600, true)
 }

@@ -105,20 +105,23 @@ pub fn run(args: &[String]) -> Result<()> {
     // The home is the status directory, as a real path (prefixed under a test root).
     let home = paths.status(&id).display().to_string();
     let existing = accounts::by_name(&paths, &account)?;
-    let created = existing.is_none();
-    match existing {
-        Some(a) if a.gid != gid => {
+    if let Some(a) = &existing {
+        if a.gid != gid {
             return Err(Error::new(format!(
                 "account {} exists but is not in group {}: it is not a phonehome device account; remove it or pick another id",
                 account, conf.device_group
-            )))
+            )));
         }
-        Some(_) => {}
-        None => accounts::create(&paths, &account, &conf.device_group, &home)?,
     }
-    let result = write_device(&paths, &conf, &id, &key, alias.clone(), &account);
+    // Every file is written (and fsynced) before the account exists, so that a full
+    // disk fails here, with nothing changed.
+    let pending = prepare_files(&paths, &conf, &id, &key, alias.clone())?;
+    if existing.is_none() {
+        accounts::create(&paths, &account, &conf.device_group, &home)?;
+    }
+    let result = make_status_dir(&paths, &id, &account).and_then(|()| atomic::commit_all(pending));
     if let Err(e) = result {
-        if created {
+        if existing.is_none() {
             let _ = accounts::delete(&paths, &account);
         }
         return Err(e);
@@ -154,30 +157,32 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn write_device(
-    paths: &Paths,
-    conf: &ServerConf,
-    id: &DeviceId,
-    key: &PublicKey,
-    alias: Option<String>,
-    account: &str,
-) -> Result<()> {
+/// The status directory is the account's home and the gate's only writable place.
+fn make_status_dir(paths: &Paths, id: &DeviceId, account: &str) -> Result<()> {
     let acct = accounts::by_name(paths, account)?.ok_or_else(|| {
         Error::new(format!(
             "account {} was not created; check useradd",
             account
         ))
     })?;
-    // The status directory is the account's home and the gate's only writable place.
     atomic::ensure_dir(&paths.status_dir(), 0o755)?;
     let status = paths.status(id);
     atomic::ensure_dir(&status, 0o700)?;
     std::os::unix::fs::lchown(&status, Some(acct.uid), Some(acct.gid))
-        .map_err(|e| Error::io("hand over", &status, &e))?;
+        .map_err(|e| Error::io("hand over", &status, &e))
+}
+
+/// The registry record, an empty requests file and the key file, written but not renamed.
+fn prepare_files(
+    paths: &Paths,
+    conf: &ServerConf,
+    id: &DeviceId,
+    key: &PublicKey,
+    alias: Option<String>,
+) -> Result<Vec<atomic::Pending>> {
     atomic::ensure_dir(&paths.devices_dir(), 0o700)?;
     atomic::ensure_dir(&paths.keys_dir(), 0o755)?;
     atomic::ensure_dir(&paths.requests_dir(), 0o755)?;
-
     let rec = DeviceRecord {
         id: id.to_string(),
         alias,
@@ -200,7 +205,7 @@ fn write_device(
     )?;
     let line = keys::key_line(&rec.key, &keys::gate_command(&conf.gate, paths), &[]);
     let keyfile = atomic::prepare(&paths.key_file(id), line.as_bytes(), 0o644, true)?;
-    atomic::commit_all(vec![requests, record, keyfile])
+    Ok(vec![requests, record, keyfile])
 }
 
 /// The server's host public keys, canonical `TYPE BASE64`, from `etc/ssh/ssh_host_*_key.pub`.

@@ -156,9 +156,7 @@ pub fn run(args: &[String]) -> i32 {
             EXIT_USAGE
         }
         Err(Failure::Failed(e)) => {
-            if command != "poll" {
-                log::error!("{}: {}", command, e);
-            }
+            log::error!("{} failed: {}", command, e);
             EXIT_FAILED
         }
     }

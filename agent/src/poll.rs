@@ -148,7 +148,6 @@ pub fn poll(settings: &Settings) -> Result<Outcome, Failure> {
     };
     match result {
         Err(e) => {
-            log::error!("poll failed: {}", e);
             record.error = Some(e.clone());
             // Refused lines not yet known to be delivered: send them again next time.
             record.inbox_errors = previous.map(|p| p.inbox_errors).unwrap_or_default();
@@ -264,7 +263,7 @@ fn exchange(
     Ok((client, out.stdout, observed))
 }
 
-/// Reconcile: carry out the plan. Returns the errors (each already logged).
+/// Reconcile: carry out the plan. Returns the errors (the caller logs them).
 fn apply(
     login: &Login,
     client: &Client,
@@ -291,7 +290,6 @@ fn apply(
             Action::Stop(p) | Action::Forget(p) => {
                 if let Some(o) = find(p) {
                     if let Err(e) = tunnels::stop(&o.record) {
-                        log::error!("tunnel {}: {}", p, e);
                         errors.push(format!("tunnel {}: {}", p, e));
                         continue;
                     }
@@ -332,7 +330,6 @@ fn apply(
                         }
                     }
                     Err(e) => {
-                        log::error!("tunnel {}: {}", p, e);
                         errors.push(format!("tunnel {}: {}", p, e));
                     }
                 }

@@ -689,3 +689,81 @@ fn config_file_errors_name_the_line_and_exit_2() {
     });
     assert_eq!(String::from_utf8_lossy(&out.stdout), "6466b34bde54\n");
 }
+
+#[test]
+fn failures_before_the_login_are_clear_and_recorded() {
+    let f = Fake::new("early");
+    // No private key yet: exit 1, the reason logged and kept for `status`.
+    fs::remove_file(f.dir.path("id_dropbear")).unwrap();
+    let out = f.poll();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("private key") && stderr(&out).contains("dropbearkey"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(f.status_json()["last_poll"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("private key"));
+    assert!(f.poll_argvs().is_empty());
+
+    // No client on PATH.
+    fs::write(f.dir.path("id_dropbear"), "k").unwrap();
+    let mut c = f.cmd("poll");
+    c.env("PATH", "/nonexistent");
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no ssh client found"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A run dir that cannot be created.
+    let out = run({
+        let mut c = Command::new(BIN);
+        c.args([
+            "poll",
+            "--config",
+            "/dev/null",
+            "--server",
+            "h",
+            "--device-id",
+            DEVICE,
+        ])
+        .args([
+            "--host-key",
+            HOST_KEY,
+            "--log",
+            "stderr",
+            "--run-dir",
+            "/proc/phonehome-nope",
+        ]);
+        c
+    });
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot create the run dir"),
+        "{}",
+        stderr(&out)
+    );
+
+    // No pinned host key at all: a configuration error.
+    let out = run({
+        let mut c = Command::new(BIN);
+        c.args([
+            "poll",
+            "--config",
+            "/dev/null",
+            "--server",
+            "h",
+            "--device-id",
+            DEVICE,
+        ])
+        .args(["--known-hosts", "/nonexistent", "--log", "stderr"]);
+        c
+    });
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--host-key"), "{}", stderr(&out));
+}

@@ -4,7 +4,7 @@
 
 use crate::config::Settings;
 use crate::device_id;
-use crate::files::RunDir;
+use crate::files::{atomic_write, RunDir};
 use crate::hostkey::{self, HostKey};
 use crate::reconcile::{self, Action, Current};
 use crate::report::{self, HostInfo};
@@ -183,14 +183,17 @@ fn exchange(
     client_text: &mut Option<String>,
 ) -> Result<(Client, Vec<u8>, Vec<Observed>), String> {
     let host = &login.target.host;
-    std::fs::write(
-        login.run.dbclient_known_hosts(),
-        hostkey::dbclient_known_hosts(host, &login.keys),
+    // Regenerated every poll from the pins, so that a changed pin takes effect at once.
+    atomic_write(
+        &login.run.dbclient_known_hosts(),
+        hostkey::dbclient_known_hosts(host, &login.keys).as_bytes(),
+        0o644,
     )
     .and_then(|_| {
-        std::fs::write(
-            login.run.openssh_known_hosts(),
-            hostkey::openssh_known_hosts(host, login.target.port, &login.keys),
+        atomic_write(
+            &login.run.openssh_known_hosts(),
+            hostkey::openssh_known_hosts(host, login.target.port, &login.keys).as_bytes(),
+            0o644,
         )
     })
     .map_err(|e| {

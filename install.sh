@@ -7,6 +7,10 @@ set -euo pipefail
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$REPO_DIR"
 export CARGO_TERM_COLOR=never
+# Builds go to the repo's own target/ whatever the caller's environment says, so that
+# install-server.sh and the tests find the binaries where this script put them.
+export CARGO_TARGET_DIR="$REPO_DIR/target"
+export PHONEHOME_BIN_DIR="$CARGO_TARGET_DIR/release"
 
 usage() {
     cat <<'EOF'
@@ -101,7 +105,7 @@ build_release() {
 cmd_server() {
     [ -x server-scripts/install-server.sh ] || die "server-scripts/install-server.sh is missing from this checkout"
     build_release
-    PHONEHOME_BIN_DIR="$REPO_DIR/target/release" exec server-scripts/install-server.sh "$@"
+    exec server-scripts/install-server.sh --bin-dir "$PHONEHOME_BIN_DIR" "$@"
 }
 
 # --- device ------------------------------------------------------------------------
@@ -126,7 +130,7 @@ cmd_device() {
     command -v "$client" >/dev/null 2>&1 ||
         die "device: the ssh client '$client' is not installed (Debian: apt-get install $([ "$client" = ssh ] && echo openssh-client || echo dropbear-bin))"
 
-    local agent=$REPO_DIR/target/release/phonehome
+    local agent=$PHONEHOME_BIN_DIR/phonehome
     if [ ! -x "$agent" ]; then
         find_cargo
         say "== cargo build --release -p phonehome"

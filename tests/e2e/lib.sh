@@ -170,7 +170,7 @@ gate = /usr/local/lib/phonehome/phonehome-gate
 EOF
     # PHONEHOME_E2E_INSTALL_SERVER: another installer, only to debug the harness itself.
     if ! "${PHONEHOME_E2E_INSTALL_SERVER:-$REPO_DIR/server-scripts/install-server.sh}" \
-        >"$LAB/srv/install.log" 2>&1; then
+        --bin-dir "$BIN_DIR" >"$LAB/srv/install.log" 2>&1; then
         echo "install-server.sh failed:" >&2
         cat "$LAB/srv/install.log" >&2
         return 1

@@ -1,5 +1,7 @@
 //! phonehome: the device agent. `main` only hands the arguments to `cli` and exits with
 //! the status it returns; see docs/ARCHITECTURE.md for the commands and options.
+// Unsafe code is refused everywhere but `sys`, the one small module that calls libc.
+#![deny(unsafe_code)]
 
 mod cli;
 mod commands;

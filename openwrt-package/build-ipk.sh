@@ -70,7 +70,9 @@ cargo_version="$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\
 [ "$version" = "$cargo_version" ] ||
 	die "PKG_VERSION $version in $makefile differs from the workspace version $cargo_version in $repo/Cargo.toml: make them equal"
 
-epoch="${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || echo 0)}"
+# The time of the last commit of what goes into the package, unless SOURCE_DATE_EPOCH.
+epoch="${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct -- Cargo.toml Cargo.lock protocol agent openwrt-package 2>/dev/null)}"
+epoch="${epoch:-0}"
 
 if [ -z "$binary" ]; then
 	target_dir="${CARGO_TARGET_DIR:-$repo/target}"

@@ -380,12 +380,17 @@ impl Scan {
         let result = self.read_stream(stdout, keys, now);
         let status = child.wait();
         let err = err_reader.join().unwrap_or_default();
+        let got = self.lines - lines_before;
         match (result, status) {
-            (Ok(()), Ok(st))
-                if st.success() && (self.lines > lines_before || err.trim().is_empty()) =>
-            {
-                self.read.push("journald".into())
-            }
+            (Ok(()), Ok(st)) if st.success() && got > 0 => self.read.push("journald".into()),
+            (Ok(()), Ok(st)) if st.success() => self.failed.push(format!(
+                "journald: no sshd entries at all (is journald running and sshd logging to it?){}",
+                if err.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", err.trim().replace('\n', "; "))
+                }
+            )),
             (Err(e), _) => self.failed.push(format!("journald: {}", e)),
             (_, st) => self.failed.push(format!(
                 "journald: `journalctl -o json` failed ({}): {}",

@@ -41,7 +41,7 @@ pub fn run(args: &[String]) -> Result<()> {
     opts.optflagopt(
         "w",
         "wait",
-        "wait until the tunnel is up (default: 2 polls + 15 s)",
+        "wait until the tunnel is up, at most SECS given as --wait=SECS (default: 2 polls + 15 s)",
         "SECS",
     );
     opts.optopt(

@@ -1,0 +1,91 @@
+# shellcheck shell=bash
+# Shared helpers of the benchmark: logging, statistics over repeated runs, and the
+# markdown fragments each section writes. Kept apart so that every section script
+# reports its figures the same way (value, baseline, ratio, how, how to reproduce).
+
+bench_log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+bench_die() { bench_log "error: $*"; exit 1; }
+
+# median of the numbers on stdin (one per line)
+stat_median() {
+	sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit}
+		if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'
+}
+# largest of the numbers on stdin
+stat_max() { sort -g | tail -n1; }
+
+# ratio A/B with two decimals, or "n/a" when B is zero or missing
+ratio() {
+	awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0 || a == "" || a == "nan") print "n/a"; else printf "%.2f\n", a/b }'
+}
+
+# bytes as "1,234,567 B"
+fmt_bytes() { echo "$(thousands "$1") B"; }
+# 1234567 as "1,234,567" (printf's %'d needs a locale that may not be there)
+thousands() { echo "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|[,.]\)/\1,\2\3/' -e 'ta'; }
+
+# arithmetic helpers on decimal strings
+calc() { awk "BEGIN { printf \"%.${2:-1}f\n\", $1 }"; }
+
+# time_once NS STDIN CMD...: runs CMD once in network namespace NS with STDIN as its
+# stdin and prints "user sys maxrss_kib wall" (seconds, KiB). CPU and wall come from
+# bash's `time` (millisecond resolution; GNU time prints only centiseconds), peak RSS
+# from GNU time's %M, run inside the namespace so that neither `ip netns exec` nor a
+# shell is in the figure. Both cover CMD and every child it waited for; maxrss is the
+# largest single process of that tree, not their sum. `ip netns exec` and GNU time cost
+# about a millisecond of CPU, in every figure, baseline and subject alike.
+time_once() {
+	local ns=$1 stdin=$2 rss tim rc
+	shift 2
+	rss=$(mktemp)
+	tim=$(mktemp)
+	{
+		TIMEFORMAT='%3U %3S %3R'
+		time ip netns exec "$ns" /usr/bin/time -f '%M' -o "$rss" "$@" <"$stdin" >/dev/null 2>>"${BENCH_ERRLOG:-/dev/null}"
+	} 2>"$tim"
+	rc=$?
+	awk -v m="$(tail -n1 "$rss")" '{print $1, $2, m, $3}' "$tim"
+	rm -f "$rss" "$tim"
+	return "$rc"
+}
+
+# time_runs N NS STDIN CMD...: N runs; prints "cpu_ms_median rss_kib_median wall_ms_median
+# wall_ms_max failures"
+time_runs() {
+	local n=$1 i line fails=0 tmp
+	shift
+	tmp=$(mktemp)
+	for ((i = 0; i < n; i++)); do
+		if line=$(time_once "$@"); then
+			echo "$line" >>"$tmp"
+		else
+			fails=$((fails + 1))
+		fi
+	done
+	if [[ ! -s $tmp ]]; then
+		rm -f "$tmp"
+		echo "nan nan nan nan $fails"
+		return 1
+	fi
+	local cpu rss wall wmax
+	cpu=$(awk '{printf "%.0f\n", ($1+$2)*1000}' "$tmp" | stat_median)
+	rss=$(awk '{print $3}' "$tmp" | stat_median)
+	wall=$(awk '{printf "%.0f\n", $4*1000}' "$tmp" | stat_median)
+	wmax=$(awk '{printf "%.0f\n", $4*1000}' "$tmp" | stat_max)
+	rm -f "$tmp"
+	echo "$cpu $rss $wall $wmax $fails"
+}
+
+# section_file NAME: where a section writes its markdown
+section_file() { echo "$BENCH_SECTIONS/$1.md"; }
+
+# not_measured SECTION TITLE WHY: the honest entry for a figure that could not be taken
+not_measured() {
+	{
+		echo "## $2"
+		echo
+		echo "not measured: $3"
+		echo
+	} >"$(section_file "$1")"
+	bench_log "$2: not measured: $3"
+}

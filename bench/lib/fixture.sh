@@ -1,0 +1,108 @@
+# shellcheck shell=bash
+# The bench's server and device, inside the sandbox. It reuses the end-to-end lab
+# (tests/e2e/lib.sh: private mounts, a server namespace with the real sshd installed by
+# install-server.sh, a device namespace behind NAT) and adds one baseline account to the
+# same sshd: `benchcat`, whose forced command is `cat` of a small file and which may open
+# remote forwards. Every figure of sections 2, 3, 5 and 6 goes through this one sshd so
+# that the baseline and phonehome pay for exactly the same ssh.
+
+# set by fixture_setup
+FIX=
+FIX_PHONEHOME=        # "yes" when the server tools are installed and dev1 is enrolled
+FIX_PHONEHOME_WHY=    # why not, otherwise
+FIX_ID=               # dev1's device id
+FIX_ACCOUNT=          # dev1's server account
+
+fixture_setup() {
+	# shellcheck source=tests/e2e/lib.sh
+	. "$BENCH_REPO/tests/e2e/lib.sh"
+	set -e
+	lab_mounts || bench_die "the lab's private mounts failed"
+	lab_network || bench_die "the lab's network namespaces failed"
+	export PATH="/usr/local/sbin:/usr/local/bin:$PATH"
+	FIX=$LAB/bench
+	mkdir -p "$FIX/keys" "$FIX/devhome/.ssh"
+	chmod 0755 "$FIX" "$FIX/keys"
+	printf '22:20022\n' >"$FIX/inbox.txt"
+	chmod 0644 "$FIX/inbox.txt"
+	# a status report of about the size the agent sends, for the baseline's stdin
+	printf '{"agent_version":"0.1.0","protocol":1,"uptime_secs":12345,"load":[0.1,0.2,0.3],"mem_free_kib":50000,"tunnels":[],"inbox_errors":[]}\n' >"$FIX/status.json"
+	useradd -M -d /nonexistent -s /bin/sh benchcat
+	usermod -p '*' benchcat
+	cat >/etc/ssh/sshd_config.d/zz-bench.conf <<EOF
+# the bench's baseline account: one login and a cat, or a plain remote forward
+Match User benchcat
+	AuthorizedKeysFile $FIX/keys/%u
+	ForceCommand cat $FIX/inbox.txt
+	AllowTcpForwarding remote
+	PermitOpen none
+	PermitTTY no
+	X11Forwarding no
+	AllowAgentForwarding no
+EOF
+	# the server: with phonehome when its tools build and install, else a bare sshd
+	if [[ -n ${BENCH_NO_SERVER_TOOLS:-} ]]; then
+		FIX_PHONEHOME_WHY=$BENCH_NO_SERVER_TOOLS
+		fixture_bare_sshd
+	elif lab_server >"$FIX/lab_server.log" 2>&1; then
+		FIX_PHONEHOME=yes
+	else
+		FIX_PHONEHOME_WHY="the server side did not install: $(tail -n 3 "$FIX/lab_server.log" | tr '\n' ' ')"
+		sshd_stop
+		fixture_bare_sshd
+	fi
+	lab_admin >/dev/null || bench_die "the lab's admin key failed"
+	lab_device dev1 dbclient || bench_die "the lab's device dev1 failed"
+	FIX_DEV=$LAB/dev1
+	cut -d' ' -f1,2 "$FIX_DEV/id.pub" >"$FIX/keys/benchcat"
+	chmod 0644 "$FIX/keys/benchcat"
+	# known hosts of the bare clients: every host key of the server, at both addresses
+	local k
+	: >"$FIX/known_hosts"
+	while read -r k; do
+		echo "$SRV_IP $k" >>"$FIX/known_hosts"
+		echo "127.0.0.1 $k" >>"$FIX/known_hosts"
+	done < <(server_host_keys)
+	cp "$FIX/known_hosts" "$FIX/devhome/.ssh/known_hosts"
+	FIX_SSHD=$(sshd_pid)
+	if [[ $FIX_PHONEHOME == yes ]]; then
+		FIX_ID=$(dev_id dev1)
+		FIX_ACCOUNT=device$FIX_ID
+		if ! enrol dev1 >"$FIX/enrol.log" 2>&1; then
+			FIX_PHONEHOME=
+			FIX_PHONEHOME_WHY="enrolling a device failed: $(tail -n 3 "$FIX/enrol.log" | tr '\n' ' ')"
+		fi
+	fi
+	bench_log "fixture: sshd pid $FIX_SSHD; phonehome ${FIX_PHONEHOME:-not available: $FIX_PHONEHOME_WHY}"
+}
+
+# No server tools: the Debian sshd config with the bench's drop-in, fresh host keys.
+fixture_bare_sshd() {
+	rm -f /etc/ssh/ssh_host_*
+	ssh-keygen -A >/dev/null
+	sshd_start || bench_die "sshd did not start: $(tail -n 5 "$SSHD_LOG")"
+}
+
+# The command lines measured, as arrays (GNU time runs them directly: no shell in the
+# figures). Set by fixture_commands HOST once the fixture is up.
+# shellcheck disable=SC2034 # the arrays are used by the section scripts
+fixture_commands() {
+	local host=$1
+	# the bare clients doing one login and `cat` (the floor of a poll)
+	BASE_DB=(env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -T "benchcat@$host/22" cat)
+	BASE_SSH=(ssh -F none -i "$FIX_DEV/id_openssh" -o BatchMode=yes -o StrictHostKeyChecking=yes
+		-o UserKnownHostsFile="$FIX/known_hosts" -o IdentitiesOnly=yes -T -p 22 "benchcat@$host" cat)
+	BASE_SSH_X=("${BASE_SSH[@]:0:${#BASE_SSH[@]}-2}" -o KexAlgorithms=curve25519-sha256 "benchcat@$host" cat)
+	# the same login as a device's poll, with the bare dbclient (what the gate costs sshd)
+	GATE_DB=(env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/22" poll)
+}
+
+# agent_cmd CLIENT: the agent's poll as dev1 runs it (the lab's dev_flags, client chosen here)
+# shellcheck disable=SC2034 # AGENT is used by the section scripts
+agent_cmd() {
+	local client=$1 key=$FIX_DEV/id_dropbear
+	[[ $client == ssh ]] && key=$FIX_DEV/id_openssh
+	AGENT=("$BENCH_AGENT" --config "$FIX_DEV/phonehome.conf" --run-dir "$FIX_DEV/run-$client"
+		--key "$key" --known-hosts "$FIX_DEV/known_hosts" --device-id "$FIX_ID"
+		--client "$client" --timeout 15 --keepalive 5 --log stderr poll)
+}

@@ -1,0 +1,28 @@
+# shellcheck shell=bash
+# The benchmark's own sandbox: a mount, network and pid namespace, so that every process
+# it starts dies with it and nothing listens outside; and how CPU is read off sshd.
+
+# Called by bench/run outside: runs the script again inside the namespaces. The inside
+# sets up the lab's private mounts and network (tests/e2e/lib.sh) itself.
+sandbox_run_inner() {
+	unshare --mount --net --pid --fork --kill-child --mount-proc --propagation private "$@"
+}
+
+# Total CPU (ms) of a process and every child it reaped: utime+stime+cutime+cstime.
+# sshd's listener reaps each connection's process, which reaps the session and the forced
+# command, so the listener's counters cover the whole login once it is over.
+proc_tree_cpu_ms() {
+	local tck
+	tck=$(getconf CLK_TCK)
+	awk -v t="$tck" '{ sub(/^.*\) /, ""); printf "%.0f\n", ($12+$13+$14+$15)*1000/t }' "/proc/$1/stat"
+}
+
+# Wait (up to 5 s) until the listener has no child left (every login reaped).
+sshd_quiet() {
+	local pid=$1 i
+	for ((i = 0; i < 100; i++)); do
+		[[ -z $(pgrep -P "$pid") ]] && return 0
+		sleep 0.05
+	done
+	return 1
+}

@@ -182,6 +182,20 @@ fi
 [ -z "$backup" ] || rm -f "$backup"
 echo "wrote $dropin (sshd -t: ok)"
 
+# Expired requests stop being served at once (the gate checks), but their listen
+# grants stay in the key file until it is rewritten: prune them every minute.
+if [ -d "$P/etc/cron.d" ]; then
+	root_arg=
+	[ -z "$P" ] || root_arg=" --root $P"
+	printf '# phonehome: withdraw the listen grants of expired port requests (install-server.sh)\n* * * * * root %s/usr/local/bin/forward-device-port --prune%s >/dev/null\n' \
+		"$P" "$root_arg" >"$P/etc/cron.d/phonehome.tmp"
+	chmod 0644 "$P/etc/cron.d/phonehome.tmp"
+	mv "$P/etc/cron.d/phonehome.tmp" "$P/etc/cron.d/phonehome"
+	echo "wrote $P/etc/cron.d/phonehome"
+else
+	echo "$me: note: no $P/etc/cron.d: run 'forward-device-port --prune' every minute from your scheduler" >&2
+fi
+
 if [ -z "$P" ]; then
 	main=/etc/ssh/sshd_config
 	if ! grep -Eq '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\.d/\*\.conf' "$main"; then

@@ -146,6 +146,25 @@ fn expired_requests_are_dropped_on_write() {
     r.add(ID1, &key(0));
     let path = r.path(&format!("var/lib/phonehome/requests/{}.json", ID1));
     std::fs::write(&path, format!(r#"{{"device":"{}","requests":[{{"local":22,"remote":21300,"created":1,"expires":2}}]}}"#, ID1)).unwrap();
+    assert!(keyfile(&r, ID1).starts_with("restrict,command="));
+    // --prune rewrites the key file of a device whose grant expired.
+    let now = phonehome_server::timefmt::now();
+    std::fs::write(&path, format!(r#"{{"device":"{}","requests":[{{"local":22,"remote":21300,"created":1,"expires":2}},{{"local":22,"remote":21302,"created":1,"expires":{}}}]}}"#, ID1, now + 100)).unwrap();
+    let kf = r.path(&format!("etc/phonehome/authorized_keys/device{}", ID1));
+    std::fs::write(&kf, keyfile(&r, ID1).replace("restrict,", "restrict,port-forwarding,permitlisten=\"localhost:21300\",permitlisten=\"localhost:21302\",")).unwrap();
+    let out = r.run("forward-device-port", &["--prune"]).ok();
+    assert_eq!(out.stdout, "dropped 1 expired request(s)\n");
+    assert!(!keyfile(&r, ID1).contains("21300"), "{}", keyfile(&r, ID1));
+    assert!(keyfile(&r, ID1).contains("permitlisten=\"localhost:21302\""));
+    assert_eq!(
+        r.run("forward-device-port", &["--prune"]).ok().stdout,
+        "",
+        "nothing left to prune"
+    );
+    r.run("forward-device-port", &["--prune", ID1])
+        .fails(2, "takes no device");
+    r.run("forward-device-port", &[ID1, "--close", "all"]).ok();
+    std::fs::write(&path, format!(r#"{{"device":"{}","requests":[{{"local":22,"remote":21300,"created":1,"expires":2}}]}}"#, ID1)).unwrap();
     r.run("forward-device-port", &[ID1, "22:21301"]).ok();
     let req = requests(&r, ID1);
     assert_eq!(req["requests"].as_array().unwrap().len(), 1);

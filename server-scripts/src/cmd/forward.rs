@@ -51,10 +51,24 @@ pub fn run(args: &[String]) -> Result<()> {
         "REMOTE|all",
     );
     opts.optflag("j", "json", "print JSON for scripts");
-    let synopsis = "forward-device-port [OPTIONS] <ID|ALIAS> [<LOCAL>[:<REMOTE>]]\n       forward-device-port [OPTIONS] <ID|ALIAS> --close <REMOTE|all>";
+    opts.optflag(
+        "",
+        "prune",
+        "drop expired requests of every device from its requests and key file (cron)",
+    );
+    let synopsis = "forward-device-port [OPTIONS] <ID|ALIAS> [<LOCAL>[:<REMOTE>]]\n       forward-device-port [OPTIONS] <ID|ALIAS> --close <REMOTE|all>\n       forward-device-port [OPTIONS] --prune";
     let Some(m) = cli::parse(NAME, &opts, args, synopsis, ABOUT)? else {
         return Ok(());
     };
+    if m.opt_present("prune") {
+        if !m.free.is_empty() {
+            return Err(Error::usage(
+                "--prune takes no device: it looks at every device",
+            ));
+        }
+        let paths = Paths::resolve(m.opt_str("root").as_deref())?;
+        return prune(&paths, &ServerConf::load(&paths)?);
+    }
     if m.free.is_empty() || m.free.len() > 2 {
         return Err(Error::usage(
             "expected a device and a port spec, e.g. forward-device-port 6466b34bde54 22:9876",
@@ -337,6 +351,27 @@ fn show(paths: &Paths, rec: &DeviceRecord, id: &DeviceId, json: bool) -> Result<
         for r in mine {
             println!("{}  until {}", r.pair(), format_utc(r.expires));
         }
+    }
+    Ok(())
+}
+
+/// Rewrite the requests and key file of every device holding an expired request, so
+/// that an expired port is no longer granted (the gate already stops serving it).
+fn prune(paths: &Paths, conf: &ServerConf) -> Result<()> {
+    cli::require_root(NAME)?;
+    let mut pruned = 0;
+    for rec in registry::list(paths)? {
+        let id = rec.device_id()?;
+        let _device_lock = lock::device(paths, &id)?;
+        let all = requests::load(paths, &id)?;
+        let kept = requests::unexpired(all.clone(), now());
+        if kept.len() != all.len() {
+            atomic::commit_all(prepare_files(paths, conf, &rec, &id, &kept)?)?;
+            pruned += all.len() - kept.len();
+        }
+    }
+    if pruned > 0 {
+        println!("dropped {} expired request(s)", pruned);
     }
     Ok(())
 }

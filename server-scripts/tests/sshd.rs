@@ -29,7 +29,19 @@ fn real_sshd_enforces_the_drop_in_and_key_lines() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sshd_dropin.sh");
     let (sshd_port, rport, other) = (free_port(), free_port(), free_port());
     let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "bash", script])
+        // A pid namespace too: remove-device kills by uid, and must only see this test's
+        // processes; --kill-child ends everything if the test is killed.
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "bash",
+            script,
+        ])
         .arg(&bin_dir)
         .arg(&work)
         .args([sshd_port.to_string(), rport.to_string(), other.to_string()])

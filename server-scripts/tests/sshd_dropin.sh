@@ -1,6 +1,6 @@
 #!/bin/bash
 # The drop-in and key lines against the real OpenSSH sshd, run by tests/sshd.rs inside
-# a private mount namespace (unshare --mount): /etc, /var/lib, /usr/local and /run are
+# private mount and pid namespaces (unshare --mount --pid): /etc, /var/lib, /usr/local and /run are
 # overlays or tmpfs that vanish with the namespace, so install-server.sh, useradd and
 # add-device run for real (root /) without touching the host. sshd listens on
 # 127.0.0.1 only. Prints "PASS <check>" per check; exits non-zero at the first failure.
@@ -24,6 +24,9 @@ for d in etc var/lib usr/local; do
 	mount -t overlay overlay -o "lowerdir=/$d,upperdir=$work/upper/$d,workdir=$work/work/$d" "/$d"
 done
 mount -t tmpfs tmpfs /run
+# Device uids from a private range, so they name no process of the host or other tests.
+sed -i '/^UID_MIN/d; /^UID_MAX/d' /etc/login.defs
+printf 'UID_MIN 62000\nUID_MAX 62999\n' >>/etc/login.defs
 mkdir -p "$work/home/.ssh"
 export HOME=$work/home
 
@@ -106,6 +109,7 @@ grep -q '"state": "online"' "$work/list.json" || fail "not online: $(cat "$work/
 pass "list-devices shows it online"
 
 # 7. remove-device cuts the open tunnel and the key stops working.
+[ "$(id -u "$dev")" -ge 62000 ] || fail "device uid outside the private range"
 /usr/local/bin/remove-device "$id" >"$work/out" 2>&1 || fail "remove-device: $(cat "$work/out")"
 for _ in $(seq 50); do kill -0 "$tunnel" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$tunnel" 2>/dev/null; then fail "the tunnel survived remove-device"; fi

@@ -99,6 +99,24 @@ if timeout 10 ssh -i "$work/devkey" -p "$sshd_port" -o BatchMode=yes -o StrictHo
 	fail "unrequested -R $other accepted"
 fi
 pass "-R to an unrequested port refused"
+for spec in "127.0.0.1:$rport" "0.0.0.0:$rport" "[::1]:$rport" "localhost:0" "$work/sock"; do
+	if timeout 10 ssh -i "$work/devkey" -p "$sshd_port" -o BatchMode=yes -o StrictHostKeyChecking=no \
+		-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ExitOnForwardFailure=yes -N \
+		-R "$spec:127.0.0.1:22" "$dev@127.0.0.1" 2>"$work/out"; then
+		fail "-R $spec accepted"
+	fi
+done
+[ ! -e "$work/sock" ] || fail "a Unix socket forward was created"
+pass "-R with another listen host, port 0 or a Unix socket refused"
+lport=$((other + 1))
+S -N -L "127.0.0.1:$lport:127.0.0.1:$sshd_port" "$dev@127.0.0.1" 2>/dev/null &
+lfwd=$!
+sleep 1
+banner=$(timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$lport && head -c 7 <&3" 2>/dev/null || true)
+kill "$lfwd" 2>/dev/null || true
+[ "$banner" != "SSH-2.0" ] || fail "-L reached the server's own sshd through a device key"
+grep -q "refused local port forward" "$work/sshd.log" || fail "sshd did not refuse the -L"
+pass "-L refused (PermitOpen none)"
 S -o ExitOnForwardFailure=yes -N -R "localhost:$rport:127.0.0.1:22" "$dev@127.0.0.1" 2>"$work/tunnel.err" &
 tunnel=$!
 out=$(/usr/local/bin/forward-device-port "$id" "22:$rport" --wait=15 2>&1) || fail "--wait: $out"

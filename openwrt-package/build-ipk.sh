@@ -77,7 +77,10 @@ epoch="${epoch:-0}"
 if [ -z "$binary" ]; then
 	target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 	echo "build-ipk.sh: cargo build --locked --profile router -p phonehome --target $rust_target (static)" >&2
-	(cd "$repo" && RUSTFLAGS='-C target-feature=+crt-static' \
+	# No build paths in the binary (panic locations): the repository and cargo's home.
+	rustflags="-C target-feature=+crt-static --remap-path-prefix=$repo=/phonehome"
+	rustflags="$rustflags --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+	(cd "$repo" && RUSTFLAGS="$rustflags" \
 		cargo build --locked --profile router -p phonehome --target "$rust_target") ||
 		die "cargo build of the agent failed (output above)"
 	binary="$target_dir/$rust_target/router/phonehome"

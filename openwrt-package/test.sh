@@ -217,6 +217,8 @@ check "installed: the agent, /etc/config/phonehome (0600), the init script, uci-
 	-a -x "$R/etc/init.d/phonehome" -a -f "$R/etc/uci-defaults/90-phonehome"
 check "Installed-Size ($installed_size) is the sum of the files' sizes" \
 	test "$installed_size" = "$(tar -tzvf "$W/pkg/data.tar.gz" | awk '$1 !~ /^d/ { s += $3 } END { print s }')"
+check "the agent carries no build paths (repository, cargo home)" \
+	bash -c "! strings '$R/usr/bin/phonehome' | grep -qe '$repo' -e '${CARGO_HOME:-$HOME/.cargo}'"
 check "phonehome --version inside the root prints the workspace version" \
 	bash -c "chroot '$R' /usr/bin/phonehome --version | grep -qw '$ws_version'"
 

@@ -9,10 +9,19 @@ lab_enter_sandbox "$0" "$@"
 ID=$(dev_id dev1)
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 [ -t 1 ] || say() { printf '\n%s\n' "$*"; }
-# show CMD...: print the command as typed, then run it.
-show() {
-    printf '  $ %s\n' "$*"
-    "$@" 2>&1 | sed 's/^/    /'
+# on_server CMD...: print the command as the admin types it on the server, run it there.
+on_server() {
+    printf '  server# %s\n' "$*"
+    in_ns srv "$@" 2>&1 | sed 's/^/    /'
+    return "${PIPESTATUS[0]}"
+}
+
+# through_tunnel PORT CMD...: the admin, on the server, logs into the device via PORT.
+through_tunnel() {
+    local port=$1
+    shift
+    printf '  server# ssh -p %s root@localhost %s\n' "$port" "$*"
+    admin_ssh dev1 "$port" "$@" 2>&1 | sed 's/^/    /'
     return "${PIPESTATUS[0]}"
 }
 die() {
@@ -33,25 +42,22 @@ cat <<EOF
 EOF
 
 say "1. Building the little world and installing the server with server-scripts/install-server.sh"
-lab_up dbclient >"$LAB/lab-up.log" 2>&1 || {
-    cat "$LAB/lab-up.log"
-    die "the lab did not come up"
-}
+lab_up dbclient || die "the lab did not come up"
 echo "  sshd runs on the server; dropbear listens on the device's own 127.0.0.1:22."
 
 say "2. The server cannot reach the device: it is behind NAT."
-printf '  $ (on the server) connect to 10.0.1.2:22 ... '
+printf '  server# (connect to 10.0.1.2:22) ... '
 if tcp_open srv 10.0.1.2 22; then echo "connected?!"; else echo "no route through the NAT, as expected."; fi
 
 say "3. The device has a key. On the server, the admin registers it:"
-printf '  $ add-device %s "%s" --name garden-router\n' "$ID" "$(cat "$LAB/dev1/id.pub")"
+printf '  server# add-device %s "%s" --name garden-router\n' "$ID" "$(cat "$LAB/dev1/id.pub")"
 in_ns srv add-device "$ID" "$(cat "$LAB/dev1/id.pub")" --name garden-router >"$LAB/dev1/add.out" 2>&1 ||
     die "add-device failed: $(cat "$LAB/dev1/add.out")"
 sed 's/^/    /' "$LAB/dev1/add.out"
 
 say "4. On the device, the line add-device printed configures the agent (pinning the server's host keys):"
 device_setup dev1 || die "the setup line failed on the device"
-printf '  $ %s\n' "$(cut -c1-150 "$LAB/dev1/setup.line")..."
+printf '  device# %s\n' "$(cut -c1-150 "$LAB/dev1/setup.line")..."
 echo "  then cron runs 'phonehome poll' (here: every ${POLL}s instead of every minute)."
 agent_loop_start dev1
 
@@ -59,27 +65,28 @@ say "5. The device calls home. On the server:"
 wait_until $((3 * POLL + 10)) grep -q "Accepted publickey for device$ID" "$SSHD_LOG" ||
     die "the device never logged in"
 sleep 1
-show in_ns srv list-devices
-echo "  sshd saw it come from $GW_WAN_IP: the router's public address, not the device's."
+on_server list-devices
+echo "  sshd's log: $(grep -m1 "Accepted publickey for device$ID" "$SSHD_LOG" | cut -c1-90)..."
+echo "  It came from $GW_WAN_IP: the router's public address, not the device's."
 
 say "6. The admin asks the device for a tunnel to its ssh port, and waits until it is up:"
 t0=$(date +%s%N)
-show in_ns srv forward-device-port "$ID" 22:9876 --wait=60 || die "the tunnel did not open"
+on_server forward-device-port "$ID" 22:9876 --wait=60 || die "the tunnel did not open"
 
 say "7. The admin logs into the device through the tunnel and runs a command there:"
-show admin_ssh dev1 9876 ip -o -4 addr show dev eth0 || die "the login through the tunnel failed"
-show admin_ssh dev1 9876 ip route show default || die "the login through the tunnel failed"
+through_tunnel 9876 ip -o -4 addr show dev eth0 || die "the login through the tunnel failed"
+through_tunnel 9876 ip route show default || die "the login through the tunnel failed"
 t1=$(date +%s%N)
 echo "  (from request to a shell on the device: $(((t1 - t0) / 1000000)) ms)"
 
 say "8. Done: the admin closes the tunnel. At the device's next poll it is gone:"
-show in_ns srv forward-device-port "$ID" --close 9876 || die "--close failed"
+on_server forward-device-port "$ID" --close 9876 || die "--close failed"
 if wait_until $((2 * POLL + 10)) port_free 9876; then
     echo "  port 9876 on the server: closed."
 else
     die "the tunnel is still open"
 fi
-show in_ns srv list-devices
+on_server list-devices
 
 agent_loop_stop dev1
 say "That's phonehome. Leaving the sandbox now: every process, user and namespace goes with it."

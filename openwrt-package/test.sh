@@ -21,6 +21,16 @@ repo="$(cd "$here/.." && pwd)"
 
 if [ "${PHONEHOME_OWRT_SANDBOX:-}" != 1 ]; then
 	[ "$(id -u)" = 0 ] || { echo "test.sh: run as root (it uses namespaces, mounts and chroot)" >&2; exit 2; }
+	missing=""
+	for need in /bin/busybox:busybox-static /usr/bin/dbclient:dropbear-bin /usr/bin/dropbearkey:dropbear-bin \
+		/usr/sbin/sshd:openssh-server ssh-keygen:openssh-client jq:jq ss:iproute2 ip:iproute2 \
+		pgrep:procps unshare:util-linux shellcheck:shellcheck; do
+		command -v "${need%%:*}" >/dev/null || missing="$missing ${need#*:}"
+	done
+	if [ -n "$missing" ]; then
+		echo "test.sh: missing tools; install the Debian packages:$missing" >&2
+		exit 2
+	fi
 	ipk=""
 	while [ $# -gt 0 ]; do
 		case "$1" in
@@ -33,7 +43,7 @@ if [ "${PHONEHOME_OWRT_SANDBOX:-}" != 1 ]; then
 		ipk="$("$here/build-ipk.sh")" || { echo "test.sh: build-ipk.sh failed" >&2; exit 1; }
 	fi
 	PHONEHOME_OWRT_SANDBOX=1 PHONEHOME_OWRT_IPK="$ipk" \
-		exec unshare --mount --net --pid --fork --kill-child --mount-proc "$0"
+		exec unshare --mount --net --pid --fork --kill-child --mount-proc /bin/bash "$here/test.sh"
 fi
 
 ipk="$PHONEHOME_OWRT_IPK"
@@ -218,7 +228,7 @@ check "installed: the agent, /etc/config/phonehome (0600), the init script, uci-
 check "Installed-Size ($installed_size) is the sum of the files' sizes" \
 	test "$installed_size" = "$(tar -tzvf "$W/pkg/data.tar.gz" | awk '$1 !~ /^d/ { s += $3 } END { print s }')"
 check "the agent carries no build paths (repository, cargo home)" \
-	bash -c "! strings '$R/usr/bin/phonehome' | grep -qe '$repo' -e '${CARGO_HOME:-$HOME/.cargo}'"
+	bash -c "! grep -qaFe '$repo' -e '${CARGO_HOME:-$HOME/.cargo}' '$R/usr/bin/phonehome'"
 check "phonehome --version inside the root prints the workspace version" \
 	bash -c "chroot '$R' /usr/bin/phonehome --version | grep -qw '$ws_version'"
 

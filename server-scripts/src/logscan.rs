@@ -92,11 +92,10 @@ fn hms(s: &str) -> Option<(u32, u32, u32)> {
 
 /// `Nov 21 23:49:50` in local time, year unknown: the most recent such moment that is
 /// not in the future (a day of slack for clock skew).
-fn traditional_time(month: &str, day: &str, time: &str, now: i64) -> Option<i64> {
+fn traditional_time(month: &str, day: &str, time: &str, now: i64, offset: i64) -> Option<i64> {
     let m = MONTHS.iter().position(|x| *x == month)? as u32 + 1;
     let d: u32 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
     let (h, mi, s) = hms(time)?;
-    let offset = crate::sys::local_offset(now);
     let (this_year, _, _) = crate::timefmt::civil_from_days((now + offset).div_euclid(86400));
     for year in [this_year, this_year - 1] {
         let t = unix_from_civil(year, m, d, h, mi, s) - offset;
@@ -154,8 +153,9 @@ fn is_sshd_tag(tag: &str) -> bool {
         && pid.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// A syslog text line: (time, message) when it is an sshd line.
-pub fn parse_syslog_line(line: &str, now: i64) -> Option<(i64, &str)> {
+/// A syslog text line: (time, message) when it is an sshd line. `offset` is the local
+/// time zone's offset from UTC (seconds east), for timestamps without a zone.
+pub fn parse_syslog_line(line: &str, now: i64, offset: i64) -> Option<(i64, &str)> {
     if line.as_bytes().first()?.is_ascii_digit() {
         let (ts, rest) = line.split_once(' ')?;
         let t = iso_time(ts)?;
@@ -168,7 +168,7 @@ pub fn parse_syslog_line(line: &str, now: i64) -> Option<(i64, &str)> {
         let rest = rest.trim_start_matches(' ');
         let (day, rest) = rest.split_once(' ')?;
         let (time, rest) = rest.split_once(' ')?;
-        let t = traditional_time(month, day, time, now)?;
+        let t = traditional_time(month, day, time, now, offset)?;
         let (_host, rest) = rest.split_once(' ')?;
         let (tag, msg) = rest.split_once(' ')?;
         is_sshd_tag(tag).then_some((t, msg))
@@ -300,9 +300,16 @@ impl Scan {
         now: i64,
     ) -> std::io::Result<()> {
         let mut lines = BoundedLines::new(BufReader::with_capacity(64 * 1024, input));
+        let offset = crate::sys::local_offset(now);
         while let Some(line) = lines.next_line()? {
             self.lines += 1;
             if line.first() == Some(&b'{') {
+                // Parse JSON only where a heartbeat can be: the sentence, or a MESSAGE
+                // journald exported as a byte array (not UTF-8).
+                if !contains(line, b"Accepted publickey for ") && !contains(line, b"\"MESSAGE\":[")
+                {
+                    continue;
+                }
                 if let Some((t, msg)) = parse_journal_line(line) {
                     self.offer(t, &msg, keys);
                 }
@@ -313,7 +320,7 @@ impl Scan {
                 continue;
             }
             let text = String::from_utf8_lossy(line);
-            if let Some((t, msg)) = parse_syslog_line(&text, now) {
+            if let Some((t, msg)) = parse_syslog_line(&text, now, offset) {
                 self.offer(t, msg, keys);
             }
         }
@@ -402,7 +409,18 @@ impl Scan {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    let mut i = 0;
+    while let Some(p) = hay[i..].iter().position(|b| *b == first) {
+        let start = i + p + 1;
+        if hay[start..].starts_with(rest) {
+            return true;
+        }
+        i = start;
+    }
+    false
 }
 
 /// The default log files under `<root>/var/log`: `auth.log*` (Debian) and `secure*`
@@ -471,11 +489,11 @@ mod tests {
         let now = 1_795_304_990 + 3600;
         let off = crate::sys::local_offset(now);
         // A date later in the year than now belongs to last year.
-        let t = traditional_time("Dec", "24", "10:00:00", now).unwrap();
+        let t = traditional_time("Dec", "24", "10:00:00", now, off).unwrap();
         assert_eq!(t, unix_from_civil(2025, 12, 24, 10, 0, 0) - off);
-        let t = traditional_time("Nov", "21", "23:49:50", now).unwrap();
+        let t = traditional_time("Nov", "21", "23:49:50", now, off).unwrap();
         assert_eq!(t, 1_795_304_990 - off);
-        assert!(traditional_time("Foo", "21", "23:49:50", now).is_none());
+        assert!(traditional_time("Foo", "21", "23:49:50", now, off).is_none());
     }
 
     #[test]

@@ -193,6 +193,27 @@ case $(http_get srv 9890) in
 esac
 kill "$squatter"
 wait "$squatter" 2>/dev/null
+# The same, but the listener appears after the request was accepted and while --wait
+# waits (the agent's forward then binds only [::1]: sshd reports success).
+agent_loop_stop dev1
+wait_until 20 no_poll_running dev1
+in_ns srv timeout 90 forward-device-port "$ID1" 22:9895 --wait=30 >"$LAB/fwd-late.out" 2>&1 &
+waiter=$!
+wait_until 10 grep -q 'waiting up to' "$LAB/fwd-late.out"
+ip netns exec srv busybox httpd -f -p 127.0.0.1:9895 -h "$LAB/dev1/www" &
+squatter=$!
+wait_until 5 tcp_open srv 127.0.0.1 9895
+agent_loop_start dev1
+rc=0
+wait "$waiter" || rc=$?
+if [ "$rc" != 0 ] && [ "$rc" != 124 ] && grep -q '127.0.0.1' "$LAB/fwd-late.out"; then
+    pass "6 a listener that appears during --wait: fails with: $(tail -n1 "$LAB/fwd-late.out")"
+else
+    fail "6 a listener that appears during --wait: exit $rc: $(cat "$LAB/fwd-late.out")"
+fi
+kill "$squatter"
+wait "$squatter" 2>/dev/null
+in_ns srv forward-device-port "$ID1" --close 9895 >/dev/null 2>&1
 
 # --- 9 ---------------------------------------------------------------------------
 step "9. two devices, several tunnels each"

@@ -13,6 +13,9 @@ FIX_PHONEHOME_WHY=    # why not, otherwise
 FIX_ID=               # dev1's device id
 FIX_ACCOUNT=          # dev1's server account
 
+# The short poll interval of section 5 (the lab reads it when sourced).
+export PHONEHOME_E2E_POLL=${PHONEHOME_E2E_POLL:-2}
+
 fixture_setup() {
 	# shellcheck source=tests/e2e/lib.sh
 	. "$BENCH_REPO/tests/e2e/lib.sh"
@@ -48,7 +51,7 @@ EOF
 		FIX_PHONEHOME=yes
 	else
 		FIX_PHONEHOME_WHY="the server side did not install: $(tail -n 3 "$FIX/lab_server.log" | tr '\n' ' ')"
-		sshd_stop
+		sshd_stop || true
 		fixture_bare_sshd
 	fi
 	lab_admin >/dev/null || bench_die "the lab's admin key failed"

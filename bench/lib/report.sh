@@ -55,6 +55,11 @@ report_write() {
 			f=$BENCH_SECTIONS/${s%%:*}.md
 			if [[ -s $f ]]; then
 				cat "$f"
+			elif ! wanted "${s%%-*}"; then
+				echo "## ${s#*:}"
+				echo
+				echo "not measured: skipped (\`--only $BENCH_ONLY\`)."
+				echo
 			else
 				echo "## ${s#*:}"
 				echo

@@ -180,7 +180,20 @@ EOF
         cat /etc/phonehome/server.conf >&2
         return 1
     }
+    authlog_start
     sshd_start
+}
+
+# A stand-in for syslog: sshd -E writes bare messages (no /dev/log in the sandbox); this
+# stamps each line as rsyslog does and appends it to /var/log/auth.log, so list-devices
+# reads a Debian-format auth log holding real sshd messages (and their fingerprints).
+authlog_start() {
+    : >>"$SSHD_LOG"
+    (
+        tail -n 0 -F "$SSHD_LOG" 2>/dev/null | while IFS= read -r line; do
+            printf '%s srv sshd[%s]: %s\n' "$(date '+%b %e %H:%M:%S')" "$BASHPID" "$line"
+        done >>/var/log/auth.log
+    ) &
 }
 
 sshd_start() {
@@ -208,6 +221,15 @@ server_host_keys() {
         cut -d' ' -f1,2 "$f"
     done
 }
+
+# dev_field ID FIELD: a device's field in `list-devices --json` (state, seen_by, ...).
+dev_field() {
+    in_ns srv list-devices --json 2>/dev/null |
+        jq -r --arg id "$1" --arg f "$2" '.devices[] | select(.id == $id) | .[$f]' 2>/dev/null
+}
+# The state list-devices gives a device: online, stale, offline, never-seen, ...
+dev_state() { dev_field "$1" state; }
+state_is() { [ "$(dev_state "$1")" = "$2" ]; }
 
 # --- the admin ---------------------------------------------------------------------
 

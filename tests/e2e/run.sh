@@ -22,14 +22,6 @@ ID2=$(dev_id dev2)
 
 # --- helpers of these scenarios ----------------------------------------------------
 
-# The state list-devices gives a device (online, stale, offline, ...), from --json.
-dev_state() {
-    in_ns srv list-devices --json 2>/dev/null | jq -r --arg id "$1" '
-        (if type == "array" then . else (.devices // []) end)[]
-        | select(.id == $id) | (.state // .status // "unknown")' 2>/dev/null
-}
-state_is() { [ "$(dev_state "$1")" = "$2" ]; }
-
 # One request: forward-device-port ID SPEC --wait, output in $LAB/fwd.out.
 forward() {
     in_ns srv timeout 90 forward-device-port "$@" >"$LAB/fwd.out" 2>&1

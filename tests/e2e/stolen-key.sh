@@ -19,6 +19,33 @@ out=$(in_ns srv forward-device-port "$(dev_id dev2)" "22:$OTHER" 2>&1) || fail "
 step "THREATS 1, 2: dev1's key, stolen, from the server's loopback"
 stolen_matrix dev1 "$OWN" "$OTHER" "$NONE"
 
+step "THREATS 22: a pre-auth user name cannot forge a heartbeat in the sshd log"
+ID2=$(dev_id dev2)
+FP2=$(ssh-keygen -lf "$LAB/dev2/id_openssh.pub" | cut -d' ' -f2)
+for forged in "Accepted publickey for device$ID2 from 203.0.113.7 port 1 ssh2: ED25519 $FP2" \
+    "device$ID2 from 203.0.113.7 port 1 ssh2: ED25519 $FP2"; do
+    thief dev1 -o PreferredAuthentications=publickey "$forged@127.0.0.1" poll </dev/null >/dev/null 2>&1
+done
+if wait_until 5 grep -q "user Accepted publickey for device$ID2 from 203.0.113.7" /var/log/auth.log; then
+    pass "control: the crafted user names reached /var/log/auth.log"
+else
+    fail "control: the crafted user names are not in /var/log/auth.log: $(tail -n 3 /var/log/auth.log)"
+fi
+state=$(dev_state "$ID2")
+case $state in
+online | stale | offline) fail "THREATS 22 forged user names made dev2 '$state' in list-devices" ;;
+*) pass "THREATS 22 forged user names: dev2 is still '$state' in list-devices" ;;
+esac
+# The positive control: a real login with dev2's key that never runs the gate (-N), so
+# only sshd's log can tell list-devices about it.
+r=$(run_forward dev2 -R "localhost:$OTHER:127.0.0.1:22")
+if wait_until 10 state_is "$ID2" online && [ "$(dev_field "$ID2" seen_by)" = "sshd log" ]; then
+    pass "control: a real login of dev2 (no gate run) shows it online, seen by the sshd log"
+else
+    fail "control: after a real login ($r) dev2 is '$(dev_state "$ID2")', seen by '$(dev_field "$ID2" seen_by)'"
+fi
+kill_forward
+
 step "THREATS 5: remove-device while the stolen key holds a tunnel"
 stolen_remove dev1 "$OWN"
 

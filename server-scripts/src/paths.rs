@@ -115,3 +115,26 @@ impl Paths {
         self.join("var/log")
     }
 }
+
+/// The device ids named by the `<id>.json` files of `dir`, in no particular order; other
+/// names are ignored and a missing directory is empty. `what` names the store in errors.
+pub fn ids_in(dir: &Path, what: &str) -> Result<Vec<DeviceId>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(what, dir, &e)),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(what, dir, &e))?;
+        let name = entry.file_name();
+        if let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| DeviceId::parse(n).ok())
+        {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}

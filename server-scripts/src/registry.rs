@@ -66,23 +66,8 @@ pub fn load(paths: &Paths, id: &DeviceId) -> Result<Option<DeviceRecord>> {
 
 /// Every registered device, sorted by id. Files that are not `<id>.json` are ignored.
 pub fn list(paths: &Paths) -> Result<Vec<DeviceRecord>> {
-    let dir = paths.devices_dir();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("read the registry", &dir, &e)),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("read the registry", &dir, &e))?;
-        let name = entry.file_name();
-        let Some(id) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".json"))
-            .and_then(|n| DeviceId::parse(n).ok())
-        else {
-            continue;
-        };
+    for id in crate::paths::ids_in(&paths.devices_dir(), "read the registry")? {
         if let Some(rec) = load(paths, &id)? {
             out.push(rec);
         }

@@ -82,23 +82,8 @@ pub fn file_bytes(id: &DeviceId, requests: &[Request]) -> Vec<u8> {
 
 /// Unexpired requests of every device, keyed by id (for cross-device port checks).
 pub fn all_unexpired(paths: &Paths, now: i64) -> Result<Vec<(DeviceId, Request)>> {
-    let dir = paths.requests_dir();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("read", &dir, &e)),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("read", &dir, &e))?;
-        let name = entry.file_name();
-        let Some(id) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".json"))
-            .and_then(|n| DeviceId::parse(n).ok())
-        else {
-            continue;
-        };
+    for id in crate::paths::ids_in(&paths.requests_dir(), "read the requests")? {
         for r in unexpired(load(paths, &id)?, now) {
             out.push((id.clone(), r));
         }

@@ -62,6 +62,26 @@ impl fmt::Display for HostKey {
     }
 }
 
+/// The pinned keys with exact repeats dropped, refusing two different keys of one type:
+/// dbclient compares the server's key with the first pinned key of that type only and
+/// gives up on a mismatch, so a second key of a type would never be tried.
+pub fn one_per_type(keys: &[HostKey]) -> Result<Vec<HostKey>, String> {
+    let mut out: Vec<HostKey> = Vec::new();
+    for k in keys {
+        match out.iter().find(|o| o.key_type == k.key_type) {
+            Some(o) if o == k => {}
+            Some(_) => {
+                return Err(format!(
+                    "two different {} host keys are pinned: dbclient only tries the first key of a type, so pin one key per type (the server's current one, as add-device prints it)",
+                    k.key_type
+                ))
+            }
+            None => out.push(k.clone()),
+        }
+    }
+    Ok(out)
+}
+
 /// The host field OpenSSH uses for `host` on `port`.
 pub fn openssh_host_field(host: &str, port: u16) -> String {
     if port == 22 {
@@ -222,6 +242,20 @@ pub mod tests {
         assert!(e.starts_with("line 1:"), "{}", e);
         let e = parse_known_hosts("h ssh-ed25519 AAAA\n", "h", 22).unwrap_err();
         assert!(e.starts_with("line 1:"), "{}", e);
+    }
+
+    #[test]
+    fn one_key_per_type() {
+        let k = HostKey::parse(ED25519).unwrap();
+        assert_eq!(
+            one_per_type(&[k.clone(), k.clone()]).unwrap(),
+            vec![k.clone()]
+        );
+        let mut other = k.clone();
+        other.base64 =
+            "AAAAC3NzaC1lZDI1NTE5AAAAIBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB".into();
+        let e = one_per_type(&[k, other]).unwrap_err();
+        assert!(e.contains("two different ssh-ed25519 host keys"), "{}", e);
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub fn device(settings: &Settings) -> Result<DeviceId, Failure> {
 /// The pinned keys: the `--host-key` values if any were given, else the known-hosts file.
 pub fn pinned_keys(settings: &Settings, host: &str) -> Result<Vec<HostKey>, Failure> {
     if !settings.host_keys.is_empty() {
-        return Ok(settings.host_keys.clone());
+        return hostkey::one_per_type(&settings.host_keys).map_err(Failure::Config);
     }
     let path = &settings.known_hosts;
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -62,6 +62,7 @@ pub fn pinned_keys(settings: &Settings, host: &str) -> Result<Vec<HostKey>, Fail
         ))
     })?;
     let keys = hostkey::parse_known_hosts(&text, host, settings.port)
+        .and_then(|keys| hostkey::one_per_type(&keys))
         .map_err(|e| Failure::Config(format!("{}: {}", path.display(), e)))?;
     if keys.is_empty() {
         return Err(Failure::Config(format!(

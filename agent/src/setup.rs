@@ -27,7 +27,8 @@ pub fn setup(settings: &Settings, given: &[(String, String)]) -> Result<(), Fail
             config.push_str(&format!("{} = {}\n", name, value));
         }
     }
-    let known = hostkey::openssh_known_hosts(host, settings.port, &settings.host_keys);
+    let keys = hostkey::one_per_type(&settings.host_keys).map_err(Failure::Config)?;
+    let known = hostkey::openssh_known_hosts(host, settings.port, &keys);
     write(&settings.known_hosts, known.as_bytes(), 0o644)?;
     write(Path::new(config_path), config.as_bytes(), 0o600)?;
     println!(

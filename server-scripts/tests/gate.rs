@@ -218,3 +218,51 @@ fn threat_21_symlinks_in_the_device_writable_dir_are_not_followed() {
         .fails(1, "symbolic link");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
 }
+
+/// A client that never closes stdin (a hung or hostile agent) does not hold the session:
+/// the gate gives up on the report after STATUS_READ_TIMEOUT, still counts the heartbeat
+/// and still answers with the requests.
+#[test]
+fn stdin_never_closed_still_answers_after_the_read_timeout() {
+    use std::process::{Command, Stdio};
+    let r = setup();
+    let mut child = Command::new(bin_path("phonehome-gate"))
+        .arg("--root")
+        .arg(r.path(""))
+        .env_remove("PHONEHOME_ROOT")
+        .env("SSH_ORIGINAL_COMMAND", "poll")
+        .env("SSH_CONNECTION", "198.51.100.2 40022 198.51.100.1 22")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held open, never written, until the gate has answered.
+    let held_stdin = child.stdin.take().unwrap();
+    let out = Out::new(
+        "phonehome-gate, stdin held open".into(),
+        child.wait_with_output().unwrap(),
+    );
+    drop(held_stdin);
+    let out = out.ok();
+    assert_eq!(out.stdout, "22:22100\n80:22101\n");
+    assert!(
+        out.stderr.contains("no status report within"),
+        "{}",
+        out.stderr
+    );
+    let hb: serde_json::Value =
+        serde_json::from_str(&status(&r, ID1, "heartbeat.json").unwrap()).unwrap();
+    assert!(
+        hb["report_error"]
+            .as_str()
+            .unwrap()
+            .contains("no status report within"),
+        "{}",
+        hb
+    );
+    assert!(
+        status(&r, ID1, "report.json").is_none(),
+        "no report recorded"
+    );
+}

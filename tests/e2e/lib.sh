@@ -191,6 +191,7 @@ authlog_start() {
     : >>"$SSHD_LOG"
     (
         tail -n 0 -F "$SSHD_LOG" 2>/dev/null | while IFS= read -r line; do
+            line=${line%$'\r'} # sshd -E ends its lines with CR LF; syslog has no CR
             printf '%s srv sshd[%s]: %s\n' "$(date '+%b %e %H:%M:%S')" "$BASHPID" "$line"
         done >>/var/log/auth.log
     ) &

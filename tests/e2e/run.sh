@@ -138,11 +138,17 @@ if request_and_login dev1 "$ID1" 22:9876; then
         fail "4 the tunnel did not come back after SIGKILL"
     fi
     old=$(tunnel_pid 9876)
+    old_session=$(srv_listeners 9876 | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2)
     kill -STOP "$old"
     if wait_until $((ALIVE + 3 * POLL + 20)) admin_reaches dev1 9876 && [ "$(tunnel_pid 9876)" != "$old" ]; then
         pass "4 SIGSTOP of the tunnel: a new tunnel serves within ClientAlive + a poll"
     else
         fail "4 the tunnel did not come back after SIGSTOP (old pid $old)"
+    fi
+    if [ -n "$old_session" ] && proc_gone "$old_session"; then
+        pass "4 the server ended the frozen client's session (sshd pid $old_session) and freed its port"
+    else
+        fail "4 the frozen client's sshd session '$old_session' is still there"
     fi
     if ! proc_gone "$old"; then
         fail "4 the frozen tunnel process $old was left behind"

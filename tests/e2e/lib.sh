@@ -38,6 +38,11 @@ lab_enter_sandbox() {
     local script=$1
     shift
     if [ -n "${PHONEHOME_SANDBOX:-}" ]; then
+        # Inside: whatever ends the script (finish, an early exit, a signal), keep the
+        # logs. Processes, mounts and namespaces need no trap: the kernel ends them
+        # with the sandbox.
+        trap save_logs EXIT
+        trap 'echo "e2e: interrupted" >&2; exit 130' INT TERM
         return 0
     fi
     if [ "$(id -u)" != 0 ]; then

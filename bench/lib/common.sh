@@ -41,39 +41,69 @@ time_once() {
 	tim=$(mktemp)
 	{
 		TIMEFORMAT='%3U %3S %3R'
-		time ip netns exec "$ns" /usr/bin/time -f '%M' -o "$rss" "$@" <"$stdin" >/dev/null 2>>"${BENCH_ERRLOG:-/dev/null}"
+		# stdout to a file, not /dev/null: GNU grep stops at the first match when its output
+		# is /dev/null, which would make the floor of section 4 meaningless
+		time ip netns exec "$ns" /usr/bin/time -f '%M' -o "$rss" "$@" <"$stdin" >"$rss.out" 2>>"${BENCH_ERRLOG:-/dev/null}"
 	} 2>"$tim"
 	rc=$?
 	awk -v m="$(tail -n1 "$rss")" '{print $1, $2, m, $3}' "$tim"
-	rm -f "$rss" "$tim"
+	rm -f "$rss" "$rss.out" "$tim"
 	return "$rc"
 }
 
-# time_runs N NS STDIN CMD...: N runs; prints "cpu_ms_median rss_kib_median wall_ms_median
-# wall_ms_max failures"
-time_runs() {
-	local n=$1 i line fails=0 tmp
+# cmd_save NAME NS STDIN CMD...: remembers a command line for time_interleaved
+cmd_save() {
+	mkdir -p "$BENCH_TMP/cmds"
+	printf '%s\0' "${@:2}" >"$BENCH_TMP/cmds/$1"
+	: >"$BENCH_TMP/cmds/$1.samples"
+}
+
+# time_interleaved N NAME...: N rounds, each running every saved command once in turn, so
+# that a slow spell of the machine (other work on a shared box) hits all of them alike
+time_interleaved() {
+	local n=$1 r name line
 	shift
-	tmp=$(mktemp)
-	for ((i = 0; i < n; i++)); do
-		if line=$(time_once "$@"); then
-			echo "$line" >>"$tmp"
-		else
-			fails=$((fails + 1))
-		fi
+	local -a argv
+	for ((r = 0; r < n; r++)); do
+		for name in "$@"; do
+			mapfile -d '' -t argv <"$BENCH_TMP/cmds/$name"
+			if line=$(time_once "${argv[@]}"); then
+				echo "$line" >>"$BENCH_TMP/cmds/$name.samples"
+			else
+				echo fail >>"$BENCH_TMP/cmds/$name.samples"
+			fi
+		done
 	done
-	if [[ ! -s $tmp ]]; then
-		rm -f "$tmp"
+}
+
+# time_stats NAME: "cpu_ms_median rss_kib_median wall_ms_median wall_ms_max failures"
+time_stats() {
+	local f=$BENCH_TMP/cmds/$1.samples ok fails
+	ok=$(mktemp)
+	grep -v '^fail$' "$f" >"$ok" || true
+	fails=$(grep -c '^fail$' "$f" || true)
+	if [[ ! -s $ok ]]; then
+		rm -f "$ok"
 		echo "nan nan nan nan $fails"
-		return 1
+		return 0
 	fi
 	local cpu rss wall wmax
-	cpu=$(awk '{printf "%.0f\n", ($1+$2)*1000}' "$tmp" | stat_median)
-	rss=$(awk '{print $3}' "$tmp" | stat_median)
-	wall=$(awk '{printf "%.0f\n", $4*1000}' "$tmp" | stat_median)
-	wmax=$(awk '{printf "%.0f\n", $4*1000}' "$tmp" | stat_max)
-	rm -f "$tmp"
+	cpu=$(awk '{printf "%.0f\n", ($1+$2)*1000}' "$ok" | stat_median)
+	rss=$(awk '{print $3}' "$ok" | stat_median)
+	wall=$(awk '{printf "%.0f\n", $4*1000}' "$ok" | stat_median)
+	wmax=$(awk '{printf "%.0f\n", $4*1000}' "$ok" | stat_max)
+	rm -f "$ok"
 	echo "$cpu $rss $wall $wmax $fails"
+}
+
+# time_runs N NS STDIN CMD...: N runs of one command; prints what time_stats prints
+time_runs() {
+	local n=$1 name
+	shift
+	name=one-$RANDOM$RANDOM
+	cmd_save "$name" "$@"
+	time_interleaved "$n" "$name"
+	time_stats "$name"
 }
 
 # section_file NAME: where a section writes its markdown

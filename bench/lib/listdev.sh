@@ -50,8 +50,11 @@ section_listdevices() {
 		done
 		shift
 		local f s fw fr sw sr
-		f=$(time_runs "$reps" srv /dev/null "${floor[@]}") || true
-		s=$(time_runs "$reps" srv /dev/null "$@") || true
+		cmd_save ld_floor srv /dev/null "${floor[@]}"
+		cmd_save ld_subject srv /dev/null "$@"
+		time_interleaved "$reps" ld_floor ld_subject
+		f=$(time_stats ld_floor)
+		s=$(time_stats ld_subject)
 		read -r _ fr fw _ <<<"$f"
 		read -r _ sr sw _ <<<"$s"
 		rows+=("| $label | $sw | $(thousands "$sr") | $flabel | $fw | $(thousands "$fr") | $(ratio "$sw" "$fw") | $(ratio "$sr" "$fr") |")

@@ -54,27 +54,39 @@ lab_enter_sandbox() {
         --propagation private bash "$script" "$@"
 }
 
-# Private mounts: tmpfs over /run, /tmp, /home, /root; overlays over /etc, /var and
-# /usr/local, so useradd, sshd_config.d, /etc/phonehome and installed binaries stay here.
+# Private mounts: a tmpfs over /run (the lab's own files, in $LAB), and overlays over
+# /etc, /var, /usr/local, /tmp, /home and /root, so useradd, sshd_config.d,
+# /etc/phonehome, /var/lib/phonehome and the installed binaries stay in the sandbox
+# while whatever lies below (the repo may be cloned under /tmp or /root) stays visible.
+# Writes below those dirs land in the overlay, so the log dir for the host
+# (PHONEHOME_E2E_LOGS) is bound to $LAB/keep first, before anything covers it.
 lab_mounts() {
+    case $REPO_DIR in
+    /run | /run/*)
+        echo "e2e: the repo is under /run, which the sandbox replaces: clone it elsewhere" >&2
+        return 1
+        ;;
+    esac
+    local keep=${PHONEHOME_E2E_LOGS:-}
+    [ -n "$keep" ] && { mkdir -p "$keep" && keep=$(cd "$keep" && pwd) || keep=''; }
     mount -t tmpfs -o mode=0755 lab-run /run || return 1
-    mkdir -p /run/sshd /run/netns $LAB/ov $LAB/srv $LAB/bin
+    mkdir -p /run/sshd /run/netns $LAB/ov $LAB/srv $LAB/bin $LAB/keep
     chmod 0755 /run/sshd
+    if [ -n "$keep" ]; then
+        mount --bind "$keep" $LAB/keep || return 1
+    fi
     local d name
-    for d in /etc /var /usr/local; do
+    for d in /etc /var /usr/local /tmp /home /root; do
         name=${d//\//_}
         mkdir -p "$LAB/ov/$name.up" "$LAB/ov/$name.work"
         mount -t overlay "lab$name" \
             -o "lowerdir=$d,upperdir=$LAB/ov/$name.up,workdir=$LAB/ov/$name.work" "$d" ||
             return 1
     done
-    mount -t tmpfs -o mode=1777 lab-tmp /tmp || return 1
-    mount -t tmpfs -o mode=0755 lab-home /home || return 1
-    # /root holds the admin's key and the devices' authorized_keys (dropbear wants 0700).
-    mount -t tmpfs -o mode=0700 lab-root /root || return 1
-    # /var/run is a symlink to /run on Debian; the overlay keeps it so.
-    rm -rf /var/lib/phonehome /etc/phonehome
-    rm -f /etc/ssh/sshd_config.d/phonehome.conf /etc/cron.d/phonehome
+    # /var/run is a symlink to /run on Debian; the overlay keeps it so. Hide what a
+    # real installation on this host may have left, so the lab starts clean.
+    rm -rf /var/lib/phonehome /etc/phonehome /root/.ssh
+    rm -f /etc/ssh/sshd_config.d/phonehome.conf /etc/cron.d/phonehome /var/log/auth.log
 }
 
 # Three kinds of namespaces joined by veth pairs:
@@ -253,7 +265,7 @@ lab_admin() {
 admin_ssh() {
     local dev=$1 port=$2
     shift 2
-    in_ns srv timeout 20 ssh -n -p "$port" -i /root/.ssh/admin \
+    in_ns srv timeout 20 ssh -F /dev/null -n -p "$port" -i /root/.ssh/admin -o IdentitiesOnly=yes \
         -o BatchMode=yes -o StrictHostKeyChecking=yes -o HostKeyAlias="$dev" \
         -o UserKnownHostsFile="$LAB/$dev/admin_known_hosts" -o ConnectTimeout=5 \
         -o KexAlgorithms=curve25519-sha256 -o LogLevel=ERROR \
@@ -457,12 +469,14 @@ wait_until() {
     done
 }
 
-# Copy the lab's logs out of the sandbox when PHONEHOME_E2E_LOGS names a host dir.
+# Copy the lab's logs out of the sandbox when PHONEHOME_E2E_LOGS names a host dir
+# (bound to $LAB/keep by lab_mounts).
 save_logs() {
-    [ -n "${PHONEHOME_E2E_LOGS:-}" ] || return 0
-    mkdir -p "$PHONEHOME_E2E_LOGS" 2>/dev/null || return 0
-    (cd $LAB && find . -path ./ov -prune -o -name '*.log' -print0 |
-        xargs -0 -r cp --parents -t "$PHONEHOME_E2E_LOGS") 2>/dev/null
+    [ -n "${PHONEHOME_E2E_LOGS:-}" ] && mountpoint -q $LAB/keep 2>/dev/null || return 0
+    (cd $LAB && find . \( -path ./ov -o -path ./keep \) -prune -o -name '*.log' -print0 |
+        xargs -0 -r cp --parents -t $LAB/keep) 2>/dev/null
+    cp /var/log/auth.log $LAB/keep/ 2>/dev/null
+    return 0
 }
 
 # The closing line, and the exit status.

@@ -24,7 +24,8 @@ section_device_poll() {
 	cmd_save b_db dev1 "$st" "${BASE_DB[@]}"
 	cmd_save b_ssh dev1 "$st" "${BASE_SSH[@]}"
 	cmd_save b_x dev1 "$st" "${BASE_SSH_X[@]}"
-	local -a names=(b_db b_ssh b_x)
+	cmd_save b_db2 dev1 "$st" "${BASE_DB[@]}"
+	local -a names=(b_db b_ssh b_x b_db2)
 	local a_db="" a_ssh="" why=""
 	if [[ -z $BENCH_AGENT ]]; then
 		why=$BENCH_NO_AGENT
@@ -45,6 +46,8 @@ section_device_poll() {
 	b_db=$(time_stats b_db)
 	b_ssh=$(time_stats b_ssh)
 	b_x=$(time_stats b_x)
+	local b_db2
+	b_db2=$(time_stats b_db2)
 	if [[ -z $why ]]; then
 		a_db=$(time_stats a_db)
 		a_ssh=$(time_stats a_ssh)
@@ -68,6 +71,7 @@ section_device_poll() {
 		echo "| what | CPU ms | × baseline | peak RSS KiB | × baseline | wall ms |"
 		echo "| --- | ---: | ---: | ---: | ---: | ---: |"
 		poll_row "baseline: \`dbclient\` login + cat" "$b_db" "$db_cpu" "$db_rss"
+		poll_row "the same baseline again (A/A: how far this run's noise goes)" "$b_db2" "$db_cpu" "$db_rss"
 		poll_row "baseline: \`ssh\`, curve25519-sha256, login + cat" "$b_x" "$x_cpu" "$x_rss"
 		poll_row "\`ssh\`, OpenSSH default kex (sntrup761x25519), login + cat" "$b_ssh" "$x_cpu" "$x_rss"
 		if [[ -n $a_db ]]; then

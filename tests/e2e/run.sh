@@ -84,6 +84,13 @@ if grep -q "^Accepted publickey for device$ID1 from $GW_WAN_IP " "$SSHD_LOG"; th
 else
     fail "1 no 'Accepted publickey for device$ID1 from $GW_WAN_IP' in the sshd log"
 fi
+from=$(dev_field "$ID1" from)
+if [ "$from" = "$GW_WAN_IP" ]; then pass "1 list-devices shows dev1 calling from the NAT address"; else fail "1 list-devices 'from' is '$from'"; fi
+if in_ns srv list-devices --json | jq -e '.sources | index("/var/log/auth.log")' >/dev/null; then
+    pass "1 list-devices read the sshd log (/var/log/auth.log) as a heartbeat source"
+else
+    fail "1 list-devices did not read /var/log/auth.log: $(in_ns srv list-devices --json | jq -c .sources)"
+fi
 table=$(in_ns srv list-devices 2>&1)
 printf '%s\n' "$table" | sed 's/^/     | /'
 
@@ -314,6 +321,37 @@ esac
 sleep $((POLL + 2))
 if [ -z "$(srv_listeners 9876)" ]; then pass "8 the device's next polls do not bring the tunnel back"; else fail "8 9876 is back"; fi
 check "8 dev2 is untouched: 9881 still serves" admin_reaches dev2 9881
+
+# --- THREATS 16 ------------------------------------------------------------------
+step "THREATS 16: the server's host keys change (dev2 pinned the old ones)"
+sshd_stop
+mapfile -t sessions < <(pgrep -x sshd)
+[ "${#sessions[@]}" -gt 0 ] && kill "${sessions[@]}"
+rm -f /etc/ssh/ssh_host_*
+ssh-keygen -A >/dev/null
+sshd_start || fail "THREATS 16 sshd did not start with its new keys"
+mark=$(wc -l <"$LAB/dev2/agent.log")
+hostkey_refused() { tail -n +"$mark" "$LAB/dev2/agent.log" | grep -qi 'host key'; }
+if wait_until $((3 * POLL + 40)) hostkey_refused; then
+    pass "THREATS 16 dev2's poll fails and says why: $(tail -n +"$mark" "$LAB/dev2/agent.log" | grep -i -m1 'host key' | cut -c1-140)"
+else
+    fail "THREATS 16 no host key error from dev2's agent: $(tail -n 5 "$LAB/dev2/agent.log")"
+fi
+sleep $((POLL + 2))
+# dbclient 2022.83 spins forever on an unknown host key without a tty: the agent must
+# kill it at its timeout (15 s here). No client of dev2 may be older than that.
+stuck=''
+for pid in $(pgrep -f -- "device$ID2@$SRV_IP"); do
+    age=$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ')
+    [ -n "$age" ] && [ "$age" -gt 17 ] && stuck+="$pid(${age}s) "
+done
+if [ -z "$stuck" ]; then pass "THREATS 16 no ssh client of dev2 outlives the agent's timeout"; else fail "THREATS 16 stuck clients: $stuck"; fi
+check_not "THREATS 16 no tunnel reopened to the server with the changed key" admin_reaches dev2 9881
+if ! grep -q "Accepted publickey for device$ID2 " <(tail -n +"$(grep -n 'Server listening' "$SSHD_LOG" | tail -n1 | cut -d: -f1)" "$SSHD_LOG"); then
+    pass "THREATS 16 dev2 never authenticated to the server with the changed key"
+else
+    fail "THREATS 16 dev2 logged in although the host key changed"
+fi
 
 agent_loop_stop dev1
 agent_loop_stop dev2

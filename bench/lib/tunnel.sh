@@ -62,15 +62,19 @@ pss_of() {
 	echo "$total"
 }
 
-# latency_series N PORT0 LIMIT: N requests; prints the latencies (ms), one a line
+# latency_series N PORT0 LIMIT INTERVAL: N requests; prints the latencies (ms), one a line
 latency_series() {
-	local n=$1 p0=$2 limit=$3 i ms
+	local n=$1 p0=$2 limit=$3 interval=$4 i ms pause
 	for ((i = 0; i < n; i++)); do
+		# a pause of a random part of the poll interval: a request right after a tunnel
+		# came up would always land just after a poll (the worst case); this way the
+		# requests land at every point of the poll cycle, as an admin's do
+		pause=$((RANDOM * 32768 + RANDOM))
+		pause=$((pause % (interval * 1000)))
+		sleep "$((pause / 1000)).$(printf '%03d' $((pause % 1000)))"
 		if ms=$(request_latency $((p0 + i)) "$limit"); then
 			echo "$ms"
 		fi
-		# a pause off the poll's rhythm, so that requests land at every point of the cycle
-		sleep "0.$((RANDOM % 10))"
 	done
 }
 
@@ -102,7 +106,7 @@ section_latency() {
 	bench_log "tunnel: $n requests at a ${POLL} s poll interval"
 	agent_loop_start dev1 || true
 	sleep 1
-	latency_series "$n" 21100 $((POLL * 2 + 15)) >"$lat_file"
+	latency_series "$n" 21100 $((POLL * 2 + 15)) "$POLL" >"$lat_file"
 	agent_loop_stop dev1 || true
 	local real_n=0
 	: >"$real_file"
@@ -112,7 +116,7 @@ section_latency() {
 		local short=$POLL
 		POLL=60
 		agent_loop_start dev1 || true
-		latency_series "$real_n" 21200 135 >"$real_file"
+		latency_series "$real_n" 21200 135 60 >"$real_file"
 		agent_loop_stop dev1 || true
 		POLL=$short
 	fi
@@ -130,7 +134,8 @@ section_latency() {
 		echo "admin login (\`ssh -p <port> root@localhost\`, landing on the device's own dropbear)"
 		echo "through the tunnel, with the device behind NAT polling from a cron-like loop (poll,"
 		echo "then sleep the interval). Each request is closed (\`--close\`) after its login; the"
-		echo "next one starts at a random offset in the poll cycle. The floor: the device opens the"
+		echo "next one starts after a pause of a random part of the interval, so that requests land"
+		echo "at every point of the poll cycle. The floor: the device opens the"
 		echo "same reverse tunnel by hand (\`dbclient -N -R\`) and the admin logs in through it, as"
 		echo "soon as possible (no poll to wait for)."
 		echo

@@ -98,7 +98,7 @@ section_device_poll() {
 		echo "Peak RSS is the largest process of the poll's tree; in every phonehome row it is the"
 		echo "ssh client's own, so the agent itself stays below the client's figure."
 		echo
-		echo "Reproduce: \`bench/run\` (section 2; \`--quick\` for 5 runs)."
+		echo "Reproduce: \`bench/run\` (section 2; \`--quick\` for 5 rounds)."
 		echo
 	} >"$out"
 }

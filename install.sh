@@ -48,19 +48,26 @@ declare -A PKG_OF=(
     [dropbearconvert]=dropbear-bin [busybox]=busybox-static [iptables]=iptables
     [ip]=iproute2 [ss]=iproute2 [unshare]=util-linux [nsenter]=util-linux
     [useradd]=passwd [timeout]=coreutils [jq]=jq [conntrack]=conntrack [cc]=gcc
-    [shellcheck]=shellcheck [pgrep]=procps [gzip]=gzip [tar]=tar
+    [shellcheck]=shellcheck [pgrep]=procps [ps]=procps [gzip]=gzip [tar]=tar
+    [python3]=python3 [strip]=binutils [taskset]=util-linux [awk]=mawk [/usr/bin/time]=time
 )
 
 # Commands the lab (demo and tests) runs.
 LAB_COMMANDS=(sshd ssh ssh-keygen dropbear dbclient dropbearkey dropbearconvert busybox
     iptables ip ss unshare nsenter useradd timeout jq conntrack cc pgrep)
+# And what `test` adds: shellcheck, and what openwrt-package/test.sh and bench/run use.
+TEST_COMMANDS=(shellcheck python3 strip taskset awk ps gzip tar /usr/bin/time)
 
-# Install the Debian packages providing any missing command. Never asks anything.
+# Install the Debian packages providing any missing command (a name on PATH or in
+# /usr/sbin, or an absolute path). Never asks anything.
 ensure_commands() {
     local c missing=()
     for c in "$@"; do
-        command -v "$c" >/dev/null 2>&1 || [ -x "/usr/sbin/$c" ] || [ -x "/sbin/$c" ] ||
-            missing+=("${PKG_OF[$c]}")
+        case $c in
+        /*) [ -x "$c" ] && continue ;;
+        *) { command -v "$c" >/dev/null 2>&1 || [ -x "/usr/sbin/$c" ] || [ -x "/sbin/$c" ]; } && continue ;;
+        esac
+        missing+=("${PKG_OF[$c]}")
     done
     [ "${#missing[@]}" -eq 0 ] && return 0
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
@@ -254,7 +261,7 @@ cmd_test() {
     need_root test
     exec </dev/null
     local t0=$SECONDS
-    ensure_commands "${LAB_COMMANDS[@]}" shellcheck
+    ensure_commands "${LAB_COMMANDS[@]}" "${TEST_COMMANDS[@]}"
     find_cargo
     stage "cargo build --release --workspace" "$CARGO" build --release --workspace --locked
     stage "cargo test --workspace" "$CARGO" test --workspace --locked

@@ -239,6 +239,13 @@ in_ns srv forward-device-port "$ID2" --close 9880 >/dev/null 2>&1
 wait_until $((2 * POLL + 10)) port_free 9880 || fail "9 9880 not closed"
 for p in 9876 9878; do check "9 closing dev2's 9880 left dev1's $p alone" admin_reaches dev1 $p; done
 check "9 closing dev2's 9880 left dev2's 9881 alone" admin_reaches dev2 9881
+# THREATS 17: ticks that overlap (three at once, beside the loop's own) never give two
+# tunnel processes for one request.
+for _ in 1 2 3; do agent dev1 poll >>"$LAB/dev1/overlap.log" 2>&1 & done
+wait_until 30 no_poll_running dev1
+n=$(pgrep -fc -- "-R localhost:9876:127.0.0.1:")
+if [ "$n" = 1 ]; then pass "9 (THREATS 17) overlapping ticks: one tunnel process for 22:9876"; else fail "9 (THREATS 17) $n tunnel processes for 22:9876"; fi
+check "9 (THREATS 17) the tunnel still serves after the overlap" admin_reaches dev1 9876
 
 # --- 7 ---------------------------------------------------------------------------
 step "7. a stolen device key (dev2's) from the server's loopback"

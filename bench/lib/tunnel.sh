@@ -28,7 +28,15 @@ request_latency() {
 		bench_log "tunnel: forward-device-port 22:$port --wait failed (see the error log)"
 		return 1
 	fi
-	reach_within "$port" 20 || { bench_log "tunnel: no login through $port after --wait"; return 1; }
+	if ! reach_within "$port" 20; then
+		bench_log "tunnel: no login through $port within 20 s after --wait (logs in the error log)"
+		{
+			echo "--- no login through $port: the device's dropbear log, the tunnel's log"
+			tail -n 5 "$FIX_DEV/dropbear.log" "$FIX_DEV/run/tunnels/22-$port.log"
+		} >>"$BENCH_ERRLOG" 2>&1
+		in_ns srv forward-device-port "$FIX_ID" --close "$port" >>"$BENCH_ERRLOG" 2>&1 || true
+		return 1
+	fi
 	t1=$(now_ms)
 	in_ns srv forward-device-port "$FIX_ID" --close "$port" >>"$BENCH_ERRLOG" 2>&1 || true
 	echo $((t1 - t0))
@@ -38,7 +46,9 @@ request_latency() {
 hand_tunnel_latency() {
 	local port=$1 t0 t1 pid
 	t0=$(now_ms)
-	in_ns dev1 env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -N -T \
+	# `ip netns exec` and env exec: $! is dbclient itself (through a function it would be
+	# a subshell, and killing that would leave the tunnel behind)
+	ip netns exec dev1 env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -N -T \
 		-R "$port:127.0.0.1:22" "benchcat@$SRV_IP/22" </dev/null >>"$BENCH_ERRLOG" 2>&1 &
 	pid=$!
 	if ! reach_within "$port" 20; then

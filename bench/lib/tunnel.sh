@@ -65,7 +65,7 @@ hand_tunnel_latency() {
 # sum of the proportional set size (KiB) of processes named NAME
 pss_of() {
 	local pid total=0 p
-	for pid in $(pgrep -x "$1"); do
+	for pid in $(pgrep -x "$1" || true); do
 		p=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null) || continue
 		total=$((total + ${p:-0}))
 	done

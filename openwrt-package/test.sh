@@ -49,7 +49,7 @@ fi
 ipk="$PHONEHOME_OWRT_IPK"
 passed=0
 failed=0
-W=/tmp/owrt-test
+W=/run/owrt-test
 R="$W/root"
 INFO="$R/usr/lib/opkg/info"
 DEVICE_MAC=02:00:00:aa:bb:cc
@@ -95,25 +95,26 @@ cron_lines() { # how many times the poll line is in the root's crontab
 
 # --- the sandbox --------------------------------------------------------------------
 mount --make-rprivate /
-mount -t tmpfs -o mode=0755 tmpfs /tmp
+# /run is the sandbox's own tmpfs (the work dir lives there); /tmp gets an overlay like
+# the other guarded dirs, so that a checkout under /tmp (as CI may clone) stays visible.
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -p "$W"
 ip link set lo up
 if ! ip link add eth0 address "$DEVICE_MAC" type veth peer name peer0 || ! ip link set eth0 up; then
 	fatal "cannot make the device's eth0 (veth) in the sandbox"
 fi
-for d in etc usr var root opt srv home; do
+for d in etc usr var root opt srv home tmp; do
 	[ -d "/$d" ] || continue
 	mkdir -p "$W/guard/$d/up" "$W/guard/$d/work"
 	mount -t overlay overlay -o "lowerdir=/$d,upperdir=$W/guard/$d/up,workdir=$W/guard/$d/work" "/$d" ||
 		fatal "cannot put an overlay over /$d"
 done
-# What exists outside the root: the guarded dirs' overlay uppers, /run, /tmp (apart from
-# the test's own dir) and the top level. Taken just before each script run from the host
+# What exists outside the root: the guarded dirs' overlay uppers (/tmp among them), /run
+# (apart from the test's own dir) and the top level. Taken just before each script run from the host
 # and compared just after: the script may have written nothing of it.
 outside_root() {
 	find "$W"/guard/*/up -mindepth 1 2>/dev/null
-	find /run /tmp -mindepth 1 -maxdepth 1 ! -path "$W"
+	find /run -mindepth 1 -maxdepth 1 ! -path "$W"
 	ls -A /
 }
 # shellcheck disable=SC2317

@@ -74,6 +74,10 @@ impl RunDir {
     pub fn tunnel_log(&self, local: u16, remote: u16) -> PathBuf {
         self.tunnels().join(format!("{}-{}.log", local, remote))
     }
+    /// What the ssh client's `-V` said, remembered between polls (`ssh::Client::detect_cached`).
+    pub fn client_cache(&self) -> PathBuf {
+        self.root.join("client")
+    }
     /// HOME of every ssh run: dbclient reads `$HOME/.ssh/known_hosts` only.
     pub fn home(&self) -> PathBuf {
         self.root.join("home")

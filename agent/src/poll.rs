@@ -206,7 +206,11 @@ fn exchange(
     })?;
 
     let path_env = std::env::var("PATH").ok();
-    let client = Client::detect(settings.client, path_env.as_deref())?;
+    let client = Client::detect_cached(
+        settings.client,
+        path_env.as_deref(),
+        &login.run.client_cache(),
+    )?;
     *client_text = Some(client.description.clone());
     if !settings.key.is_file() {
         return Err(format!(

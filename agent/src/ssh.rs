@@ -53,11 +53,66 @@ pub struct Target {
 }
 
 impl Client {
-    /// Find the client: `dbclient` or `ssh` on PATH, or auto (dbclient first).
-    pub fn detect(
+    /// Find the client (`dbclient` or `ssh` on PATH, or auto: dbclient first) and ask it
+    /// its version, remembering the answer in `cache` (a file of the run dir): what `-V`
+    /// says changes only with the client's binary, and asking it is one more process
+    /// start on every poll (most of the agent's CPU beyond the client's own, measured by
+    /// the bench). The cache is keyed by the binary's path, size, mtime and inode.
+    pub fn detect_cached(
         choice: crate::config::ClientChoice,
         path_env: Option<&str>,
+        cache: &Path,
     ) -> Result<Client, String> {
+        let (program, dropbear) = Client::locate(choice, path_env)?;
+        let Some(key) = binary_key(&program) else {
+            return Client::probe(program, dropbear);
+        };
+        if let Some(client) = std::fs::read_to_string(cache)
+            .ok()
+            .and_then(|text| Client::from_cache(&text, &key, &program))
+        {
+            return Ok(client);
+        }
+        let client = Client::probe(program, dropbear)?;
+        let flavour = match client.flavour {
+            Flavour::Dbclient { strict: true } => "dbclient-strict",
+            Flavour::Dbclient { strict: false } => "dbclient",
+            Flavour::OpenSsh => "openssh",
+        };
+        let text = format!("{}\n{}\n{}\n", key, flavour, client.description);
+        if let Err(e) = crate::files::atomic_write(cache, text.as_bytes(), 0o644) {
+            log::debug!(
+                "cannot cache the client's version in {}: {}",
+                cache.display(),
+                e
+            );
+        }
+        Ok(client)
+    }
+
+    fn from_cache(text: &str, key: &str, program: &Path) -> Option<Client> {
+        let mut lines = text.lines();
+        if lines.next()? != key {
+            return None;
+        }
+        let flavour = match lines.next()? {
+            "dbclient-strict" => Flavour::Dbclient { strict: true },
+            "dbclient" => Flavour::Dbclient { strict: false },
+            "openssh" => Flavour::OpenSsh,
+            _ => return None,
+        };
+        Some(Client {
+            program: program.to_path_buf(),
+            flavour,
+            description: phonehome_protocol::truncate_text(lines.next()?, 80),
+        })
+    }
+
+    /// The client's path on PATH, and whether it is dropbear's.
+    fn locate(
+        choice: crate::config::ClientChoice,
+        path_env: Option<&str>,
+    ) -> Result<(PathBuf, bool), String> {
         use crate::config::ClientChoice::*;
         let names: &[&str] = match choice {
             Auto => &["dbclient", "ssh"],
@@ -66,7 +121,7 @@ impl Client {
         };
         for name in names {
             if let Some(program) = find_on_path(name, path_env) {
-                return Client::probe(program, name == &"dbclient");
+                return Ok((program, name == &"dbclient"));
             }
         }
         Err(format!(
@@ -186,6 +241,21 @@ impl Client {
 
 fn destination(t: &Target) -> String {
     format!("{}@{}", t.account, t.host)
+}
+
+/// What identifies one build of the client: path, size, mtime (ns) and inode, resolved
+/// through symlinks (OpenWrt's dbclient is a link to the dropbear multi-call binary).
+fn binary_key(program: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(program).ok()?;
+    Some(format!(
+        "{}\t{}\t{}.{}\t{}",
+        program.display(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ino()
+    ))
 }
 
 /// `Dropbear v2022.83` → (2022, 83).
@@ -451,6 +521,57 @@ pub fn render(program: &Path, args: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_version_is_probed_once_per_binary() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::files::tests::TempDir::new("client-cache");
+        let bin = dir.0.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let fake = bin.join("dbclient");
+        let calls = dir.0.join("calls");
+        let write_fake = |version: &str| {
+            std::fs::write(
+                &fake,
+                format!(
+                    "#!/bin/sh\necho probe >>'{}'\necho 'Dropbear v{}' >&2\n",
+                    calls.display(),
+                    version
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let probes = || {
+            std::fs::read_to_string(&calls)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let cache = dir.0.join("client");
+        let path = bin.to_str().unwrap().to_string();
+        let detect = || {
+            Client::detect_cached(crate::config::ClientChoice::Auto, Some(&path), &cache).unwrap()
+        };
+
+        write_fake("2022.83");
+        let first = detect();
+        assert_eq!(first.flavour, Flavour::Dbclient { strict: false });
+        assert_eq!(first.description, "dbclient 2022.83");
+        assert_eq!(detect(), first, "the cached answer is the probed one");
+        assert_eq!(probes(), 1, "-V ran once for two polls");
+
+        // A new binary (upgraded dropbear) is probed again.
+        write_fake("2024.86");
+        let upgraded = detect();
+        assert_eq!(upgraded.flavour, Flavour::Dbclient { strict: true });
+        assert_eq!(probes(), 2);
+
+        // A damaged cache is ignored, never trusted.
+        std::fs::write(&cache, "garbage\n").unwrap();
+        assert_eq!(detect(), upgraded);
+        assert_eq!(probes(), 3);
+    }
 
     fn target(port: u16) -> Target {
         Target {

@@ -3,11 +3,11 @@
 use crate::config::Settings;
 use crate::files::RunDir;
 use crate::poll::{self, Failure};
-use crate::report::now;
+use crate::report::{self, now};
 use crate::state::{format_utc, LastPoll};
 use crate::sys;
 use crate::tunnels;
-use phonehome_protocol::TunnelState;
+use phonehome_protocol::{TunnelState, TunnelStatus};
 use serde::Serialize;
 
 pub fn id(settings: &Settings) -> Result<(), Failure> {
@@ -15,15 +15,12 @@ pub fn id(settings: &Settings) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A tunnel as the status report describes it, plus the local pid.
 #[derive(Serialize)]
 struct TunnelView {
-    local: u16,
-    remote: u16,
-    state: TunnelState,
     pid: u32,
-    since: u64,
-    restarts: u32,
-    last_error: Option<String>,
+    #[serde(flatten)]
+    status: TunnelStatus,
 }
 
 #[derive(Serialize)]
@@ -39,17 +36,8 @@ pub fn status(settings: &Settings, json: bool) -> Result<(), Failure> {
         tunnels: tunnels::survey(&run, false)
             .into_iter()
             .map(|o| TunnelView {
-                local: o.record.local,
-                remote: o.record.remote,
-                state: if o.alive {
-                    TunnelState::Running
-                } else {
-                    TunnelState::Failed
-                },
                 pid: o.record.pid,
-                since: o.record.started_at,
-                restarts: o.record.restarts,
-                last_error: o.error,
+                status: report::tunnel_status(&o),
             })
             .collect(),
     };
@@ -96,9 +84,9 @@ pub fn status(settings: &Settings, json: bool) -> Result<(), Failure> {
     if view.tunnels.is_empty() {
         println!("tunnels: none");
     }
-    for v in &view.tunnels {
+    for TunnelView { pid, status: v } in &view.tunnels {
         let state = match v.state {
-            TunnelState::Running => format!("running (pid {})", v.pid),
+            TunnelState::Running => format!("running (pid {})", pid),
             TunnelState::Failed => "failed".to_string(),
         };
         println!(
@@ -106,7 +94,7 @@ pub fn status(settings: &Settings, json: bool) -> Result<(), Failure> {
             v.local,
             v.remote,
             state,
-            format_utc(v.since),
+            format_utc(v.since.unwrap_or(0)),
             v.restarts
         );
         if let Some(e) = &v.last_error {

@@ -42,31 +42,27 @@ pub fn unix_from_civil(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 
 
 /// `2026-11-21 23:49:50 UTC`
 pub fn format_utc(t: i64) -> String {
-    let (y, m, d) = civil_from_days(t.div_euclid(86400));
-    let s = t.rem_euclid(86400);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        y,
-        m,
-        d,
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    format_with(t, ' ', " UTC")
 }
 
 /// `2026-11-21T23:49:50Z`, for JSON output.
 pub fn format_iso(t: i64) -> String {
+    format_with(t, 'T', "Z")
+}
+
+fn format_with(t: i64, sep: char, zone: &str) -> String {
     let (y, m, d) = civil_from_days(t.div_euclid(86400));
     let s = t.rem_euclid(86400);
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        "{:04}-{:02}-{:02}{}{:02}:{:02}:{:02}{}",
         y,
         m,
         d,
+        sep,
         s / 3600,
         s / 60 % 60,
-        s % 60
+        s % 60,
+        zone
     )
 }
 

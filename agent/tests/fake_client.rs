@@ -721,27 +721,12 @@ fn failures_before_the_login_are_clear_and_recorded() {
     );
 
     // A run dir that cannot be created.
-    let out = run({
-        let mut c = Command::new(BIN);
-        c.args([
-            "poll",
-            "--config",
-            "/dev/null",
-            "--server",
-            "h",
-            "--device-id",
-            DEVICE,
-        ])
-        .args([
-            "--host-key",
-            HOST_KEY,
-            "--log",
-            "stderr",
-            "--run-dir",
-            "/proc/phonehome-nope",
-        ]);
-        c
-    });
+    let out = run(bare_poll(&[
+        "--host-key",
+        HOST_KEY,
+        "--run-dir",
+        "/proc/phonehome-nope",
+    ]));
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("cannot create the run dir"),
@@ -750,20 +735,26 @@ fn failures_before_the_login_are_clear_and_recorded() {
     );
 
     // No pinned host key at all: a configuration error.
-    let out = run({
-        let mut c = Command::new(BIN);
-        c.args([
-            "poll",
-            "--config",
-            "/dev/null",
-            "--server",
-            "h",
-            "--device-id",
-            DEVICE,
-        ])
-        .args(["--known-hosts", "/nonexistent", "--log", "stderr"]);
-        c
-    });
+    let out = run(bare_poll(&["--known-hosts", "/nonexistent"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--host-key"), "{}", stderr(&out));
+}
+
+/// `phonehome poll` with no config file, a server and a device id, logging to stderr,
+/// plus `extra`: for failures that happen before any client is run.
+fn bare_poll(extra: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args([
+        "poll",
+        "--config",
+        "/dev/null",
+        "--server",
+        "h",
+        "--device-id",
+        DEVICE,
+        "--log",
+        "stderr",
+    ])
+    .args(extra);
+    c
 }

@@ -2,9 +2,21 @@
 //! ET Phone Home. The grammar is deliberately tiny and strict: a line the agent does
 //! not understand exactly is reported back and skipped, never guessed at, and nothing
 //! in it ever reaches a shell or an ssh option.
+//!
+//! Since protocol 2 the answer is framed: a first line `phonehome-inbox 2` that says
+//! the gate itself answered (an sshd that lets an unknown account log in some other
+//! way, or a password prompt a client gives up on, produces no such line), the
+//! request lines, and a last line `end` that says nothing was cut off.
+//! A report with protocol 1 (an older agent) gets the bare lines it knows.
 
-use crate::{Invalid, MAX_INBOX_BYTES, MAX_INBOX_LINE, MAX_REQUESTS};
+use crate::{Invalid, MAX_INBOX_BYTES, MAX_INBOX_LINE, MAX_REQUESTS, PROTOCOL_VERSION};
+use phonehome_plumbing::text::quoted;
 use std::fmt;
+
+/// The first word of a framed answer; the protocol version follows it.
+pub const ANSWER_HEADER: &str = "phonehome-inbox";
+/// The last line of a framed answer.
+pub const ANSWER_END: &str = "end";
 
 /// One tunnel request: the device's `local` port reachable as the server's loopback
 /// port `remote`.
@@ -142,19 +154,88 @@ fn check_line(raw: &[u8], accepted: &[PortPair]) -> Result<PortPair, String> {
     Ok(pair)
 }
 
-/// The gate's side: one `local:remote` line per request.
+/// The gate's side, protocol 1: one `local:remote` line per request.
 pub fn render_inbox(requests: &[PortPair]) -> String {
     requests.iter().map(|p| format!("{}\n", p)).collect()
+}
+
+/// The gate's side, protocol 2: header, requests, end marker.
+pub fn render_answer(requests: &[PortPair]) -> String {
+    format!(
+        "{} {}\n{}{}\n",
+        ANSWER_HEADER,
+        PROTOCOL_VERSION,
+        render_inbox(requests),
+        ANSWER_END
+    )
+}
+
+/// Why an answer is not one the gate gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerError {
+    /// No `phonehome-inbox` first line: something other than the gate answered.
+    NotFromGate,
+    /// A gate speaking another protocol version.
+    Version(String),
+    /// No `end` line: the answer was cut off.
+    Unterminated,
+}
+
+impl fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnswerError::NotFromGate => {
+                write!(f, "the answer did not come from the phonehome gate")
+            }
+            AnswerError::Version(v) => write!(
+                f,
+                "the gate speaks protocol {} and this agent {}",
+                v, PROTOCOL_VERSION
+            ),
+            AnswerError::Unterminated => write!(f, "the gate's answer was cut off (no end line)"),
+        }
+    }
+}
+
+/// Parse a framed answer (protocol 2): its requests and refused lines.
+pub fn parse_answer(data: &[u8]) -> Result<Inbox, AnswerError> {
+    let (first, rest) = match data.iter().position(|b| *b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &b""[..]),
+    };
+    let first = std::str::from_utf8(first).map_err(|_| AnswerError::NotFromGate)?;
+    let version = first
+        .strip_prefix(ANSWER_HEADER)
+        .and_then(|v| v.strip_prefix(' '))
+        .ok_or(AnswerError::NotFromGate)?;
+    if version != PROTOCOL_VERSION.to_string() {
+        return Err(AnswerError::Version(quoted(version, 16)));
+    }
+    let end = format!("{}\n", ANSWER_END);
+    let body_len = if rest.starts_with(end.as_bytes()) {
+        0
+    } else {
+        let marker = format!("\n{}", end);
+        rest.windows(marker.len())
+            .position(|w| w == marker.as_bytes())
+            .map(|i| i + 1)
+            .ok_or(AnswerError::Unterminated)?
+    };
+    let mut inbox = parse_inbox(&rest[..body_len]);
+    let after = rest.len() - body_len - end.len();
+    if after > 0 {
+        inbox.rejected.push(RejectedLine {
+            line: 0,
+            reason: format!("{} bytes after the end line were ignored", after),
+        });
+    }
+    Ok(inbox)
 }
 
 /// A user-supplied value quoted for an error message, escaped and cut short so that
 /// control characters and floods never reach a terminal or a log verbatim.
 fn shown(s: &str) -> String {
-    let mut out: String = s.chars().take(32).flat_map(char::escape_debug).collect();
-    if s.chars().count() > 32 {
-        out.push('…');
-    }
-    format!("\"{}\"", out)
+    quoted(s, 32)
 }
 
 #[cfg(test)]
@@ -274,6 +355,53 @@ mod tests {
             .unwrap()
             .reason
             .contains("rest was ignored"));
+    }
+
+    #[test]
+    fn framed_answers() {
+        let reqs = [pair(22, 9876), pair(80, 8080)];
+        let text = render_answer(&reqs);
+        assert_eq!(
+            text,
+            format!(
+                "phonehome-inbox {}\n22:9876\n80:8080\nend\n",
+                PROTOCOL_VERSION
+            )
+        );
+        assert_eq!(parse_answer(text.as_bytes()).unwrap().requests, reqs);
+        let empty = render_answer(&[]);
+        assert_eq!(parse_answer(empty.as_bytes()).unwrap(), Inbox::default());
+        // Threat 34: what an sshd answers without the gate, or a client that gave up.
+        for other in [
+            &b""[..],
+            b"\n",
+            b"22:9876\n",
+            b"Welcome!\n",
+            b"phonehome-inbox\n",
+        ] {
+            assert_eq!(
+                parse_answer(other),
+                Err(AnswerError::NotFromGate),
+                "{:?}",
+                other
+            );
+        }
+        assert_eq!(
+            parse_answer(b"phonehome-inbox 9\nend\n"),
+            Err(AnswerError::Version("\"9\"".into()))
+        );
+        let cut = format!("phonehome-inbox {}\n22:9876\n80:80", PROTOCOL_VERSION);
+        assert_eq!(parse_answer(cut.as_bytes()), Err(AnswerError::Unterminated));
+        let trailing = format!("{}junk\n", empty);
+        let inbox = parse_answer(trailing.as_bytes()).unwrap();
+        assert!(inbox.requests.is_empty());
+        assert!(inbox.rejected[0].reason.contains("after the end line"));
+        // Hostile lines inside a frame are refused as before.
+        let hostile = format!(
+            "phonehome-inbox {}\n22:9876;reboot\nend\n",
+            PROTOCOL_VERSION
+        );
+        assert_eq!(parse_answer(hostile.as_bytes()).unwrap().rejected.len(), 1);
     }
 
     #[test]

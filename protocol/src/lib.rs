@@ -8,14 +8,22 @@
 
 mod id;
 mod inbox;
+mod names;
+pub mod sshkey;
 mod status;
 
 pub use id::{validate_alias, DeviceId};
-pub use inbox::{parse_inbox, parse_port, render_inbox, Inbox, PortPair, RejectedLine};
+pub use inbox::{
+    parse_answer, parse_inbox, parse_port, render_answer, render_inbox, AnswerError, Inbox,
+    PortPair, RejectedLine, ANSWER_END, ANSWER_HEADER,
+};
+pub use names::{check_text, is_unix_name, validate_account, validate_host, MAX_UNIX_NAME};
 pub use status::{StatusReport, TunnelState, TunnelStatus};
 
-/// Version of the poll protocol; the agent sends it in every status report.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the poll protocol; the agent sends it in every status report, and the
+/// gate answers in the framing of that version (1: bare lines; 2: framed, see
+/// `parse_answer`).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The only command a device login may ask the gate to run (`ssh device<id>@server poll`).
 pub const POLL_COMMAND: &str = "poll";
@@ -25,6 +33,22 @@ pub const ACCOUNT_PREFIX: &str = "device";
 
 /// How often cron runs the agent in production.
 pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 60;
+
+/// How long the gate waits for the status report on stdin before it answers without
+/// it (a client that never closes stdin must not hold the session). The agent writes
+/// the report and closes stdin at once, well within it.
+pub const GATE_READ_TIMEOUT_SECS: u64 = 10;
+
+/// The agent's default hard limit for one poll's ssh: the login, the report, the
+/// answer. Longer than the gate's read timeout, so the gate always answers first.
+pub const DEFAULT_POLL_TIMEOUT_SECS: u64 = 30;
+
+/// The default ssh keepalive interval of the agent's connections; the server's
+/// `ClientAliveInterval` (install-server.sh) frees the port of a dead tunnel.
+pub const DEFAULT_KEEPALIVE_SECS: u64 = 30;
+
+/// Longest `agent_version` in a status report.
+pub const MAX_VERSION_LEN: usize = 64;
 
 /// Largest status report the gate reads from a device's stdin; more is rejected.
 pub const MAX_STATUS_BYTES: usize = 16 * 1024;
@@ -61,12 +85,5 @@ impl std::error::Error for Invalid {}
 
 /// Cut `s` to at most `max` bytes on a char boundary (for error strings in reports).
 pub fn truncate_text(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
+    phonehome_plumbing::text::truncate(s, max).to_string()
 }

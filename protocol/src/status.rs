@@ -3,10 +3,14 @@
 //! admin why a tunnel is not up (port busy, refused, host key, auth).
 //!
 //! The gate treats it as hostile input: at most `MAX_STATUS_BYTES`, strict JSON, every
-//! string bounded (`StatusReport::validate`). Unknown fields are ignored so that a newer
-//! agent can talk to an older server.
+//! string bounded and free of control characters and bidi overrides
+//! (`StatusReport::validate`; they would reach the admin's terminal). Unknown fields
+//! are ignored so that a newer agent can talk to an older server.
 
-use crate::{Invalid, MAX_REPORTED_ERRORS, MAX_REQUESTS, MAX_STATUS_BYTES, MAX_TEXT_LEN};
+use crate::{
+    check_text, Invalid, MAX_REPORTED_ERRORS, MAX_REQUESTS, MAX_STATUS_BYTES, MAX_TEXT_LEN,
+    MAX_VERSION_LEN,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,9 +80,11 @@ impl StatusReport {
 
     /// Check every bound a stored report must respect.
     pub fn validate(&self) -> Result<(), Invalid> {
-        let text_ok = |s: &Option<String>| s.as_ref().map_or(true, |s| s.len() <= MAX_TEXT_LEN);
-        if self.agent_version.len() > 64 || !text_ok(&self.client) || !text_ok(&self.last_error) {
-            return Err(Invalid("status report has an over-long string".into()));
+        check_text("agent_version", &self.agent_version, MAX_VERSION_LEN)?;
+        for (field, text) in [("client", &self.client), ("last_error", &self.last_error)] {
+            if let Some(t) = text {
+                check_text(field, t, MAX_TEXT_LEN)?;
+            }
         }
         if self.tunnels.len() > MAX_REQUESTS {
             return Err(Invalid(format!(
@@ -86,19 +92,22 @@ impl StatusReport {
                 MAX_REQUESTS
             )));
         }
-        if self
-            .tunnels
-            .iter()
-            .any(|t| t.local == 0 || t.remote == 0 || !text_ok(&t.last_error))
-        {
-            return Err(Invalid("status report has an invalid tunnel entry".into()));
+        for t in &self.tunnels {
+            if t.local == 0 || t.remote == 0 {
+                return Err(Invalid("status report has a tunnel on port 0".into()));
+            }
+            if let Some(e) = &t.last_error {
+                check_text("a tunnel's last_error", e, MAX_TEXT_LEN)?;
+            }
         }
-        if self.inbox_errors.len() > MAX_REPORTED_ERRORS
-            || self.inbox_errors.iter().any(|e| e.len() > MAX_TEXT_LEN)
-        {
-            return Err(Invalid(
-                "status report has too many or too long inbox errors".into(),
-            ));
+        if self.inbox_errors.len() > MAX_REPORTED_ERRORS {
+            return Err(Invalid(format!(
+                "status report has more than {} inbox errors",
+                MAX_REPORTED_ERRORS
+            )));
+        }
+        for e in &self.inbox_errors {
+            check_text("an inbox error", e, MAX_TEXT_LEN)?;
         }
         if self.load1.is_some_and(|l| !l.is_finite() || l < 0.0) {
             return Err(Invalid("status report has an invalid load".into()));
@@ -178,6 +187,29 @@ mod tests {
         assert!(StatusReport::from_device(r.to_json().as_bytes()).is_err());
         let mut r = sample();
         r.inbox_errors = vec!["e".into(); MAX_REPORTED_ERRORS + 1];
+        assert!(StatusReport::from_device(r.to_json().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn threat_25_terminal_control_in_any_string_is_refused() {
+        let hostile = "0.1\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}\u{202e}";
+        let mutations: [fn(&mut StatusReport, &str); 5] = [
+            |r, h| r.agent_version = h.into(),
+            |r, h| r.client = Some(h.into()),
+            |r, h| r.last_error = Some(h.into()),
+            |r, h| r.tunnels[0].last_error = Some(h.into()),
+            |r, h| r.inbox_errors = vec![h.into()],
+        ];
+        for (i, m) in mutations.iter().enumerate() {
+            for bad in [hostile, "a\u{85}b", "tab\there", "del\u{7f}"] {
+                let mut r = sample();
+                m(&mut r, bad);
+                let e = StatusReport::from_device(r.to_json().as_bytes()).unwrap_err();
+                assert!(e.0.contains("control character"), "mutation {}: {}", i, e);
+            }
+        }
+        let mut r = sample();
+        r.agent_version = "x".repeat(MAX_VERSION_LEN + 1);
         assert!(StatusReport::from_device(r.to_json().as_bytes()).is_err());
     }
 }

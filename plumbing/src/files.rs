@@ -1,0 +1,337 @@
+//! Files that are never half-written and never reached through a planted symlink.
+//!
+//! A write goes to a temp file beside its target, created with `O_EXCL|O_NOFOLLOW`
+//! (so a symlink in its place is never followed), fsynced when asked, then renamed over
+//! the target and the directory fsynced: a crash or a full disk leaves the previous
+//! file intact. [`prepare`] and [`Pending::commit`] are separate so that a caller can
+//! write several files and rename them only once all of them are safely on disk.
+//!
+//! Reads are bounded and refuse what is not a regular file (a FIFO or `/dev/zero`
+//! would block or never end); the open is non-blocking so that even a FIFO cannot
+//! hold the caller before the check.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// What every temp file's name ends with; [`remove_stale_temps`] looks for it.
+const TEMP_SUFFIX: &str = ".tmp";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fully written temp file waiting to replace its target.
+#[derive(Debug)]
+pub struct Pending {
+    tmp: PathBuf,
+    target: PathBuf,
+    sync: bool,
+    done: bool,
+}
+
+/// `.NAME.PID.N.NANOS.tmp` beside `target`: unique within and across processes.
+fn temp_name(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    target.with_file_name(format!(
+        ".{}.{}.{}.{}{}",
+        name,
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos,
+        TEMP_SUFFIX
+    ))
+}
+
+/// Open a new file exclusively, never through a symlink.
+pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Write `data` to a temp file beside `target` with exactly `mode`; fsync it when `sync`.
+pub fn prepare(target: &Path, data: &[u8], mode: u32, sync: bool) -> io::Result<Pending> {
+    let tmp = temp_name(target);
+    let mut pending = Pending {
+        tmp,
+        target: target.to_path_buf(),
+        sync,
+        done: false,
+    };
+    let mut f = match create_new(&pending.tmp, mode) {
+        Ok(f) => f,
+        Err(e) => {
+            // Not ours to remove: the name may belong to someone else's write.
+            pending.done = true;
+            return Err(e);
+        }
+    };
+    // The umask may have narrowed the mode: set it exactly. On any error the drop of
+    // `pending` removes the temp file.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(data)?;
+    if sync {
+        f.sync_all()?;
+    }
+    Ok(pending)
+}
+
+impl Pending {
+    /// The file this write replaces.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Rename the temp file over the target (and fsync the directory when syncing).
+    pub fn commit(mut self) -> io::Result<()> {
+        self.done = true;
+        if let Err(e) = std::fs::rename(&self.tmp, &self.target) {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(e);
+        }
+        if self.sync {
+            sync_dir(&self.target);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn sync_dir(file: &Path) {
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Prepare and commit in one step.
+pub fn write(target: &Path, data: &[u8], mode: u32, sync: bool) -> io::Result<()> {
+    prepare(target, data, mode, sync)?.commit()
+}
+
+/// Whether [`open_regular`] follows a symlink at the path itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// Files in directories someone else can write: a symlink is an error (ELOOP).
+    No,
+    /// Files an admin names (a log path may well be a link).
+    Yes,
+}
+
+/// Open `path` for reading if it is a regular file. The open never blocks (a FIFO is
+/// opened non-blocking, then refused); anything but a regular file is an
+/// `InvalidInput` error saying so.
+pub fn open_regular(path: &Path, follow: Follow) -> io::Result<File> {
+    let mut flags = libc::O_CLOEXEC | libc::O_NONBLOCK;
+    if follow == Follow::No {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
+}
+
+/// Read a regular file of at most `max` bytes without following a symlink.
+/// `Ok(None)` when it does not exist; larger files are an `InvalidData` error.
+pub fn read_bounded(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
+    let f = match open_regular(path, Follow::No) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut data = Vec::new();
+    f.take(max + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {} bytes", max),
+        ));
+    }
+    Ok(Some(data))
+}
+
+/// Create `dir` (and its parents) if missing, the last one with exactly `mode`. An
+/// existing directory is left as it is; a symlink or a file in its place is an error.
+pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "exists but is not a directory",
+            ))
+        }
+        Err(_) => {}
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+/// Remove `path`; a missing file is not an error.
+pub fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Remove the temp files of writes that never finished (a crash between prepare and
+/// commit) from `dir`, when older than `min_age`. Returns how many were removed.
+pub fn remove_stale_temps(dir: &Path, min_age: Duration) -> io::Result<usize> {
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.ends_with(TEMP_SUFFIX)) {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age >= min_age);
+        if meta.is_file() && old {
+            remove_if_present(&entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tempdir::TempDir;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn writes_replace_with_the_mode_and_leave_no_temp() {
+        let t = TempDir::new("files-write");
+        let p = t.join("f");
+        write(&p, b"one", 0o600, true).unwrap();
+        write(&p, b"two", 0o644, false).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(mode(&p), 0o644);
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+        assert!(write(&t.join("missing/f"), b"x", 0o600, true).is_err());
+        // A dropped pending write leaves nothing behind and the old file intact.
+        drop(prepare(&p, b"three", 0o600, false).unwrap());
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+        assert_eq!(read_bounded(&p, 3).unwrap().unwrap(), b"two");
+    }
+
+    #[test]
+    fn symlinks_are_replaced_never_followed() {
+        let t = TempDir::new("files-link");
+        let victim = t.join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let link = t.join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(read_bounded(&link, 100).is_err());
+        assert!(open_regular(&link, Follow::Yes).is_ok());
+        write(&link, b"new", 0o600, false).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(!std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn reads_are_bounded_and_only_of_regular_files() {
+        let t = TempDir::new("files-read");
+        let p = t.join("f");
+        std::fs::write(&p, b"12345").unwrap();
+        assert_eq!(read_bounded(&p, 5).unwrap().unwrap(), b"12345");
+        let e = read_bounded(&p, 4).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(read_bounded(&t.join("none"), 2).unwrap().is_none());
+        for special in ["/dev/zero", "/dev/null"] {
+            let e = open_regular(Path::new(special), Follow::Yes).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{}", special);
+        }
+        // A FIFO with no writer: refused at once, not waited on.
+        let fifo = t.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: a valid NUL-terminated path; mkfifo touches no memory of ours.
+        let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        assert_eq!(rc, 0);
+        let e = open_regular(&fifo, Follow::Yes).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(read_bounded(&t.join("."), 10).is_err(), "a directory");
+    }
+
+    #[test]
+    fn directories() {
+        let t = TempDir::new("files-dir");
+        let d = t.join("a/b/c");
+        ensure_dir(&d, 0o700).unwrap();
+        assert_eq!(mode(&d), 0o700);
+        ensure_dir(&d, 0o755).unwrap();
+        assert_eq!(mode(&d), 0o700, "an existing directory is left alone");
+        std::fs::write(t.join("file"), b"").unwrap();
+        assert!(ensure_dir(&t.join("file"), 0o700).is_err());
+        remove_if_present(&t.join("file")).unwrap();
+        remove_if_present(&t.join("file")).unwrap();
+    }
+
+    #[test]
+    fn stale_temps_are_found_by_name_and_age() {
+        let t = TempDir::new("files-stale");
+        let p = t.join("requests.json");
+        let pending = prepare(&p, b"x", 0o600, false).unwrap();
+        std::mem::forget(pending); // a crash between prepare and commit
+        std::fs::write(t.join("keep.json"), b"").unwrap();
+        std::fs::write(t.join(".hidden"), b"").unwrap();
+        assert_eq!(
+            remove_stale_temps(t.path(), Duration::from_secs(3600)).unwrap(),
+            0
+        );
+        assert_eq!(remove_stale_temps(t.path(), Duration::ZERO).unwrap(), 1);
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 2);
+    }
+}

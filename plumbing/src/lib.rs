@@ -1,0 +1,26 @@
+//! The plumbing the phonehome agent and the server tools share: one home for each
+//! low-level concern, so that the two sides cannot drift apart.
+//!
+//! - [`files`]: atomic writes that never follow a symlink, bounded reads of regular
+//!   files only, directories;
+//! - [`lock`]: flock, retried on EINTR;
+//! - [`process`]: signals, pidfds, `/proc`, process groups and sessions, the one
+//!   process runner (stdin fed or closed, output bounded, always reaped);
+//! - [`clock`]: the time, calendar arithmetic and its formats;
+//! - [`text`]: strict base64, shell quoting, and the terminal-safe sanitiser every
+//!   device- or log-supplied string goes through before a person sees it;
+//! - [`settings`]: the `name = value` file format both sides' config files use;
+//! - [`tempdir`]: private temp directories for tests.
+//!
+//! std and libc only, `io::Result` everywhere: the callers add the context (which
+//! file, which command) that makes an error worth reading. `unsafe` lives in
+//! [`process`], [`lock`] and [`clock`] only, each call commented.
+#![deny(unsafe_code)]
+
+pub mod clock;
+pub mod files;
+pub mod lock;
+pub mod process;
+pub mod settings;
+pub mod tempdir;
+pub mod text;

@@ -1,0 +1,808 @@
+//! Processes: who we are, signals that cannot hit a reused pid, what `/proc` says about
+//! a process, and the one runner every child process of phonehome goes through.
+//!
+//! Signals go through a pidfd ([`Handle`], Linux >= 5.3, which every supported OpenWrt
+//! runs): once the handle is open and the process checked, a signal reaches that
+//! process or none. On older kernels the handle falls back to the pid, checked against
+//! its start time just before each signal (a pid reused in that instant could still be
+//! hit). Killing by uid is done by a child that takes the uid and signals -1: the
+//! kernel then reaches exactly the processes of that uid, with no pid list to go stale.
+//!
+//! [`run`] starts a child in a process group of its own, feeds and closes its stdin,
+//! keeps at most so much of its stdout and stderr, kills the whole group at a deadline
+//! or when stdout overflows, and always reaps it. It waits with poll(2) on the pipes
+//! and a pidfd, without threads or sleeps, and kills stragglers of the group before
+//! reaping the leader so that the group id cannot have been reused.
+#![allow(unsafe_code)]
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SIGTERM: i32 = libc::SIGTERM;
+pub const SIGKILL: i32 = libc::SIGKILL;
+
+/// How long a finished child's pipes may stay open (held by something it left behind)
+/// before its process group is killed.
+pub const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// Wake-up interval when the kernel has no pidfd to wait on.
+const FALLBACK_TICK: Duration = Duration::from_millis(50);
+
+/// The real uid of this process.
+pub fn getuid() -> u32 {
+    // SAFETY: getuid has no arguments, cannot fail and touches no memory of ours.
+    unsafe { libc::getuid() }
+}
+
+/// The effective uid.
+pub fn geteuid() -> u32 {
+    // SAFETY: as getuid.
+    unsafe { libc::geteuid() }
+}
+
+fn checked_pid(pid: u32) -> io::Result<libc::pid_t> {
+    match libc::pid_t::try_from(pid) {
+        Ok(p) if p > 1 => Ok(p),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal pid {}", pid),
+        )),
+    }
+}
+
+fn cvt(rc: libc::c_long) -> io::Result<libc::c_long> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Send `sig` to every process of group `pgid` (never 0 or 1: our own group, init).
+pub fn kill_group(pgid: u32, sig: i32) -> io::Result<()> {
+    let pgid = checked_pid(pgid)?;
+    // SAFETY: killpg takes two integers and has no memory effects.
+    cvt(unsafe { libc::killpg(pgid, sig) } as libc::c_long).map(drop)
+}
+
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// `R`, `S`, `T` (stopped), `Z` (zombie), ...
+    pub state: char,
+    /// Field 22: clock ticks after boot when it started. With the pid, it names one
+    /// process for the whole life of the system.
+    pub start_time: u64,
+}
+
+impl Stat {
+    /// Gone for every purpose: a zombie or dead.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+    /// Stopped by a signal (SIGSTOP) or a tracer.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.state, 'T' | 't')
+    }
+}
+
+/// The state and start time of `pid`, if it exists.
+pub fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{}/stat", pid)).ok()?;
+    parse_stat(&text)
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
+    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some(Stat {
+        state,
+        start_time: fields.nth(18)?.parse().ok()?,
+    })
+}
+
+/// The argv of `pid` as `/proc/<pid>/cmdline` shows it.
+pub fn cmdline(pid: u32) -> Option<Vec<String>> {
+    let data = std::fs::read(format!("/proc/{}/cmdline", pid)).ok()?;
+    Some(split_nul(&data))
+}
+
+/// One variable of `pid`'s initial environment (readable for our own processes).
+pub fn environ_var(pid: u32, name: &str) -> Option<String> {
+    let data = std::fs::read(format!("/proc/{}/environ", pid)).ok()?;
+    split_nul(&data)
+        .into_iter()
+        .find_map(|kv| kv.strip_prefix(&format!("{}=", name)).map(str::to_string))
+}
+
+fn split_nul(data: &[u8]) -> Vec<String> {
+    let data = data.strip_suffix(b"\0").unwrap_or(data);
+    if data.is_empty() {
+        return Vec::new();
+    }
+    data.split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// Every pid in `/proc` (processes, not threads).
+pub fn all_pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Pids of the processes whose real uid is `uid` (this process excluded).
+pub fn pids_of_uid(uid: u32) -> Vec<u32> {
+    let me = std::process::id();
+    all_pids()
+        .into_iter()
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{}/status", pid))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<u32>()
+                        .ok()
+                })
+                == Some(uid)
+        })
+        .collect()
+}
+
+/// Send `sig` to every process of `uid` (and `gid`): a child takes that uid and calls
+/// kill(-1), which reaches exactly the processes that uid may signal, itself excepted.
+/// Refuses uid 0.
+pub fn kill_uid(uid: u32, gid: u32, sig: i32) -> io::Result<()> {
+    if uid == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to signal every process of uid 0",
+        ));
+    }
+    let mut cmd = Command::new("/bin/true");
+    cmd.uid(uid)
+        .gid(gid)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure runs in the forked child after std has dropped to `uid`;
+    // kill and _exit are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::kill(-1, sig);
+            libc::_exit(0)
+        });
+    }
+    let status = cmd.status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "the child that signals uid {} failed: {}",
+            uid, status
+        )))
+    }
+}
+
+/// A process to signal: its pidfd when the kernel has them, else its pid and start time.
+#[derive(Debug)]
+pub struct Handle {
+    pid: u32,
+    start_time: u64,
+    fd: Option<OwnedFd>,
+}
+
+impl Handle {
+    /// Open a handle on `pid`. `NotFound` if it does not exist. Check the process
+    /// (its [`stat`], [`cmdline`]) *after* opening: what was checked then is what the
+    /// handle signals.
+    pub fn open(pid: u32) -> io::Result<Handle> {
+        let p = checked_pid(pid)?;
+        let gone = || io::Error::new(io::ErrorKind::NotFound, format!("no process {}", pid));
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, p, 0) };
+        let fd = match cvt(rc) {
+            // SAFETY: a successful pidfd_open returns a descriptor nobody else owns.
+            Ok(fd) => Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(gone()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => None,
+            Err(e) => return Err(e),
+        };
+        let start_time = stat(pid).ok_or_else(gone)?.start_time;
+        Ok(Handle {
+            pid,
+            start_time,
+            fd,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The start time of the process this handle names.
+    pub fn start_time(&self) -> u64 {
+        self.start_time
+    }
+
+    /// Send `sig`. `NotFound` when the process is gone.
+    pub fn signal(&self, sig: i32) -> io::Result<()> {
+        let rc = match &self.fd {
+            // SAFETY: a live pidfd, a signal number, no siginfo, no flags.
+            Some(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    sig,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            },
+            None => {
+                if self.has_exited() {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                // SAFETY: kill takes two integers; the pid was checked just above.
+                unsafe { libc::kill(self.pid as libc::pid_t, sig) as libc::c_long }
+            }
+        };
+        match cvt(rc) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                Err(io::Error::new(io::ErrorKind::NotFound, e.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True once the process has exited (zombie or reaped).
+    pub fn has_exited(&self) -> bool {
+        match &self.fd {
+            Some(fd) => poll_readable(fd.as_raw_fd(), Duration::ZERO),
+            None => stat(self.pid).map_or(true, |s| s.start_time != self.start_time || s.is_dead()),
+        }
+    }
+
+    /// Wait up to `limit` for the process to exit; true if it did.
+    pub fn wait_exit(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match &self.fd {
+                Some(fd) => {
+                    if poll_readable(fd.as_raw_fd(), left) || self.has_exited() {
+                        return true;
+                    }
+                }
+                None if self.has_exited() => return true,
+                None => std::thread::sleep(left.min(FALLBACK_TICK)),
+            }
+            if left.is_zero() {
+                return self.has_exited();
+            }
+        }
+    }
+}
+
+/// poll(2) one descriptor for input (a pidfd is readable once its process exited).
+fn poll_readable(fd: RawFd, timeout: Duration) -> bool {
+    let mut p = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    poll(&mut p, Some(timeout)).is_ok_and(|n| n > 0)
+}
+
+fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
+    loop {
+        // SAFETY: `fds` is a live, correctly sized array of pollfd for the call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Make `cmd`'s child die with SIGKILL when the thread that spawned it goes away (a
+/// killed agent must not leave its poll behind). Linux sends the signal when the
+/// spawning *thread* exits: call it from the main thread.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: getpid has no memory effects.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: prctl, getppid and _exit are async-signal-safe and touch no memory of
+    // the parent; the closure captures a plain integer.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Start `cmd`'s child in a session of its own, so that it outlives the process that
+/// started it and no terminal signal (hangup, ^C) reaches it.
+pub fn new_session(cmd: &mut Command) {
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A command line for messages, shell-quoted (never executed).
+pub fn render(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| crate::text::shell_quote(&a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Bounds of one [`run`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Kill the process group past this.
+    pub timeout: Duration,
+    /// Most stdout kept; past it the group is killed and `stdout_overflow` set.
+    pub max_stdout: usize,
+    /// Most stderr kept; the rest is read and dropped.
+    pub max_stderr: usize,
+}
+
+/// What came out of one [`run`].
+#[derive(Debug)]
+pub struct Output {
+    /// `None` when it was killed (timeout or overflow).
+    pub status: Option<ExitStatus>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+    /// It wrote more than `max_stdout`: it was killed, `stdout` holds the first bytes.
+    pub stdout_overflow: bool,
+}
+
+/// Why a command did not succeed, as data; `Display` names the command and its stderr.
+#[derive(Debug)]
+pub struct CommandError {
+    /// The command line, shell-quoted.
+    pub command: String,
+    pub kind: CommandErrorKind,
+}
+
+#[derive(Debug)]
+pub enum CommandErrorKind {
+    /// It could not be started.
+    Spawn(io::Error),
+    /// It ran past its deadline and was killed.
+    TimedOut(Duration),
+    /// It exited unsuccessfully; `stderr` is its last words, cleaned for a terminal.
+    Exited { status: ExitStatus, stderr: String },
+}
+
+impl CommandError {
+    /// The exit code, when it exited by itself.
+    pub fn exit_code(&self) -> Option<i32> {
+        match &self.kind {
+            CommandErrorKind::Exited { status, .. } => status.code(),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            CommandErrorKind::Spawn(e) => write!(f, "cannot run `{}`: {}", self.command, e),
+            CommandErrorKind::TimedOut(t) => write!(
+                f,
+                "`{}` did not finish within {} s and was killed",
+                self.command,
+                t.as_secs()
+            ),
+            CommandErrorKind::Exited { status, stderr } if stderr.is_empty() => {
+                write!(f, "`{}` failed ({})", self.command, status)
+            }
+            CommandErrorKind::Exited { status, stderr } => {
+                write!(f, "`{}` failed ({}): {}", self.command, status, stderr)
+            }
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// Run `cmd` within `limits`; success or a [`CommandError`] naming it and its stderr.
+pub fn run_checked(
+    cmd: &mut Command,
+    stdin: &[u8],
+    limits: &Limits,
+) -> Result<Output, CommandError> {
+    let command = render(cmd);
+    let out = run(cmd, stdin, limits).map_err(|e| CommandError {
+        command: command.clone(),
+        kind: CommandErrorKind::Spawn(e),
+    })?;
+    match out.status {
+        Some(s) if s.success() => Ok(out),
+        Some(status) => Err(CommandError {
+            command,
+            kind: CommandErrorKind::Exited {
+                status,
+                stderr: crate::text::for_terminal(String::from_utf8_lossy(&out.stderr).trim(), 400)
+                    .replace('\n', "; "),
+            },
+        }),
+        None => Err(CommandError {
+            command,
+            kind: CommandErrorKind::TimedOut(limits.timeout),
+        }),
+    }
+}
+
+/// Run `cmd` with `stdin` written then closed, in a process group of its own, within
+/// `limits`. The child is always reaped before this returns.
+pub fn run(cmd: &mut Command, stdin: &[u8], limits: &Limits) -> io::Result<Output> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn()?;
+    let result = supervise(&mut child, stdin, limits);
+    if result.is_err() {
+        let _ = kill_group(child.id(), SIGKILL);
+    }
+    // Reaped last: until now the leader's pid (and so the group id) cannot be reused.
+    let status = child.wait();
+    let mut out = result?;
+    let status = status?;
+    if !out.timed_out && !out.stdout_overflow {
+        out.status = Some(status);
+    } else if status.signal().is_none() {
+        // It exited by itself at the last moment: keep what it said.
+        out.status = Some(status);
+    }
+    Ok(out)
+}
+
+struct Pipe {
+    fd: Option<OwnedFd>,
+    kept: Vec<u8>,
+    max: usize,
+    overflow: bool,
+}
+
+impl Pipe {
+    fn new(fd: Option<OwnedFd>, max: usize) -> Pipe {
+        Pipe {
+            fd,
+            kept: Vec::new(),
+            max,
+            overflow: false,
+        }
+    }
+
+    /// Read what is there; drop the fd at EOF.
+    fn read(&mut self) -> io::Result<()> {
+        let Some(fd) = &self.fd else { return Ok(()) };
+        let mut buf = [0u8; 8192];
+        // SAFETY: ManuallyDrop keeps the borrowed descriptor open; File reads it.
+        let mut f =
+            std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) });
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => {
+                    self.fd = None;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    let room = self.max.saturating_sub(self.kept.len());
+                    self.kept.extend_from_slice(&buf[..n.min(room)]);
+                    if n > room {
+                        self.overflow = true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own, plain integer arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn owned<T: Into<OwnedFd>>(x: Option<T>) -> io::Result<Option<OwnedFd>> {
+    match x.map(Into::into) {
+        Some(fd) => {
+            set_nonblocking(fd.as_raw_fd())?;
+            Ok(Some(fd))
+        }
+        None => Ok(None),
+    }
+}
+
+/// True once `pid` (our child) has exited, without reaping it.
+fn exited_unreaped(pid: u32) -> bool {
+    // SAFETY: siginfo_t is plain data; waitid writes only into it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: si_pid is valid to read for a waitid result.
+    rc == 0 && unsafe { info.si_pid() } != 0
+}
+
+fn supervise(child: &mut Child, stdin: &[u8], limits: &Limits) -> io::Result<Output> {
+    let pid = child.id();
+    let deadline = Instant::now() + limits.timeout;
+    let mut input = owned(child.stdin.take())?;
+    let mut written = 0;
+    if stdin.is_empty() {
+        input = None;
+    }
+    let mut out = Pipe::new(owned(child.stdout.take())?, limits.max_stdout);
+    let mut err = Pipe::new(owned(child.stderr.take())?, limits.max_stderr);
+    let pidfd = Handle::open(pid).ok().and_then(|h| h.fd);
+    let mut exited_at: Option<Instant> = None;
+    let mut killed = false;
+    let mut timed_out = false;
+    loop {
+        if exited_at.is_none() && exited_unreaped(pid) {
+            exited_at = Some(Instant::now());
+        }
+        let pipes_open = out.fd.is_some() || err.fd.is_some();
+        if exited_at.is_some() && !pipes_open {
+            break;
+        }
+        let now = Instant::now();
+        if !killed && out.overflow {
+            let _ = kill_group(pid, SIGKILL);
+            killed = true;
+        }
+        if !killed && now >= deadline {
+            let _ = kill_group(pid, SIGKILL);
+            killed = true;
+            timed_out = true;
+        }
+        if let Some(t) = exited_at {
+            if now >= t + OUTPUT_GRACE {
+                // Something it left behind holds the pipes: the group goes too.
+                if !killed {
+                    let _ = kill_group(pid, SIGKILL);
+                    killed = true;
+                }
+                if now >= t + 2 * OUTPUT_GRACE {
+                    break;
+                }
+            }
+        }
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(4);
+        let mut push = |fd: &Option<OwnedFd>, events| {
+            if let Some(fd) = fd {
+                fds.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events,
+                    revents: 0,
+                });
+            }
+        };
+        push(&out.fd, libc::POLLIN);
+        push(&err.fd, libc::POLLIN);
+        push(&input, libc::POLLOUT);
+        if exited_at.is_none() {
+            push(&pidfd, libc::POLLIN);
+        }
+        let wake = match exited_at {
+            Some(t) => (t + 2 * OUTPUT_GRACE).min(deadline.max(now)),
+            None => deadline,
+        };
+        let mut timeout = wake
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
+        if pidfd.is_none() && exited_at.is_none() {
+            timeout = timeout.min(FALLBACK_TICK);
+        }
+        if killed {
+            timeout = timeout.min(FALLBACK_TICK);
+        }
+        poll(&mut fds, Some(timeout))?;
+        out.read()?;
+        err.read()?;
+        if let Some(fd) = &input {
+            // SAFETY: ManuallyDrop keeps the borrowed descriptor open; File writes it.
+            let mut f =
+                std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) });
+            match f.write(&stdin[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // EPIPE: it closed its stdin; what it did not read is its business.
+                Err(_) => written = stdin.len(),
+            }
+            if written >= stdin.len() {
+                input = None;
+            }
+        }
+    }
+    Ok(Output {
+        status: None,
+        stdout: out.kept,
+        stderr: err.kept,
+        timed_out,
+        stdout_overflow: out.overflow,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    const LIMITS: Limits = Limits {
+        timeout: Duration::from_secs(20),
+        max_stdout: 8,
+        max_stderr: 1024,
+    };
+
+    #[test]
+    fn stat_lines_with_odd_names() {
+        let s =
+            parse_stat("42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 12345 0")
+                .unwrap();
+        assert_eq!(
+            s,
+            Stat {
+                state: 'S',
+                start_time: 12345
+            }
+        );
+        let me = stat(std::process::id()).unwrap();
+        assert!(!me.is_dead());
+        assert!(cmdline(std::process::id()).unwrap().len() >= 1);
+        assert_eq!(
+            environ_var(std::process::id(), "PHONEHOME_NO_SUCH_VAR"),
+            None
+        );
+    }
+
+    #[test]
+    fn feeds_stdin_and_bounds_stdout() {
+        let out = run(
+            &mut sh("cat; printf 0123456789; echo err >&2"),
+            b"in-",
+            &LIMITS,
+        )
+        .unwrap();
+        assert_eq!(out.stdout, b"in-01234");
+        assert!(out.stdout_overflow);
+        assert!(out.status.is_none() || out.stderr == b"err\n");
+        let out = run(&mut sh("cat; echo err >&2"), b"in", &LIMITS).unwrap();
+        assert_eq!(out.stdout, b"in");
+        assert_eq!(out.stderr, b"err\n");
+        assert!(out.status.unwrap().success() && !out.timed_out && !out.stdout_overflow);
+    }
+
+    #[test]
+    fn an_answer_that_never_ends_is_cut_at_the_limit() {
+        let start = Instant::now();
+        let out = run(&mut sh("yes"), b"", &LIMITS).unwrap();
+        assert!(out.stdout_overflow && out.status.is_none());
+        assert_eq!(out.stdout.len(), 8);
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_client_that_never_reads_stdin_does_not_block() {
+        let big = vec![b'x'; 1 << 20];
+        let out = run(&mut sh("exec 0<&-; echo done"), &big, &LIMITS).unwrap();
+        assert_eq!(out.stdout, b"done\n");
+    }
+
+    #[test]
+    fn does_not_wait_for_a_straggler_holding_the_pipes() {
+        let start = Instant::now();
+        let out = run(&mut sh("echo out; sleep 30 & exit 3"), b"", &LIMITS).unwrap();
+        assert_eq!(out.status.unwrap().code(), Some(3));
+        assert_eq!(out.stdout, b"out\n");
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn kills_a_hang_and_its_group() {
+        let start = Instant::now();
+        let limits = Limits {
+            timeout: Duration::from_millis(300),
+            max_stdout: 64,
+            ..LIMITS
+        };
+        let out = run(&mut sh("sleep 30 & echo $!; sleep 30"), b"", &limits).unwrap();
+        assert!(out.timed_out && out.status.is_none());
+        assert!(start.elapsed() < Duration::from_secs(10));
+        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let h = Handle::open(pid);
+        assert!(h.map_or(true, |h| h.wait_exit(Duration::from_secs(5))));
+    }
+
+    #[test]
+    fn checked_runs_say_what_failed() {
+        let e = run_checked(&mut sh("echo 'it broke' >&2; exit 8"), b"", &LIMITS).unwrap_err();
+        assert_eq!(e.exit_code(), Some(8));
+        assert_eq!(
+            e.to_string(),
+            "`/bin/sh -c 'echo '\\''it broke'\\'' >&2; exit 8'` failed (exit status: 8): it broke"
+        );
+        let e = run_checked(&mut Command::new("/nonexistent/x"), b"", &LIMITS).unwrap_err();
+        assert!(matches!(e.kind, CommandErrorKind::Spawn(_)), "{}", e);
+    }
+
+    #[test]
+    fn handles_signal_the_process_they_were_opened_on() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let h = Handle::open(child.id()).unwrap();
+        assert!(!h.has_exited());
+        assert!(!h.wait_exit(Duration::from_millis(50)));
+        h.signal(SIGTERM).unwrap();
+        assert!(h.wait_exit(Duration::from_secs(5)));
+        child.wait().unwrap();
+        // Reaped: the pidfd still names the dead process, never a newcomer.
+        assert_eq!(
+            h.signal(SIGTERM).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert!(Handle::open(u32::MAX).is_err());
+        assert!(Handle::open(1).is_err(), "init is never a target");
+    }
+}

@@ -238,6 +238,20 @@ pub fn remove_stale_temps(dir: &Path, min_age: Duration) -> io::Result<usize> {
     Ok(removed)
 }
 
+/// Bytes an unprivileged process can still write on the file system holding `path`.
+#[allow(unsafe_code)]
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data; all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a live struct to fill.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +317,12 @@ mod tests {
         let e = open_regular(&fifo, Follow::Yes).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(read_bounded(&t.join("."), 10).is_err(), "a directory");
+    }
+
+    #[test]
+    fn free_space() {
+        assert!(free_bytes(Path::new("/")).is_some_and(|b| b > 0));
+        assert_eq!(free_bytes(Path::new("/nonexistent/x")), None);
     }
 
     #[test]

@@ -711,7 +711,7 @@ mod tests {
         );
         let me = stat(std::process::id()).unwrap();
         assert!(!me.is_dead());
-        assert!(cmdline(std::process::id()).unwrap().len() >= 1);
+        assert!(!cmdline(std::process::id()).unwrap().is_empty());
         assert_eq!(
             environ_var(std::process::id(), "PHONEHOME_NO_SUCH_VAR"),
             None

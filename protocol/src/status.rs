@@ -94,7 +94,9 @@ impl StatusReport {
         }
         for t in &self.tunnels {
             if t.local == 0 || t.remote == 0 {
-                return Err(Invalid("status report has a tunnel on port 0".into()));
+                return Err(Invalid(
+                    "status report has an invalid tunnel entry (port 0)".into(),
+                ));
             }
             if let Some(e) = &t.last_error {
                 check_text("a tunnel's last_error", e, MAX_TEXT_LEN)?;

@@ -1,15 +1,12 @@
-//! Command line: flags and the config file merged into `Settings` (flags win), help and
-//! version, and the exit status of each outcome (see docs/ARCHITECTURE.md).
+//! Command line: parse the flags, merge them over the config file (`config::load`),
+//! answer `--help` and `--version`, and dispatch; the exit status of each outcome is
+//! `failure::Failure`'s.
 
-use crate::config::{parse_config_file, Settings, DEFAULT_CONFIG, MAX_CONFIG_BYTES, VALUE_OPTIONS};
-use crate::poll::{Failure, Outcome};
+use crate::config::{self, VALUE_OPTIONS};
+use crate::failure::{Failure, EXIT_OK, EXIT_USAGE};
+use crate::poll::Outcome;
 use crate::{commands, logging, poll, setup};
 use getopts::Options;
-use std::io::Read;
-
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_FAILED: i32 = 1;
-pub const EXIT_USAGE: i32 = 2;
 
 const COMMANDS: &[(&str, &str)] = &[
     (
@@ -131,7 +128,7 @@ pub fn run(args: &[String]) -> i32 {
             given.push((name.to_string(), v));
         }
     }
-    let settings = match load_settings(&given, command != "setup") {
+    let settings = match config::load(&given, command != "setup") {
         Ok(s) => s,
         Err(e) => {
             eprintln!("phonehome {}: {}", command, e);
@@ -151,49 +148,12 @@ pub fn run(args: &[String]) -> i32 {
     };
     match result {
         Ok(()) => EXIT_OK,
-        Err(Failure::Config(e)) => {
-            log::error!("{}: {}", command, e);
-            EXIT_USAGE
-        }
-        Err(Failure::Failed(e)) => {
-            log::error!("{} failed: {}", command, e);
-            EXIT_FAILED
-        }
-    }
-}
-
-/// Defaults, then the config file (unless `read_file` is false), then the flags.
-fn load_settings(given: &[(String, String)], read_file: bool) -> Result<Settings, String> {
-    let mut s = Settings::default();
-    let explicit = given
-        .iter()
-        .find(|(n, _)| n == "config")
-        .map(|(_, v)| v.clone());
-    if read_file {
-        let path = explicit
-            .clone()
-            .unwrap_or_else(|| DEFAULT_CONFIG.to_string());
-        match std::fs::File::open(&path) {
-            Ok(f) => {
-                let mut text = String::new();
-                f.take(MAX_CONFIG_BYTES)
-                    .read_to_string(&mut text)
-                    .map_err(|e| format!("cannot read config file {}: {}", path, e))?;
-                for fs in parse_config_file(&text).map_err(|e| format!("{} {}", path, e))? {
-                    s.apply(&fs.name, &fs.value)
-                        .map_err(|e| format!("{} line {}: {}", path, fs.line, e))?;
-                }
+        Err(f) => {
+            match &f {
+                Failure::Config(e) => log::error!("{}: {}", command, e),
+                Failure::Failed(e) => log::error!("{} failed: {}", command, e),
             }
-            Err(e) if explicit.is_none() && e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot read config file {}: {}", path, e)),
+            f.exit_code()
         }
     }
-    if given.iter().any(|(n, _)| n == "host-key") {
-        s.host_keys.clear();
-    }
-    for (name, value) in given.iter().filter(|(n, _)| n != "config") {
-        s.apply(name, value)
-            .map_err(|e| format!("--{}: {}", name, e))?;
-    }
-    Ok(s)
 }

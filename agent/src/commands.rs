@@ -1,17 +1,18 @@
 //! The small commands: `id`, `status` and `stop`.
 
 use crate::config::Settings;
-use crate::files::RunDir;
-use crate::poll::{self, Failure};
-use crate::report::{self, now};
-use crate::state::{format_utc, LastPoll};
-use crate::sys;
+use crate::device_id;
+use crate::failure::Failure;
+use crate::last_poll::LastPoll;
+use crate::report;
+use crate::rundir::RunDir;
 use crate::tunnels;
+use phonehome_plumbing::clock::{format_utc, now};
 use phonehome_protocol::{TunnelState, TunnelStatus};
 use serde::Serialize;
 
 pub fn id(settings: &Settings) -> Result<(), Failure> {
-    println!("{}", poll::device(settings)?);
+    println!("{}", device_id::of(settings)?);
     Ok(())
 }
 
@@ -33,7 +34,7 @@ pub fn status(settings: &Settings, json: bool) -> Result<(), Failure> {
     let run = RunDir::new(&settings.run_dir);
     let view = StatusView {
         last_poll: LastPoll::load(&run),
-        tunnels: tunnels::survey(&run, false)
+        tunnels: tunnels::inspect(&run)
             .into_iter()
             .map(|o| TunnelView {
                 pid: o.record.pid,
@@ -48,7 +49,7 @@ pub fn status(settings: &Settings, json: bool) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    let t = now();
+    let t = now() as u64;
     match &view.last_poll {
         None => println!("last poll: none yet (run dir {})", run.root.display()),
         Some(p) => {
@@ -56,7 +57,7 @@ pub fn status(settings: &Settings, json: bool) -> Result<(), Failure> {
             println!(
                 "last poll: {} at {} ({} s ago){}",
                 if p.ok { "ok" } else { "FAILED" },
-                format_utc(p.time),
+                format_utc(p.time as i64),
                 ago,
                 p.client
                     .as_deref()
@@ -94,7 +95,7 @@ pub fn status(settings: &Settings, json: bool) -> Result<(), Failure> {
             v.local,
             v.remote,
             state,
-            format_utc(v.since.unwrap_or(0)),
+            format_utc(v.since.unwrap_or(0) as i64),
             v.restarts
         );
         if let Some(e) = &v.last_error {
@@ -112,9 +113,7 @@ pub fn stop(settings: &Settings) -> Result<(), Failure> {
         println!("no tunnels (no run dir {})", run.root.display());
         return Ok(());
     }
-    let lock = poll::open_lock(&run)?;
-    sys::lock(&lock)
-        .map_err(|e| Failure::Failed(format!("cannot lock {}: {}", run.lock().display(), e)))?;
+    let _lock = run.lock()?;
     let mut errors = Vec::new();
     let mut stopped = 0;
     for rec in tunnels::load_records(&run) {

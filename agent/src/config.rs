@@ -1,20 +1,23 @@
-//! Settings of the agent: their defaults, the `name = value` config file, and the
-//! validation of every value that ends up in an ssh command line. The server host and
-//! account are checked here, once, so that nothing shaped like an ssh option, a
-//! dbclient multihop (`a,b`, `h/22`, `h^22`) or a second user (`u@h`) can ever reach
-//! argv (CVE-2025-47203).
+//! Settings of the agent: their defaults, the config file (`name = value`, the format
+//! in `phonehome_plumbing::settings`) merged under the flags, and the validation of
+//! every value that ends up in an ssh command line. The server host and account follow
+//! the protocol's rules (`phonehome_protocol::validate_host`), so that nothing shaped
+//! like an ssh option, a dbclient multihop or a second user can ever reach argv, and
+//! so that every line the server prints is one the agent takes.
 
-use crate::hostkey::HostKey;
-use phonehome_protocol::{parse_port, DeviceId};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use crate::known_hosts::parse_host_key;
+use phonehome_plumbing::{files, settings};
+use phonehome_protocol::sshkey::PublicKey;
+use phonehome_protocol::{
+    parse_port, validate_account, validate_host, DeviceId, DEFAULT_KEEPALIVE_SECS,
+    DEFAULT_POLL_TIMEOUT_SECS,
+};
 use std::path::PathBuf;
 
 pub const DEFAULT_CONFIG: &str = "/etc/phonehome/phonehome.conf";
 pub const DEFAULT_KEY: &str = "/etc/phonehome/id_dropbear";
 pub const DEFAULT_KNOWN_HOSTS: &str = "/etc/phonehome/known_hosts";
 pub const DEFAULT_RUN_DIR: &str = "/var/run/phonehome";
-pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
-pub const DEFAULT_KEEPALIVE_SECS: u64 = 30;
 pub const MAX_TIMEOUT_SECS: u64 = 3600;
 pub const MAX_JITTER_SECS: u64 = 300;
 /// Longest config file read; a real one is a few hundred bytes.
@@ -75,7 +78,7 @@ pub struct Settings {
     pub account: Option<String>,
     pub key: PathBuf,
     pub known_hosts: PathBuf,
-    pub host_keys: Vec<HostKey>,
+    pub host_keys: Vec<PublicKey>,
     pub client: ClientChoice,
     pub interface: Option<String>,
     pub device_id: Option<DeviceId>,
@@ -101,7 +104,7 @@ impl Default for Settings {
             run_dir: DEFAULT_RUN_DIR.into(),
             log: LogTarget::Auto,
             jitter: 0,
-            timeout: DEFAULT_TIMEOUT_SECS,
+            timeout: DEFAULT_POLL_TIMEOUT_SECS,
             keepalive: DEFAULT_KEEPALIVE_SECS,
         }
     }
@@ -112,17 +115,17 @@ impl Settings {
     pub fn apply(&mut self, name: &str, value: &str) -> Result<(), String> {
         match name {
             "server" => {
-                validate_host(value)?;
+                validate_host(value).map_err(|e| e.0)?;
                 self.server = Some(value.to_string());
             }
             "port" => self.port = parse_port(value).map_err(|e| e.0)?,
             "account" => {
-                validate_account(value)?;
+                validate_account(value).map_err(|e| e.0)?;
                 self.account = Some(value.to_string());
             }
             "key" => self.key = path(name, value)?,
             "known-hosts" => self.known_hosts = path(name, value)?,
-            "host-key" => self.host_keys.push(HostKey::parse(value)?),
+            "host-key" => self.host_keys.push(parse_host_key(value)?),
             "client" => {
                 self.client = match value {
                     "auto" => ClientChoice::Auto,
@@ -172,91 +175,50 @@ impl Settings {
     }
 }
 
-/// One `name = value` setting of a config file, with its 1-based line number.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileSetting {
-    pub line: usize,
-    pub name: String,
-    pub value: String,
-}
-
-/// Split a config file into settings: blank lines and `#` comments are skipped, every
-/// other line must be `name = value` with a known name. Only `host-key` may repeat.
-pub fn parse_config_file(text: &str) -> Result<Vec<FileSetting>, String> {
-    let mut out: Vec<FileSetting> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let (name, value) = trimmed.split_once('=').ok_or_else(|| {
-            format!(
-                "line {}: expected `name = value`, found {:?}",
-                line, trimmed
-            )
-        })?;
-        let (name, value) = (name.trim(), value.trim());
-        if !VALUE_OPTIONS.iter().any(|(n, _, _)| *n == name) {
-            return Err(format!("line {}: unknown setting {:?}", line, name));
-        }
-        if name != "host-key" {
-            if let Some(first) = out.iter().find(|s| s.name == name) {
-                return Err(format!(
-                    "line {}: {} is already set on line {}",
-                    line, name, first.line
-                ));
+/// Defaults, then the config file (unless `read_file` is false), then the flags
+/// (`given`: name without `--`, value, in order; `config` names the file). A missing
+/// default file is fine, a missing explicit one is an error.
+pub fn load(given: &[(String, String)], read_file: bool) -> Result<Settings, String> {
+    let mut s = Settings::default();
+    let explicit = given
+        .iter()
+        .find(|(n, _)| n == "config")
+        .map(|(_, v)| v.as_str());
+    // `--config /dev/null`: no config file, as usual on the command line.
+    if read_file && explicit != Some("/dev/null") {
+        let path = explicit.unwrap_or(DEFAULT_CONFIG);
+        match files::read_bounded(std::path::Path::new(path), MAX_CONFIG_BYTES) {
+            Ok(Some(data)) => {
+                let text = String::from_utf8_lossy(&data);
+                for fs in parse_config_file(&text).map_err(|e| format!("{} {}", path, e))? {
+                    s.apply(&fs.name, &fs.value)
+                        .map_err(|e| format!("{} line {}: {}", path, fs.line, e))?;
+                }
             }
+            Ok(None) if explicit.is_none() => {}
+            Ok(None) => {
+                return Err(format!(
+                    "cannot read config file {}: it does not exist",
+                    path
+                ))
+            }
+            Err(e) => return Err(format!("cannot read config file {}: {}", path, e)),
         }
-        out.push(FileSetting {
-            line,
-            name: name.to_string(),
-            value: value.to_string(),
-        });
     }
-    Ok(out)
+    if given.iter().any(|(n, _)| n == "host-key") {
+        s.host_keys.clear();
+    }
+    for (name, value) in given.iter().filter(|(n, _)| n != "config") {
+        s.apply(name, value)
+            .map_err(|e| format!("--{}: {}", name, e))?;
+    }
+    Ok(s)
 }
 
-/// A server host: a DNS name (letters, digits, `-`, dots) or an IP literal. Nothing
-/// else, so that it can never be read by ssh or dbclient as an option, a user, a port
-/// or a multihop list.
-pub fn validate_host(s: &str) -> Result<(), String> {
-    if s.parse::<Ipv4Addr>().is_ok() || s.parse::<Ipv6Addr>().is_ok() {
-        return Ok(());
-    }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    if !s.is_empty() && s.len() <= 253 && s.split('.').all(label_ok) {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid server host {:?}: use a host name (letters, digits, '-' and '.') or an IP address",
-            s.escape_debug().to_string()
-        ))
-    }
-}
-
-/// A server account: a portable Unix user name (`device6466b34bde54`).
-pub fn validate_account(s: &str) -> Result<(), String> {
-    let b = s.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= 32
-        && (b[0].is_ascii_lowercase() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid account {:?}: use a Unix user name (a-z, 0-9, '_', '-', starting with a letter)",
-            s
-        ))
-    }
+/// The settings of a config file's text, each with its line.
+pub fn parse_config_file(text: &str) -> Result<Vec<settings::Setting>, settings::LineError> {
+    let names: Vec<&str> = VALUE_OPTIONS.iter().map(|o| o.0).collect();
+    settings::parse(text, &names, &["host-key"])
 }
 
 fn validate_interface(s: &str) -> Result<(), String> {
@@ -294,93 +256,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hosts_are_names_or_ip_literals_only() {
-        for ok in [
-            "198.51.100.1",
-            "::1",
-            "2001:db8::1",
-            "example.org",
-            "a",
-            "srv-1.example.org",
-            "localhost",
-        ] {
-            assert!(validate_host(ok).is_ok(), "{:?} refused", ok);
-        }
-        for bad in [
-            "-oProxyCommand=x",
-            "-p",
-            "a,b",
-            "u@h",
-            "h/22",
-            "h^22",
-            "a b",
-            " a",
-            "a\n",
-            "",
-            "h:22",
-            "[::1]",
-            "a..b",
-            "-a.b",
-            "a-.b",
-            "h%eth0",
-            "a_b",
-        ] {
-            assert!(validate_host(bad).is_err(), "{:?} accepted", bad);
-        }
-        let e = validate_host("x\u{1b}[2J").unwrap_err();
-        assert!(!e.contains('\u{1b}'), "{}", e);
-    }
-
-    #[test]
-    fn accounts_are_unix_names() {
-        assert!(validate_account("device6466b34bde54").is_ok());
-        for bad in [
-            "",
-            "-oX",
-            "u@h",
-            "Root",
-            "a b",
-            "a,b",
-            "a/b",
-            &"a".repeat(33),
-        ] {
-            assert!(validate_account(bad).is_err(), "{:?} accepted", bad);
-        }
-    }
-
-    #[test]
-    fn config_file_lines() {
-        let text = "# comment\n\n server = example.org \nport=2222\nhost-key = ssh-ed25519 AAAA\nhost-key = x y\n";
-        let s = parse_config_file(text).unwrap();
-        assert_eq!(s.len(), 4);
-        assert_eq!(
-            s[0],
-            FileSetting {
-                line: 3,
-                name: "server".into(),
-                value: "example.org".into()
-            }
-        );
-        assert_eq!(s[1].value, "2222");
-        assert_eq!(s[3].line, 6);
-    }
-
-    #[test]
-    fn config_file_errors_name_the_line() {
-        let e = parse_config_file("server = a\nfrobnicate = 1\n").unwrap_err();
-        assert!(
-            e.starts_with("line 2:") && e.contains("frobnicate"),
-            "{}",
-            e
-        );
-        let e = parse_config_file("server a\n").unwrap_err();
-        assert!(
-            e.starts_with("line 1:") && e.contains("name = value"),
-            "{}",
-            e
-        );
-        let e = parse_config_file("port = 1\n\nport = 2\n").unwrap_err();
-        assert!(e.starts_with("line 3:") && e.contains("line 1"), "{}", e);
+    fn config_files_take_known_names_and_repeat_only_host_keys() {
+        let text = "server = example.org\nhost-key = ssh-ed25519 AAAA\nhost-key = x y\n";
+        assert_eq!(parse_config_file(text).unwrap().len(), 3);
+        assert!(parse_config_file("port = 1\nport = 2\n").is_err());
+        assert!(parse_config_file("frobnicate = 1\n").is_err());
     }
 
     #[test]
@@ -405,6 +285,8 @@ mod tests {
             ("interface", "../x"),
             ("device-id", "xyz"),
             ("host-key", "ssh-ed25519"),
+            ("server", "h:22"),
+            ("server", "a..b"),
             ("account", "root@x"),
             ("nonsense", "1"),
         ] {

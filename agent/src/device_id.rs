@@ -3,7 +3,18 @@
 //! MAC; `--device-id` overrides it all. The choice is a pure function of an interface
 //! list so that the fallback order can be tested with a fake list.
 
+use crate::config::Settings;
+use crate::failure::Failure;
 use phonehome_protocol::DeviceId;
+
+/// This device's id under `settings`. The interfaces are only looked at when no id
+/// is configured.
+pub fn of(settings: &Settings) -> Result<DeviceId, Failure> {
+    if let Some(id) = &settings.device_id {
+        return Ok(id.clone());
+    }
+    choose(None, settings.interface.as_deref(), &system_interfaces()).map_err(Failure::Config)
+}
 
 /// Interfaces tried first, in order: OpenWrt's LAN bridge, then the usual names.
 pub const PREFERRED_INTERFACES: &[&str] = &["br-lan", "eth0", "wlan0"];

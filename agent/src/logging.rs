@@ -100,8 +100,8 @@ mod tests {
 
     #[test]
     fn datagrams_reach_a_socket() {
-        let dir = crate::files::tests::TempDir::new("log");
-        let path = dir.0.join("log");
+        let dir = phonehome_plumbing::tempdir::TempDir::new("log");
+        let path = dir.join("log");
         let server = UnixDatagram::bind(&path).unwrap();
         let client = UnixDatagram::unbound().unwrap();
         client.connect(&path).unwrap();

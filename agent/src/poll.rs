@@ -1,29 +1,23 @@
 //! One cron tick: lock, jitter, one login that sends the status report and reads the
-//! inbox, then reconcile the tunnels with it. Every failure is logged, kept in
+//! gate's answer, then reconcile the tunnels with it. Every failure is logged, kept in
 //! `last-poll.json` and sent with the next report.
 
+use crate::client::{Client, Target};
 use crate::config::Settings;
 use crate::device_id;
-use crate::files::{atomic_write, RunDir};
-use crate::hostkey::{self, HostKey};
+use crate::failure::Failure;
+use crate::known_hosts;
+use crate::last_poll::LastPoll;
 use crate::reconcile::{self, Action, Current};
 use crate::report::{self, HostInfo};
-use crate::ssh::{self, Client, Target};
-use crate::state::LastPoll;
-use crate::sys;
+use crate::rundir::{Locked, RunDir};
+use crate::ssh;
 use crate::tunnels::{self, Observed};
-use phonehome_protocol::{parse_inbox, DeviceId, PortPair, MAX_INBOX_BYTES};
-use std::fs::{File, OpenOptions};
+use phonehome_plumbing::{clock, files};
+use phonehome_protocol::sshkey::PublicKey;
+use phonehome_protocol::{parse_answer, AnswerError, DeviceId, Inbox, PortPair};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Why a command could not do its job; decides the exit status.
-#[derive(Debug)]
-pub enum Failure {
-    /// Bad settings: exit 2.
-    Config(String),
-    /// The poll (or the command) failed: exit 1.
-    Failed(String),
-}
 
 pub enum Outcome {
     Polled,
@@ -36,102 +30,52 @@ pub struct Login {
     pub run: RunDir,
     pub device: DeviceId,
     pub target: Target,
-    pub keys: Vec<HostKey>,
+    pub keys: Vec<PublicKey>,
 }
 
-pub fn device(settings: &Settings) -> Result<DeviceId, Failure> {
-    device_id::choose(
-        settings.device_id.as_ref(),
-        settings.interface.as_deref(),
-        &device_id::system_interfaces(),
-    )
-    .map_err(Failure::Config)
-}
-
-/// The pinned keys: the `--host-key` values if any were given, else the known-hosts file.
-pub fn pinned_keys(settings: &Settings, host: &str) -> Result<Vec<HostKey>, Failure> {
-    if !settings.host_keys.is_empty() {
-        return hostkey::one_per_type(&settings.host_keys).map_err(Failure::Config);
+impl Login {
+    pub fn new(settings: &Settings) -> Result<Login, Failure> {
+        let host = settings.server().map_err(Failure::Config)?.to_string();
+        let device = device_id::of(settings)?;
+        let keys = known_hosts::pinned(settings, &host)?;
+        let run = RunDir::new(&settings.run_dir);
+        let target = Target {
+            account: settings.account.clone().unwrap_or_else(|| device.account()),
+            host,
+            port: settings.port,
+            key: settings.key.clone(),
+            keepalive: settings.keepalive,
+            connect_timeout: settings.timeout,
+            known_hosts: run.openssh_known_hosts(),
+        };
+        Ok(Login {
+            run,
+            device,
+            target,
+            keys,
+        })
     }
-    let path = &settings.known_hosts;
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Failure::Config(format!(
-            "cannot read the pinned host keys in {}: {}; pass --host-key 'TYPE BASE64' or run `phonehome setup`",
-            path.display(),
-            e
-        ))
-    })?;
-    let keys = hostkey::parse_known_hosts(&text, host, settings.port)
-        .and_then(|keys| hostkey::one_per_type(&keys))
-        .map_err(|e| Failure::Config(format!("{}: {}", path.display(), e)))?;
-    if keys.is_empty() {
-        return Err(Failure::Config(format!(
-            "{} pins no host key for {}: pass --host-key 'TYPE BASE64' or run `phonehome setup`",
-            path.display(),
-            host
-        )));
-    }
-    Ok(keys)
 }
 
-pub fn login(settings: &Settings) -> Result<Login, Failure> {
-    let host = settings.server().map_err(Failure::Config)?.to_string();
-    let device = device(settings)?;
-    let keys = pinned_keys(settings, &host)?;
-    let run = RunDir::new(&settings.run_dir);
-    let target = Target {
-        account: settings.account.clone().unwrap_or_else(|| device.account()),
-        host,
-        port: settings.port,
-        key: settings.key.clone(),
-        keepalive: settings.keepalive,
-        connect_timeout: settings.timeout,
-        known_hosts: run.openssh_known_hosts(),
-    };
-    Ok(Login {
-        run,
-        device,
-        target,
-        keys,
-    })
-}
-
-pub fn open_lock(run: &RunDir) -> Result<File, Failure> {
-    run.create().map_err(|e| {
-        Failure::Failed(format!(
-            "cannot create the run dir {}: {}",
-            run.root.display(),
-            e
-        ))
-    })?;
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(run.lock())
-        .map_err(|e| Failure::Failed(format!("cannot open {}: {}", run.lock().display(), e)))
+/// What one successful login brought back.
+struct Exchange {
+    client: Client,
+    inbox: Inbox,
+    observed: Vec<Observed>,
 }
 
 pub fn poll(settings: &Settings) -> Result<Outcome, Failure> {
-    let login = login(settings)?;
-    let lock = open_lock(&login.run)?;
-    match sys::try_lock(&lock) {
-        Ok(true) => {}
-        Ok(false) => {
+    let login = Login::new(settings)?;
+    let _lock = match login.run.try_lock()? {
+        Locked::Yes(f) => f,
+        Locked::Busy => {
             log::debug!(
                 "another poll is running (lock {} held): skipping this tick",
-                login.run.lock().display()
+                login.run.lock_path().display()
             );
             return Ok(Outcome::Overlapped);
         }
-        Err(e) => {
-            return Err(Failure::Failed(format!(
-                "cannot lock {}: {}",
-                login.run.lock().display(),
-                e
-            )))
-        }
-    }
+    };
     let delay = jitter(&login.device, settings.jitter);
     if delay > 0 {
         log::debug!("waiting {} s (jitter)", delay);
@@ -142,76 +86,53 @@ pub fn poll(settings: &Settings) -> Result<Outcome, Failure> {
     let mut client_text = None;
     let result = exchange(settings, &login, previous.as_ref(), &mut client_text);
     let mut record = LastPoll {
-        time: report::now(),
-        client: client_text.clone(),
-        duration_ms: started.elapsed().as_millis() as u64,
+        time: clock::now() as u64,
+        client: client_text,
         ..LastPoll::default()
     };
-    match result {
+    let outcome = match result {
         Err(e) => {
             record.error = Some(e.clone());
             // Refused lines not yet known to be delivered: send them again next time.
             record.inbox_errors = previous.map(|p| p.inbox_errors).unwrap_or_default();
-            record.save(&login.run).map_err(Failure::Failed)?;
             Err(Failure::Failed(e))
         }
-        Ok((client, inbox_data, observed)) => {
-            let inbox = parse_inbox(&inbox_data);
-            record.inbox_errors = inbox.rejected.iter().map(|r| r.to_string()).collect();
+        Ok(ex) => {
+            record.inbox_errors = ex.inbox.rejected.iter().map(|r| r.to_string()).collect();
             for r in &record.inbox_errors {
                 log::warn!("refused {}", r);
             }
-            record.requests = inbox.requests.iter().map(|p| p.to_string()).collect();
-            let errors = apply(&login, &client, &inbox.requests, &observed);
+            record.requests = ex.inbox.requests.iter().map(|p| p.to_string()).collect();
+            let errors = apply(&login, &ex.client, &ex.inbox.requests, &ex.observed);
             record.ok = true;
             record.error = errors.first().cloned();
-            record.duration_ms = started.elapsed().as_millis() as u64;
-            record.save(&login.run).map_err(Failure::Failed)?;
             if errors.is_empty() {
                 Ok(Outcome::Polled)
             } else {
                 Err(Failure::Failed(errors.join("; ")))
             }
         }
-    }
+    };
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    record.save(&login.run).map_err(Failure::Failed)?;
+    outcome
 }
 
-/// The login itself. Returns the client, the raw inbox and the tunnels as found.
+/// The login itself: known_hosts for the client, the report out, the answer in.
 fn exchange(
     settings: &Settings,
     login: &Login,
     previous: Option<&LastPoll>,
     client_text: &mut Option<String>,
-) -> Result<(Client, Vec<u8>, Vec<Observed>), String> {
-    let host = &login.target.host;
-    // Regenerated every poll from the pins, so that a changed pin takes effect at once.
-    atomic_write(
-        &login.run.dbclient_known_hosts(),
-        hostkey::dbclient_known_hosts(host, &login.keys).as_bytes(),
-        0o644,
-    )
-    .and_then(|_| {
-        atomic_write(
-            &login.run.openssh_known_hosts(),
-            hostkey::openssh_known_hosts(host, login.target.port, &login.keys).as_bytes(),
-            0o644,
-        )
-    })
-    .map_err(|e| {
-        format!(
-            "cannot write the known_hosts files in {}: {}",
-            login.run.root.display(),
-            e
-        )
-    })?;
-
+) -> Result<Exchange, String> {
     let path_env = std::env::var("PATH").ok();
-    let client = Client::detect_cached(
+    let client = ssh::detect(
         settings.client,
         path_env.as_deref(),
         &login.run.client_cache(),
     )?;
     *client_text = Some(client.description.clone());
+    pin_host_keys(login, &client)?;
     if !settings.key.is_file() {
         return Err(format!(
             "private key {} not found: create it with `dropbearkey -t ed25519 -f {}` and add its public key on the server",
@@ -219,7 +140,7 @@ fn exchange(
             settings.key.display()
         ));
     }
-    let observed = tunnels::survey(&login.run, true);
+    let observed = tunnels::repair(&login.run);
     let status = report::build(
         Some(&client.description),
         &HostInfo::read(),
@@ -228,47 +149,72 @@ fn exchange(
     );
     let mut stdin = status.to_json().into_bytes();
     stdin.push(b'\n');
-    let args = client.poll_args(&login.target);
-    let command = ssh::render(&client.program, &args);
-    log::debug!("running {}", command);
-    let out = ssh::run_bounded(
-        &client.program,
-        &args,
-        Some(&login.run.home()),
+    let answer = ssh::poll(
+        &client,
+        &login.target,
+        &login.run.home(),
         &stdin,
         Duration::from_secs(settings.timeout),
-        MAX_INBOX_BYTES + 1,
     )
-    .map_err(|e| format!("cannot run `{}`: {}", command, e))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = ssh::telling_line(&stderr);
-    let error = if out.timed_out {
-        let why = match (ssh::classify(&stderr), line) {
-            (ssh::ErrorKind::Other, Some(l)) => format!(": {}", l),
-            (ssh::ErrorKind::Other, None) => String::new(),
-            (k, l) => format!(": {} ({})", k.advice(), l.unwrap_or_default()),
-        };
-        Some(phonehome_protocol::truncate_text(
-            &format!(
-                "poll timed out after {} s and was killed (server {}:{}){}",
-                settings.timeout, host, login.target.port, why
-            ),
-            phonehome_protocol::MAX_TEXT_LEN,
-        ))
-    } else if let Some(status) = out.status.filter(|s| !s.success()) {
-        let l = line.unwrap_or_else(|| format!("{}", status));
-        Some(tunnels::describe_failure(&stderr, &l))
-    } else {
-        None
-    };
-    if let Some(e) = error {
-        log::error!("poll command: {}", command);
-        if !stderr.trim().is_empty() {
-            log::debug!("its stderr: {}", stderr.trim());
-        }
-        return Err(e);
+    .map_err(|e| e.to_string())?;
+    let inbox = parse_answer(&answer).map_err(|e| not_the_gate(e, login))?;
+    Ok(Exchange {
+        client,
+        inbox,
+        observed,
+    })
+}
+
+/// What to say when the answer is not the gate's (threat 34): the login worked as far
+/// as the client is concerned, but the gate never ran.
+fn not_the_gate(e: AnswerError, login: &Login) -> String {
+    match e {
+        AnswerError::NotFromGate => format!(
+            "{} on {}: check that this device was added on the server (add-device {} ...) and not removed since, and that the account {} is right",
+            e, login.target.host, login.device, login.target.account
+        ),
+        AnswerError::Version(_) => format!("{}: upgrade the agent or the server so that they match", e),
+        AnswerError::Unterminated => format!("{}: the connection dropped; the next poll retries", e),
     }
-    Ok((client, out.stdout, observed))
+}
+
+/// The known_hosts file the client reads, regenerated from the pins only when they
+/// changed (a changed pin takes effect at the next poll, without a write per poll).
+fn pin_host_keys(login: &Login, client: &Client) -> Result<(), String> {
+    let host = &login.target.host;
+    let (path, text) = match client.flavour {
+        crate::client::Flavour::OpenSsh => (
+            login.run.openssh_known_hosts(),
+            known_hosts::openssh_text(host, login.target.port, &login.keys),
+        ),
+        crate::client::Flavour::Dbclient { .. } => (
+            login.run.dbclient_known_hosts(),
+            known_hosts::dbclient_text(host, &login.keys),
+        ),
+    };
+    write_if_changed(&path, text.as_bytes()).map_err(|e| {
+        format!(
+            "cannot write the known_hosts file {}: {}",
+            path.display(),
+            e
+        )
+    })
+}
+
+fn write_if_changed(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let max = data.len() as u64;
+    match files::read_bounded(path, max) {
+        Ok(Some(old)) if old == data => Ok(()),
+        _ => files::write(path, data, 0o644, false),
+    }
+}
+
+/// Counts of what one reconcile did, for the log line.
+#[derive(Default)]
+struct Done {
+    started: usize,
+    restarted: usize,
+    stopped: usize,
 }
 
 /// Reconcile: carry out the plan. Returns the errors (the caller logs them).
@@ -280,79 +226,94 @@ fn apply(
 ) -> Vec<String> {
     let current: Vec<Current> = observed
         .iter()
-        .map(|o| {
-            let mut argv = vec![client.program.to_string_lossy().into_owned()];
-            argv.extend(client.tunnel_args(&login.target, o.record.local, o.record.remote));
-            Current {
-                pair: o.record.pair(),
-                alive: o.alive,
-                up_to_date: o.record.argv == argv,
-            }
+        .map(|o| Current {
+            pair: o.record.pair(),
+            alive: o.alive,
+            up_to_date: o.record.argv == client.tunnel_argv(&login.target, o.record.pair()),
         })
         .collect();
     let find = |p: PortPair| observed.iter().find(|o| o.record.pair() == p);
     let mut errors = Vec::new();
-    let (mut started, mut stopped, mut restarted) = (0, 0, 0);
+    let mut done = Done::default();
     for action in reconcile::plan(desired, &current) {
-        match action {
-            Action::Stop(p) | Action::Forget(p) => {
-                if let Some(o) = find(p) {
-                    if let Err(e) = tunnels::stop(&o.record) {
-                        errors.push(format!("tunnel {}: {}", p, e));
-                        continue;
-                    }
-                }
-                tunnels::remove_record(&login.run, p);
-                if matches!(action, Action::Stop(_)) {
-                    log::info!("tunnel {} stopped: no longer requested", p);
-                    stopped += 1;
-                }
-            }
-            Action::Restart(p) | Action::Start(p) => {
-                let old = find(p);
-                if let Some(o) = old.filter(|o| o.alive) {
-                    log::info!("tunnel {}: settings changed, restarting it", p);
-                    if let Err(e) = tunnels::stop(&o.record) {
-                        errors.push(format!("tunnel {}: {}", p, e));
-                        continue;
-                    }
-                } else if let Some(o) = old {
-                    log::warn!(
-                        "tunnel {} had died ({}): restarting it",
-                        p,
-                        o.error.as_deref().unwrap_or("no error message")
-                    );
-                }
-                match tunnels::start(&login.run, client, &login.target, p) {
-                    Ok(mut rec) => {
-                        if let Some(o) = old {
-                            rec.restarts = o.record.restarts + u32::from(!o.alive);
-                            rec.last_error = o.error.clone();
-                            restarted += 1;
-                        } else {
-                            log::info!("tunnel {} started (pid {})", p, rec.pid);
-                            started += 1;
-                        }
-                        if let Err(e) = tunnels::save_record(&login.run, &rec) {
-                            errors.push(format!("tunnel {}: cannot save its record: {}", p, e));
-                        }
-                    }
-                    Err(e) => {
-                        errors.push(format!("tunnel {}: {}", p, e));
-                    }
-                }
-            }
+        let result = match action {
+            Action::Stop(p) | Action::Forget(p) => withdraw(
+                login,
+                find(p),
+                p,
+                &mut done,
+                matches!(action, Action::Stop(_)),
+            ),
+            Action::Restart(p) | Action::Start(p) => open(login, client, find(p), p, &mut done),
+        };
+        if let Err(e) = result {
+            errors.push(format!("tunnel {}: {}", action_pair(action), e));
         }
     }
     log::info!(
         "polled {}: {} request(s); {} started, {} restarted, {} stopped",
         login.target.host,
         desired.len(),
-        started,
-        restarted,
-        stopped
+        done.started,
+        done.restarted,
+        done.stopped
     );
     errors
+}
+
+fn action_pair(a: Action) -> PortPair {
+    match a {
+        Action::Start(p) | Action::Restart(p) | Action::Stop(p) | Action::Forget(p) => p,
+    }
+}
+
+/// Stop a tunnel no longer requested (or forget a dead one) and drop its record.
+fn withdraw(
+    login: &Login,
+    old: Option<&Observed>,
+    p: PortPair,
+    done: &mut Done,
+    running: bool,
+) -> Result<(), String> {
+    if let Some(o) = old {
+        tunnels::stop(&o.record)?;
+    }
+    tunnels::remove_record(&login.run, p);
+    if running {
+        log::info!("tunnel {} stopped: no longer requested", p);
+        done.stopped += 1;
+    }
+    Ok(())
+}
+
+/// Start a requested tunnel, stopping an outdated one first.
+fn open(
+    login: &Login,
+    client: &Client,
+    old: Option<&Observed>,
+    p: PortPair,
+    done: &mut Done,
+) -> Result<(), String> {
+    match old {
+        Some(o) if o.alive => {
+            log::info!("tunnel {}: settings changed, restarting it", p);
+            tunnels::stop(&o.record)?;
+        }
+        Some(o) => log::warn!(
+            "tunnel {} had died ({}): restarting it",
+            p,
+            o.error.as_deref().unwrap_or("no error message")
+        ),
+        None => {}
+    }
+    let rec = tunnels::start(&login.run, client, &login.target, p, old)?;
+    if old.is_some() {
+        done.restarted += 1;
+    } else {
+        log::info!("tunnel {} started (pid {})", p, rec.pid);
+        done.started += 1;
+    }
+    Ok(())
 }
 
 /// A delay in 0..=max seconds that differs between devices but not between ticks, so a
@@ -375,7 +336,6 @@ mod tests {
     #[test]
     fn jitter_is_stable_bounded_and_spread() {
         let a = DeviceId::parse("6466b34bde54").unwrap();
-        let b = DeviceId::parse("6466b34bde55").unwrap();
         assert_eq!(jitter(&a, 0), 0);
         assert_eq!(jitter(&a, 30), jitter(&a, 30));
         assert!(jitter(&a, 30) <= 30);
@@ -383,6 +343,22 @@ mod tests {
             .map(|i| jitter(&DeviceId::from_mac([0, 0, 0, 0, 0, i]), 30))
             .collect();
         assert!(spread.len() > 10, "{:?}", spread);
-        let _ = b;
+    }
+
+    #[test]
+    fn known_hosts_are_written_only_when_they_change() {
+        let t = phonehome_plumbing::tempdir::TempDir::new("kh-write");
+        let p = t.join("known_hosts");
+        write_if_changed(&p, b"a\n").unwrap();
+        let first = std::fs::metadata(&p).unwrap();
+        write_if_changed(&p, b"a\n").unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().ino(),
+            first.ino(),
+            "not rewritten"
+        );
+        write_if_changed(&p, b"b\n").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"b\n");
     }
 }

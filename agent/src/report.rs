@@ -3,19 +3,13 @@
 //! poll (its error and the inbox lines it refused). Built from plain data so that it can
 //! be tested without /proc.
 
-use crate::state::LastPoll;
+use crate::last_poll::LastPoll;
 use crate::tunnels::Observed;
+use phonehome_plumbing::text::for_terminal;
 use phonehome_protocol::{
     truncate_text, StatusReport, TunnelState, TunnelStatus, MAX_REPORTED_ERRORS, MAX_REQUESTS,
     MAX_TEXT_LEN, PROTOCOL_VERSION,
 };
-
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// Host figures read from /proc.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -68,17 +62,14 @@ pub fn tunnel_status(o: &Observed) -> TunnelStatus {
         },
         since: Some(o.record.started_at),
         restarts: o.record.restarts,
-        last_error: o.error.as_deref().map(|e| truncate_text(e, MAX_TEXT_LEN)),
+        last_error: o.error.as_deref().map(clean),
     }
 }
 
 /// Inbox errors bounded for a report: at most `MAX_REPORTED_ERRORS`, the last one saying
 /// how many more were left out.
 pub fn bounded_errors(errors: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = errors
-        .iter()
-        .map(|e| truncate_text(e, MAX_TEXT_LEN))
-        .collect();
+    let mut out: Vec<String> = errors.iter().map(|e| clean(e)).collect();
     if out.len() > MAX_REPORTED_ERRORS {
         let more = out.len() - (MAX_REPORTED_ERRORS - 1);
         out.truncate(MAX_REPORTED_ERRORS - 1);
@@ -96,7 +87,7 @@ pub fn build(
     StatusReport {
         protocol: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        client: client.map(|c| truncate_text(c, MAX_TEXT_LEN)),
+        client: client.map(clean),
         uptime_secs: host.uptime_secs,
         load1: host.load1,
         mem_available_kb: host.mem_available_kb,
@@ -108,10 +99,13 @@ pub fn build(
         inbox_errors: previous
             .map(|p| bounded_errors(&p.inbox_errors))
             .unwrap_or_default(),
-        last_error: previous
-            .and_then(|p| p.error.as_deref())
-            .map(|e| truncate_text(e, MAX_TEXT_LEN)),
+        last_error: previous.and_then(|p| p.error.as_deref()).map(clean),
     }
+}
+
+/// Text as the gate accepts it: no control characters, bounded.
+fn clean(s: &str) -> String {
+    truncate_text(&for_terminal(s, MAX_TEXT_LEN), MAX_TEXT_LEN)
 }
 
 #[cfg(test)]
@@ -187,6 +181,13 @@ mod tests {
         assert_eq!(r.inbox_errors.len(), MAX_REPORTED_ERRORS);
         assert!(r.inbox_errors.last().unwrap().contains("25 more"));
         assert_eq!(r.last_error.as_ref().unwrap().len(), MAX_TEXT_LEN);
+        // Whatever the ssh client printed, the gate accepts the report (threat 25).
+        let hostile = LastPoll {
+            error: Some("dbclient: \u{1b}[2J\u{9b}x\u{202e}".into()),
+            ..prev.clone()
+        };
+        let r = build(Some("dbclient\u{7}"), &host, &[], Some(&hostile));
+        phonehome_protocol::StatusReport::from_device(r.to_json().as_bytes()).unwrap();
         // What the gate will accept.
         phonehome_protocol::StatusReport::from_device(r.to_json().as_bytes()).unwrap();
         let first = build(None, &HostInfo::default(), &[], None);

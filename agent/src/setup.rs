@@ -3,9 +3,10 @@
 //! was validated by `config` before it gets here; files are written atomically.
 
 use crate::config::{Settings, DEFAULT_CONFIG};
-use crate::files::{atomic_write, ensure_dir};
-use crate::hostkey;
-use crate::poll::{self, Failure};
+use crate::device_id;
+use crate::failure::Failure;
+use crate::known_hosts;
+use phonehome_plumbing::files;
 use std::path::Path;
 
 /// `given`: the options given as flags, in order (name without `--`, value).
@@ -27,8 +28,8 @@ pub fn setup(settings: &Settings, given: &[(String, String)]) -> Result<(), Fail
             config.push_str(&format!("{} = {}\n", name, value));
         }
     }
-    let keys = hostkey::one_per_type(&settings.host_keys).map_err(Failure::Config)?;
-    let known = hostkey::openssh_known_hosts(host, settings.port, &keys);
+    let keys = known_hosts::one_per_type(&settings.host_keys).map_err(Failure::Config)?;
+    let known = known_hosts::openssh_text(host, settings.port, &keys);
     write(&settings.known_hosts, known.as_bytes(), 0o644)?;
     write(Path::new(config_path), config.as_bytes(), 0o600)?;
     println!(
@@ -36,7 +37,7 @@ pub fn setup(settings: &Settings, given: &[(String, String)]) -> Result<(), Fail
         config_path,
         settings.known_hosts.display()
     );
-    if let Ok(id) = poll::device(settings) {
+    if let Ok(id) = device_id::of(settings) {
         println!(
             "device id {}, account {}",
             id,
@@ -56,9 +57,9 @@ pub fn setup(settings: &Settings, given: &[(String, String)]) -> Result<(), Fail
 
 fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), Failure> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        ensure_dir(dir, 0o755)
+        files::ensure_dir(dir, 0o755)
             .map_err(|e| Failure::Failed(format!("cannot create {}: {}", dir.display(), e)))?;
     }
-    atomic_write(path, data, mode)
+    files::write(path, data, mode, true)
         .map_err(|e| Failure::Failed(format!("cannot write {}: {}", path.display(), e)))
 }

@@ -15,7 +15,7 @@ fn words(s: &str) -> Vec<String> {
 fn expected_tunnel_argv(f: &Fake, local: u16, remote: u16) -> Vec<String> {
     let mut v = words(&format!(
         "-i {} -T -K 30 -o ExitOnForwardFailure=yes -p 2222 -N -R localhost:{}:127.0.0.1:{} device{}@127.0.0.1",
-        f.dir.path("id_dropbear").display(),
+        f.dir.join("id_dropbear").display(),
         remote,
         local,
         DEVICE
@@ -41,12 +41,12 @@ fn poll_sends_the_report_runs_exact_argv_and_opens_the_tunnel() {
         polls[0],
         words(&format!(
             "-i {} -T -K 30 -o ExitOnForwardFailure=yes -p 2222 device{}@127.0.0.1 poll",
-            f.dir.path("id_dropbear").display(),
+            f.dir.join("id_dropbear").display(),
             DEVICE
         ))
     );
     let report = &f.reports()[0];
-    assert_eq!(report["protocol"], 1);
+    assert_eq!(report["protocol"], phonehome_protocol::PROTOCOL_VERSION);
     assert_eq!(report["client"], "dbclient 2022.83");
     assert!(report["uptime_secs"].as_u64().is_some());
     assert!(report["load1"].as_f64().is_some());
@@ -93,7 +93,7 @@ fn status_text_shows_outcome_and_errors() {
 #[test]
 fn threat_11_garbage_inbox_is_reported_and_never_executed() {
     let f = Fake::new("t11");
-    let marker = f.dir.path("pwned");
+    let marker = f.dir.join("pwned");
     let inbox = format!(
         "$(touch {m})\n`touch {m}`\n22:9876;touch {m}\n22:9876\r\n\u{feff}80:8080\n22:98\u{0}76\n22:9876\n22:9876\n0:1\n65536:1\n{long}\n443:9443\n",
         m = marker.display(),
@@ -136,7 +136,7 @@ fn threat_11_garbage_inbox_is_reported_and_never_executed() {
     }
     // Non-UTF-8 garbage too.
     fs::write(
-        f.dir.path("inbox"),
+        f.dir.join("inbox"),
         b"\xff\xfe\x00garbage\n22:9876\n443:9443\n",
     )
     .unwrap();
@@ -553,13 +553,13 @@ fn a_pid_reused_by_another_process_is_not_killed_by_stop() {
 #[test]
 fn setup_writes_config_and_known_hosts_that_poll_then_uses() {
     let f = Fake::new("setup");
-    let conf = f.dir.path("etc/phonehome.conf");
-    let known = f.dir.path("etc/known_hosts");
+    let conf = f.dir.join("etc/phonehome.conf");
+    let known = f.dir.join("etc/known_hosts");
     let mut c = Command::new(BIN);
     c.args(["setup", "--config", conf.to_str().unwrap(), "--server", "127.0.0.1", "--port", "2222"])
         .args(["--account", &format!("device{}", DEVICE), "--host-key", HOST_KEY])
         .args(["--host-key", "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBGLDVQ/jzMSrbe9YsdkDJZG8DivVbRSNvtN5mVEpCNVMag3mMzDJZ/AJzMnb5SgwywYCnp5mlioQeWEVrOpjP9I="])
-        .args(["--known-hosts", known.to_str().unwrap(), "--key", f.dir.path("id_dropbear").to_str().unwrap()])
+        .args(["--known-hosts", known.to_str().unwrap(), "--key", f.dir.join("id_dropbear").to_str().unwrap()])
         .args(["--device-id", DEVICE, "--run-dir", f.run_dir().to_str().unwrap(), "--client", "dbclient"]);
     let out = run(c);
     assert_ok(&out);
@@ -591,7 +591,7 @@ fn setup_writes_config_and_known_hosts_that_poll_then_uses() {
     let mut c = Command::new(BIN);
     c.env(
         "PATH",
-        format!("{}:/usr/bin:/bin", f.dir.path("bin").display()),
+        format!("{}:/usr/bin:/bin", f.dir.join("bin").display()),
     )
     .args([
         "poll",
@@ -611,7 +611,7 @@ fn setup_writes_config_and_known_hosts_that_poll_then_uses() {
     );
 
     // Bad host keys: refused, nothing written.
-    let other = f.dir.path("other.conf");
+    let other = f.dir.join("other.conf");
     for bad in ["ssh-ed25519", "ssh-ed25519 AAAA", "command=\"x\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPepv9pZfZuENxTlzREuAc0gKIGOohaJfmKJFDgf2KiK"] {
         let mut c = Command::new(BIN);
         c.args(["setup", "--config", other.to_str().unwrap(), "--server", "h", "--host-key", bad]);
@@ -635,7 +635,7 @@ fn setup_writes_config_and_known_hosts_that_poll_then_uses() {
 #[test]
 fn config_file_errors_name_the_line_and_exit_2() {
     let f = Fake::new("conf");
-    let conf = f.dir.path("bad.conf");
+    let conf = f.dir.join("bad.conf");
     fs::write(&conf, "# ok\nserver = 127.0.0.1\nfrobnicate = yes\n").unwrap();
     let out = run({
         let mut c = Command::new(BIN);
@@ -653,7 +653,7 @@ fn config_file_errors_name_the_line_and_exit_2() {
         c.args([
             "id",
             "--config",
-            f.dir.path("missing.conf").to_str().unwrap(),
+            f.dir.join("missing.conf").to_str().unwrap(),
         ]);
         c
     });
@@ -694,7 +694,7 @@ fn config_file_errors_name_the_line_and_exit_2() {
 fn failures_before_the_login_are_clear_and_recorded() {
     let f = Fake::new("early");
     // No private key yet: exit 1, the reason logged and kept for `status`.
-    fs::remove_file(f.dir.path("id_dropbear")).unwrap();
+    fs::remove_file(f.dir.join("id_dropbear")).unwrap();
     let out = f.poll();
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -709,7 +709,7 @@ fn failures_before_the_login_are_clear_and_recorded() {
     assert!(f.poll_argvs().is_empty());
 
     // No client on PATH.
-    fs::write(f.dir.path("id_dropbear"), "k").unwrap();
+    fs::write(f.dir.join("id_dropbear"), "k").unwrap();
     let mut c = f.cmd("poll");
     c.env("PATH", "/nonexistent");
     let out = run(c);
@@ -757,4 +757,119 @@ fn bare_poll(extra: &[&str]) -> Command {
     ])
     .args(extra);
     c
+}
+
+#[test]
+fn threat_34_an_answer_without_the_gate_is_a_failed_poll() {
+    let f = Fake::new("nogate");
+    f.set("inbox", "22:9876\n");
+    // A client that gave up at a password prompt (dbclient, Debian's sshd and an
+    // account the server does not know) exits 0 with no answer; an old gate answers
+    // bare lines. Neither is the gate's answer.
+    for mode in ["nogate", "raw"] {
+        f.set("poll-mode", mode);
+        let out = f.poll();
+        assert_eq!(out.status.code(), Some(1), "{}: {}", mode, stderr(&out));
+        let st = f.status_json();
+        let err = st["last_poll"]["error"].as_str().unwrap().to_string();
+        assert!(
+            err.contains("did not come from the phonehome gate")
+                && err.contains("add-device 6466b34bde54")
+                && err.contains("device6466b34bde54"),
+            "{}: {}",
+            mode,
+            err
+        );
+        assert_eq!(st["last_poll"]["ok"], false);
+        assert!(f.tunnel_argvs().is_empty(), "{}: nothing acted on", mode);
+    }
+    // The gate again: ok, and the error goes out with the next report.
+    f.set("poll-mode", "ok");
+    assert_ok(&f.poll());
+    let reports = f.reports();
+    assert!(reports.last().unwrap()["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("phonehome gate"));
+}
+
+/// What a tick killed between spawning a tunnel and recording it leaves behind: the
+/// record written just before the spawn ("starting", pid 0) and the process, started
+/// exactly as the agent starts it (same argv, HOME, its own session).
+fn leave_an_unrecorded_tunnel(f: &Fake, local: u16, remote: u16) -> std::process::Child {
+    let mut argv = vec![f.dir.join("bin/dbclient").display().to_string()];
+    argv.extend(expected_tunnel_argv(f, local, remote));
+    let run = f.run_dir();
+    fs::create_dir_all(run.join("tunnels")).unwrap();
+    fs::create_dir_all(run.join("home/.ssh")).unwrap();
+    let record = serde_json::json!({
+        "local": local, "remote": remote, "pid": 0, "start_time": 0, "argv": argv,
+        "started_at": 1, "restarts": 0, "last_error": null,
+    });
+    fs::write(
+        run.join(format!("tunnels/{}-{}.json", local, remote)),
+        record.to_string(),
+    )
+    .unwrap();
+    let child = Command::new("setsid")
+        .args(&argv)
+        .env("HOME", run.join("home"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(5), || running_tunnels(f)
+        .len()
+        == 1));
+    child
+}
+
+#[test]
+fn threat_35_a_tunnel_started_but_not_recorded_is_adopted_not_doubled() {
+    let f = Fake::new("adopt");
+    let mut orphan = leave_an_unrecorded_tunnel(&f, 22, 9876);
+    let pid = running_tunnels(&f)[0];
+    // Still requested: adopted, not started a second time (it would find the port held).
+    f.set("inbox", "22:9876\n");
+    assert_ok(&f.poll());
+    assert_eq!(running_tunnels(&f), vec![pid], "exactly the orphan runs");
+    let st = f.status_json();
+    assert_eq!(st["tunnels"][0]["pid"], pid);
+    assert_eq!(st["tunnels"][0]["state"], "running");
+    // Withdrawn: the adopted process is the one stopped.
+    f.set("inbox", "");
+    assert_ok(&f.poll());
+    assert!(wait_for(Duration::from_secs(5), || !alive(pid)));
+    let _ = orphan.wait();
+
+    // Withdrawn while the tick was dead: found and stopped all the same.
+    let f = Fake::new("adopt-withdrawn");
+    let mut orphan = leave_an_unrecorded_tunnel(&f, 80, 8080);
+    let pid = running_tunnels(&f)[0];
+    assert_ok(&f.poll());
+    assert!(
+        wait_for(Duration::from_secs(5), || !alive(pid)),
+        "the orphan still holds its port"
+    );
+    assert_eq!(f.status_json()["tunnels"].as_array().unwrap().len(), 0);
+    let _ = orphan.wait();
+
+    // Killed before the spawn: the record alone; the next tick just starts it.
+    let f = Fake::new("adopt-none");
+    let run = f.run_dir();
+    fs::create_dir_all(run.join("tunnels")).unwrap();
+    fs::write(
+        run.join("tunnels/22-9876.json"),
+        serde_json::json!({"local": 22, "remote": 9876, "pid": 0, "start_time": 0,
+            "argv": ["x"], "started_at": 1, "restarts": 0, "last_error": null})
+        .to_string(),
+    )
+    .unwrap();
+    f.set("inbox", "22:9876\n");
+    assert_ok(&f.poll());
+    assert!(wait_for(Duration::from_secs(5), || running_tunnels(&f)
+        .len()
+        == 1));
+    assert_eq!(f.status_json()["tunnels"][0]["state"], "running");
 }

@@ -57,9 +57,17 @@ struct Server {
 
 impl Server {
     fn start(tag: &str) -> Server {
+        Server::start_with(
+            tag,
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\n",
+        )
+    }
+
+    /// `auth`: the sshd_config lines of the authentication methods offered.
+    fn start_with(tag: &str, auth: &str) -> Server {
         require_root();
         let dir = TempDir::new(tag);
-        let d = dir.0.to_str().unwrap().to_string();
+        let d = dir.path().to_str().unwrap().to_string();
         fs::create_dir_all("/run/sshd").unwrap();
         sh(Command::new("ssh-keygen").args([
             "-q",
@@ -110,33 +118,35 @@ impl Server {
             .collect::<Vec<_>>()
             .join(" ");
 
-        // The gate: saves the status report and the command, answers with the inbox.
+        // The gate: saves the status report and the command, answers with the inbox,
+        // framed as the real gate frames it.
         write_exec(
-            &dir.path("gate"),
+            &dir.join("gate"),
             &format!(
-                "#!/bin/sh\ncat > {d}/status.tmp && mv {d}/status.tmp {d}/status.json\nprintf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" > {d}/command\ncat {d}/inbox 2>/dev/null\nexit 0\n",
-                d = d
+                "#!/bin/sh\ncat > {d}/status.tmp && mv {d}/status.tmp {d}/status.json\nprintf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" > {d}/command\necho 'phonehome-inbox {v}'\ncat {d}/inbox 2>/dev/null\necho end\nexit 0\n",
+                d = d,
+                v = phonehome_protocol::PROTOCOL_VERSION
             ),
         );
         let granted = free_port();
         fs::write(
-            dir.path("authorized_keys"),
+            dir.join("authorized_keys"),
             format!(
                 "restrict,port-forwarding,permitlisten=\"localhost:{}\",command=\"{}/gate\" {}\n",
                 granted, d, pubkey
             ),
         )
         .unwrap();
-        fs::write(dir.path("empty.conf"), "").unwrap();
+        fs::write(dir.join("empty.conf"), "").unwrap();
 
         let port = free_port();
-        let conf = dir.path("sshd_config");
+        let conf = dir.join("sshd_config");
         fs::write(
             &conf,
             format!(
                 "ListenAddress 127.0.0.1:{port}\nHostKey {d}/host_ed25519\nPidFile none\nUsePAM no\n\
                  PermitRootLogin prohibit-password\nAuthorizedKeysFile {d}/authorized_keys\nStrictModes no\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nAllowTcpForwarding remote\n\
+                 {auth}AllowTcpForwarding remote\n\
                  AllowStreamLocalForwarding no\nPermitOpen none\nClientAliveInterval 5\nClientAliveCountMax 2\nLogLevel VERBOSE\n"
             ),
         )
@@ -148,7 +158,7 @@ impl Server {
                 "-f",
                 conf.to_str().unwrap(),
                 "-E",
-                dir.path("sshd.log").to_str().unwrap(),
+                dir.join("sshd.log").to_str().unwrap(),
             ])
             .stdin(Stdio::null())
             .spawn()
@@ -171,7 +181,7 @@ impl Server {
     }
 
     fn set_inbox(&self, text: &str) {
-        fs::write(self.dir.path("inbox"), text).unwrap();
+        fs::write(self.dir.join("inbox"), text).unwrap();
     }
 
     fn dump(&mut self) {
@@ -182,11 +192,15 @@ impl Server {
         }
         eprintln!(
             "--- sshd log\n{}---",
-            fs::read_to_string(self.dir.path("sshd.log")).unwrap_or_default()
+            fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
         );
     }
 
     fn agent(&self, command: &str, client: &str) -> Command {
+        self.agent_as(command, client, "root")
+    }
+
+    fn agent_as(&self, command: &str, client: &str, account: &str) -> Command {
         let key = if client == "ssh" {
             "id_openssh"
         } else {
@@ -194,20 +208,20 @@ impl Server {
         };
         let mut c = Command::new(BIN);
         c.arg(command)
-            .args(["--config", self.dir.path("empty.conf").to_str().unwrap()])
+            .args(["--config", self.dir.join("empty.conf").to_str().unwrap()])
             .args([
                 "--server",
                 "127.0.0.1",
                 "--port",
                 &self.port.to_string(),
                 "--account",
-                "root",
+                account,
             ])
-            .args(["--key", self.dir.path(key).to_str().unwrap()])
+            .args(["--key", self.dir.join(key).to_str().unwrap()])
             .args(["--client", client, "--device-id", DEVICE, "--log", "stderr"])
             .args([
                 "--run-dir",
-                self.dir.path(&format!("run-{}", client)).to_str().unwrap(),
+                self.dir.join(&format!("run-{}", client)).to_str().unwrap(),
             ])
             .stdin(Stdio::null());
         c
@@ -220,7 +234,7 @@ impl Server {
         if !out.status.success() {
             eprintln!(
                 "--- sshd log\n{}---",
-                fs::read_to_string(self.dir.path("sshd.log")).unwrap_or_default()
+                fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
             );
         }
         out
@@ -228,7 +242,7 @@ impl Server {
 
     fn report(&self) -> phonehome_protocol::StatusReport {
         phonehome_protocol::StatusReport::from_device(
-            &fs::read(self.dir.path("status.json")).unwrap(),
+            &fs::read(self.dir.join("status.json")).unwrap(),
         )
         .unwrap()
     }
@@ -245,7 +259,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         for client in ["dbclient", "ssh"] {
-            if self.dir.path(&format!("run-{}", client)).exists() {
+            if self.dir.join(&format!("run-{}", client)).exists() {
                 let _ = self
                     .agent("stop", client)
                     .stdout(Stdio::null())
@@ -300,7 +314,7 @@ fn full_cycle(client: &str) {
     let out = srv.poll(client, &srv.host_key);
     assert_ok(&out);
     assert_eq!(
-        fs::read_to_string(srv.dir.path("command")).unwrap(),
+        fs::read_to_string(srv.dir.join("command")).unwrap(),
         "poll\n"
     );
     let report = srv.report();
@@ -369,7 +383,7 @@ fn threat_16_real_clients_refuse_an_unknown_host_key_without_hanging() {
     srv.set_inbox("");
     // A different key of the same type pinned (a changed key), and a key of another type
     // only (dbclient 2022.83 then asks "Do you want to continue connecting?").
-    let other_type = fs::read_to_string(srv.dir.path("ecdsa.pub")).unwrap();
+    let other_type = fs::read_to_string(srv.dir.join("ecdsa.pub")).unwrap();
     let other_type: String = other_type
         .split_whitespace()
         .take(2)
@@ -391,7 +405,7 @@ fn threat_16_real_clients_refuse_an_unknown_host_key_without_hanging() {
             .to_string();
         assert!(err.contains("host key"), "{}: {}", client, err);
         assert!(
-            !srv.dir.path("command").exists(),
+            !srv.dir.join("command").exists(),
             "{} logged in despite the wrong host key",
             client
         );
@@ -403,7 +417,7 @@ fn threat_15_real_clients_report_refused_connections_and_refused_keys() {
     let mut srv = Server::start("real-refused");
     srv.set_inbox("");
     // A key the server does not know.
-    fs::write(srv.dir.path("authorized_keys"), "").unwrap();
+    fs::write(srv.dir.join("authorized_keys"), "").unwrap();
     for client in ["dbclient", "ssh"] {
         let out = srv.poll(client, &srv.host_key.clone());
         assert_eq!(out.status.code(), Some(1));
@@ -445,7 +459,7 @@ fn threat_14_real_forward_refused_by_the_server_is_reported() {
     srv.set_inbox(&format!("{}:{}\n", echo, other));
     for client in ["dbclient", "ssh"] {
         assert_ok(&srv.poll(client, &srv.host_key));
-        let run_dir: PathBuf = srv.dir.path(&format!("run-{}", client));
+        let run_dir: PathBuf = srv.dir.join(&format!("run-{}", client));
         let rec: serde_json::Value = serde_json::from_slice(
             &fs::read(run_dir.join(format!("tunnels/{}-{}.json", echo, other))).unwrap(),
         )
@@ -470,5 +484,40 @@ fn threat_14_real_forward_refused_by_the_server_is_reported() {
             err
         );
         assert!(TcpStream::connect(("127.0.0.1", other)).is_err());
+    }
+}
+
+#[test]
+fn threat_34_an_account_the_server_does_not_know_is_never_an_ok_poll() {
+    // Debian's default: password authentication offered, to unknown users too.
+    // dbclient without a terminal gives up at the prompt and exits 0; the agent must
+    // still see that the gate never answered.
+    let srv = Server::start_with(
+        "real-unknown",
+        "PasswordAuthentication yes\nKbdInteractiveAuthentication yes\n",
+    );
+    srv.set_inbox("");
+    for client in ["dbclient", "ssh"] {
+        let mut c = srv.agent_as("poll", client, "device000000000bad");
+        c.args(["--host-key", &srv.host_key, "--timeout", "10"]);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(1), "{}: {}", client, stderr(&out));
+        let mut c = srv.agent_as("status", client, "device000000000bad");
+        c.arg("--json");
+        let st: serde_json::Value = serde_json::from_slice(&run(c).stdout).unwrap();
+        assert_eq!(st["last_poll"]["ok"], false, "{}", client);
+        let err = st["last_poll"]["error"].as_str().unwrap().to_string();
+        assert!(
+            err.contains("did not come from the phonehome gate")
+                || err.contains("refused this device's key"),
+            "{}: {}",
+            client,
+            err
+        );
+        assert!(
+            !srv.dir.join("command").exists(),
+            "{}: the gate ran",
+            client
+        );
     }
 }

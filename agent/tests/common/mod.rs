@@ -3,6 +3,7 @@
 //! and process checks.
 #![allow(dead_code)]
 
+pub use phonehome_plumbing::tempdir::TempDir;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,32 +16,6 @@ pub const HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPepv9pZfZuENxTlzREuAc0gKIGOohaJfmKJFDgf2KiK";
 pub const DEVICE: &str = "6466b34bde54";
 
-/// A temp dir removed on drop.
-pub struct TempDir(pub PathBuf);
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "phonehome-it-{}-{}-{}",
-            tag,
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 pub fn write_exec(path: &Path, text: &str) {
     fs::write(path, text).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
@@ -48,7 +23,9 @@ pub fn write_exec(path: &Path, text: &str) {
 
 /// The fake client: `bin/dbclient` (answers `-V` as dropbear 2022.83) in a temp dir.
 /// Polls record `polls/<pid>.argv` (one arg per line) and `.stdin`, then act on the file
-/// `poll-mode` (ok | slow | hang | hostkey | fail, with `poll-stderr`) and print `inbox`.
+/// `poll-mode` (ok | slow | hang | hostkey | fail, with `poll-stderr` | nogate: exit 0
+/// with no answer, as a client that gave up at a password prompt | raw: the inbox
+/// without the gate's framing) and print `inbox` framed as the gate frames it.
 /// Tunnels (`-N`) record `tunnels/<pid>.argv` and act on `tunnel-mode` (up | fail |
 /// hostkey); an `up` tunnel stays until SIGTERM.
 pub struct Fake {
@@ -78,8 +55,12 @@ case "$mode" in
   hang) exec sleep 1000;;
   hostkey) printf "\nHost '127.0.0.1' is not in the trusted hosts file.\nDo you want to continue connecting? (y/n) " >&2; exec sleep 1000;;
   fail) cat "$D/poll-stderr" >&2; exit 255;;
+  nogate) exit 0;;
+  raw) cat "$D/inbox" 2>/dev/null; exit 0;;
 esac
+echo 'phonehome-inbox @VERSION@'
 cat "$D/inbox" 2>/dev/null
+echo end
 exit 0
 "#;
 
@@ -87,23 +68,26 @@ impl Fake {
     pub fn new(tag: &str) -> Fake {
         let dir = TempDir::new(tag);
         for d in ["bin", "polls", "tunnels", "run"] {
-            fs::create_dir_all(dir.path(d)).unwrap();
+            fs::create_dir_all(dir.join(d)).unwrap();
         }
         write_exec(
-            &dir.path("bin/dbclient"),
-            &FAKE.replace("@DIR@", dir.0.to_str().unwrap()),
+            &dir.join("bin/dbclient"),
+            &FAKE.replace("@DIR@", dir.path().to_str().unwrap()).replace(
+                "@VERSION@",
+                &phonehome_protocol::PROTOCOL_VERSION.to_string(),
+            ),
         );
-        fs::write(dir.path("id_dropbear"), "not a real key\n").unwrap();
-        fs::write(dir.path("empty.conf"), "").unwrap();
+        fs::write(dir.join("id_dropbear"), "not a real key\n").unwrap();
+        fs::write(dir.join("empty.conf"), "").unwrap();
         Fake { dir }
     }
 
     pub fn set(&self, name: &str, text: &str) {
-        fs::write(self.dir.path(name), text).unwrap();
+        fs::write(self.dir.join(name), text).unwrap();
     }
 
     pub fn run_dir(&self) -> PathBuf {
-        self.dir.path("run")
+        self.dir.join("run")
     }
 
     /// `phonehome` with the fake on PATH and every option pointing into the temp dir.
@@ -111,13 +95,13 @@ impl Fake {
         let mut c = Command::new(BIN);
         c.env(
             "PATH",
-            format!("{}:/usr/bin:/bin", self.dir.path("bin").display()),
+            format!("{}:/usr/bin:/bin", self.dir.join("bin").display()),
         )
         .arg(command)
-        .args(["--config", self.dir.path("empty.conf").to_str().unwrap()])
+        .args(["--config", self.dir.join("empty.conf").to_str().unwrap()])
         .args(["--server", "127.0.0.1", "--port", "2222"])
         .args(["--device-id", DEVICE])
-        .args(["--key", self.dir.path("id_dropbear").to_str().unwrap()])
+        .args(["--key", self.dir.join("id_dropbear").to_str().unwrap()])
         .args(["--host-key", HOST_KEY])
         .args(["--client", "dbclient", "--log", "stderr"])
         .args(["--run-dir", self.run_dir().to_str().unwrap()])
@@ -131,7 +115,7 @@ impl Fake {
 
     /// Files in `polls/` or `tunnels/` with this extension, oldest first.
     pub fn records(&self, sub: &str, ext: &str) -> Vec<PathBuf> {
-        let mut v: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(self.dir.path(sub))
+        let mut v: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(self.dir.join(sub))
             .unwrap()
             .flatten()
             .map(|e| e.path())
@@ -190,7 +174,7 @@ impl Drop for Fake {
             .stdout(Stdio::null())
             .status();
         for pid in self.tunnel_pids() {
-            if alive(pid) && cmdline(pid).contains(self.dir.0.to_str().unwrap()) {
+            if alive(pid) && cmdline(pid).contains(self.dir.path().to_str().unwrap()) {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
                     .status();

@@ -100,6 +100,18 @@ find_cargo() {
     fi
 }
 
+# rustfmt and clippy, which the test stages run (a minimal rustup profile lacks them).
+ensure_rust_components() {
+    local c missing=()
+    for c in fmt clippy; do
+        "$CARGO" "$c" --version >/dev/null 2>&1 || missing+=("$([ "$c" = fmt ] && echo rustfmt || echo clippy)")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    command -v rustup >/dev/null 2>&1 || die "cargo ${missing[*]} missing and no rustup to add them: install them with your Rust"
+    say "== rustup component add ${missing[*]}"
+    rustup component add "${missing[@]}" </dev/null || die "rustup component add ${missing[*]} failed"
+}
+
 # Release build of the whole workspace into target/release (a no-op when up to date).
 build_release() {
     find_cargo
@@ -257,12 +269,67 @@ run_shellcheck() {
     shellcheck -x "${files[@]}"
 }
 
+# --- the host must not change ----------------------------------------------------------
+
+# Paths of the host a test could touch by mistake (issue 9, threat 33).
+HOST_PATHS=(/etc /usr/local /var/lib /var/spool/cron /root/.ssh /home)
+
+# host_snapshot DIR...: every name under the DIRs with its type and mode, the target
+# of each link and the SHA-256 of each file, sorted; the repository itself left out.
+host_snapshot() {
+    local d dirs=()
+    for d in "$@"; do [ -e "$d" ] && dirs+=("$d"); done
+    [ "${#dirs[@]}" -gt 0 ] || return 0
+    {
+        find "${dirs[@]}" -xdev -path "$REPO_DIR" -prune -o ! -type f -printf '%y %m %p %l\n'
+        find "${dirs[@]}" -xdev -path "$REPO_DIR" -prune -o -type f -printf '%m %p\n'
+        find "${dirs[@]}" -xdev -path "$REPO_DIR" -prune -o -type f -print0 | xargs -0 -r sha256sum
+    } 2>/dev/null | LC_ALL=C sort
+}
+
+# host_unchanged BEFORE: compare the host with the snapshot taken before the tests.
+host_unchanged() {
+    local after
+    after=$(mktemp)
+    host_snapshot "${HOST_PATHS[@]}" >"$after"
+    if ! cmp -s "$1" "$after"; then
+        say "the tests changed the host (${HOST_PATHS[*]}):"
+        diff "$1" "$after" | head -n 40
+        rm -f "$after"
+        return 1
+    fi
+    rm -f "$after"
+    say "host unchanged: $(wc -l <"$1") entries under ${HOST_PATHS[*]}"
+}
+
+# The snapshot must see a change, or the check above proves nothing.
+snapshot_self_check() {
+    local t a b
+    t=$(mktemp -d) a=$(mktemp) b=$(mktemp)
+    printf 'x' >"$t/f"
+    host_snapshot "$t" >"$a"
+    printf 'y' >"$t/f"
+    host_snapshot "$t" >"$b"
+    local rc=0
+    cmp -s "$a" "$b" && { say "host_snapshot does not see a changed file"; rc=1; }
+    rm -rf "$t" "$a" "$b"
+    return "$rc"
+}
+
 cmd_test() {
     need_root test
     exec </dev/null
     local t0=$SECONDS
     ensure_commands "${LAB_COMMANDS[@]}" "${TEST_COMMANDS[@]}"
     find_cargo
+    ensure_rust_components
+    # Everything installed above; from here on the host must stay as it is.
+    local before
+    before=$(mktemp)
+    snapshot_self_check || die "the host snapshot is broken"
+    host_snapshot "${HOST_PATHS[@]}" >"$before"
+    stage "cargo fmt --check" "$CARGO" fmt --all -- --check
+    stage "cargo clippy -D warnings" "$CARGO" clippy --workspace --all-targets --locked -- -D warnings
     stage "cargo build --release --workspace" "$CARGO" build --release --workspace --locked
     stage "cargo test --workspace" "$CARGO" test --workspace --locked
     stage "shellcheck" run_shellcheck
@@ -281,6 +348,8 @@ cmd_test() {
     else
         RESULTS+=("skip   bench/run --quick (not in this checkout)")
     fi
+    stage "the host is unchanged" host_unchanged "$before"
+    rm -f "$before"
     say ""
     say "######## summary ($((SECONDS - t0))s in all)"
     printf '%s\n' "${RESULTS[@]}"

@@ -81,10 +81,13 @@ EOF
 	echo "wrote $conf (edit server_host and admin_user if needed)"
 fi
 group=$(setting device_group phonehome-devices)
-gate=$(setting gate /usr/local/lib/phonehome/phonehome-gate)
+# The gate's default lies under the root, as the tools assume (config.rs).
+gate=$(setting gate "$P/usr/local/lib/phonehome/phonehome-gate")
 case $group in *[!a-z0-9_-]*) die "invalid device_group '$group' in $conf" ;; esac
 case $gate in /*) ;; *) die "gate in $conf must be an absolute path" ;; esac
 case $gate in *[!A-Za-z0-9/._+-]*) die "invalid gate path '$gate' in $conf" ;; esac
+# Under a root, nothing is installed outside it.
+case $gate in "$P"/*) ;; *) die "gate = $gate in $conf lies outside the root $root: set it under $P, or remove the line" ;; esac
 
 # Binaries: the commands on PATH, the gate where the key lines point.
 install -d -m 0755 "$P/usr/local/bin" "$(dirname "$gate")"

@@ -1,13 +1,22 @@
-//! Unix accounts of devices: read `<root>/etc/passwd` and `<root>/etc/group` directly
-//! (not NSS: the root may be a prefix), and create or delete accounts with shadow's
-//! `useradd` / `userdel`, passing `--prefix <root>` when the root is not `/`.
+//! Unix accounts of devices: `<root>/etc/passwd` and `<root>/etc/group` read directly
+//! (not NSS: the root may be a prefix) into maps by name and by uid, and accounts
+//! created or deleted with shadow's `useradd` / `userdel` (`--prefix <root>` when the
+//! root is not `/`), through the one process runner.
 
 use crate::error::{Error, Result};
 use crate::paths::Paths;
+use crate::store;
+use phonehome_plumbing::process::{self, CommandError, Limits};
+use std::collections::HashMap;
 use std::process::Command;
+use std::time::Duration;
 
 /// Largest passwd or group file read.
 const MAX_DB_BYTES: u64 = 64 * 1024 * 1024;
+/// How long useradd or userdel may take.
+const ACCOUNT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// userdel's exit status when the user is still logged in (shadow's E_USER_BUSY).
+pub const USERDEL_BUSY: i32 = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -18,8 +27,39 @@ pub struct Account {
     pub shell: String,
 }
 
+/// The passwd file, looked up by name or uid in constant time.
+#[derive(Debug, Default)]
+pub struct Db {
+    by_name: HashMap<String, Account>,
+    /// The first account of each uid, as getpwuid answers.
+    by_uid: HashMap<u32, String>,
+}
+
+impl Db {
+    pub fn load(paths: &Paths) -> Result<Db> {
+        Ok(Db::parse(&read_db(&paths.passwd())?))
+    }
+
+    pub fn parse(text: &str) -> Db {
+        let mut db = Db::default();
+        for a in text.lines().filter_map(parse_passwd_line) {
+            db.by_uid.entry(a.uid).or_insert_with(|| a.name.clone());
+            db.by_name.entry(a.name.clone()).or_insert(a);
+        }
+        db
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Account> {
+        self.by_name.get(name)
+    }
+
+    pub fn by_uid(&self, uid: u32) -> Option<&Account> {
+        self.by_uid.get(&uid).and_then(|n| self.by_name.get(n))
+    }
+}
+
 fn read_db(path: &std::path::Path) -> Result<String> {
-    let data = crate::atomic::read_bounded(path, MAX_DB_BYTES)?.ok_or_else(|| {
+    let data = store::read(path, MAX_DB_BYTES)?.ok_or_else(|| {
         Error::new(format!(
             "{} does not exist; is the root right?",
             path.display()
@@ -42,20 +82,9 @@ pub fn parse_passwd_line(line: &str) -> Option<Account> {
     })
 }
 
-pub fn all(paths: &Paths) -> Result<Vec<Account>> {
-    Ok(read_db(&paths.passwd())?
-        .lines()
-        .filter_map(parse_passwd_line)
-        .collect())
-}
-
+/// One account by name (a fresh read of the passwd file).
 pub fn by_name(paths: &Paths, name: &str) -> Result<Option<Account>> {
-    Ok(all(paths)?.into_iter().find(|a| a.name == name))
-}
-
-/// The first account with this uid, as getpwuid would answer.
-pub fn by_uid(paths: &Paths, uid: u32) -> Result<Option<Account>> {
-    Ok(all(paths)?.into_iter().find(|a| a.uid == uid))
+    Ok(Db::load(paths)?.by_name(name).cloned())
 }
 
 /// The gid of group `name`, if it exists.
@@ -68,31 +97,21 @@ pub fn group_gid(paths: &Paths, name: &str) -> Result<Option<u32>> {
     }))
 }
 
-/// Run a command, turning a failure into one line naming it and its stderr.
-pub fn run(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{:?}", cmd).replace('"', "");
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| Error::new(format!("cannot run `{}`: {}", shown, e)))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    Err(Error::new(format!(
-        "`{}` failed ({}): {}",
-        shown,
-        out.status,
-        stderr.trim().replace('\n', "; ")
-    )))
-}
-
 fn with_prefix(paths: &Paths, program: &str) -> Command {
     let mut cmd = Command::new(program);
     if !paths.is_system() {
         cmd.arg("--prefix").arg(paths.root());
     }
     cmd
+}
+
+fn run(cmd: &mut Command) -> std::result::Result<(), CommandError> {
+    let limits = Limits {
+        timeout: ACCOUNT_COMMAND_TIMEOUT,
+        max_stdout: 16 * 1024,
+        max_stderr: 16 * 1024,
+    };
+    process::run_checked(cmd, b"", &limits).map(drop)
 }
 
 /// `useradd`: shell /bin/sh (sshd runs the forced command through it), primary group
@@ -110,11 +129,16 @@ pub fn create(paths: &Paths, name: &str, group: &str, home: &str) -> Result<()> 
             "-c",
             "phonehome device",
         ])
-        .args(["-g", group, "-d", home, name]))
+        .args(["-g", group, "-d", home, name]))?;
+    log::info!("created account {}", name);
+    Ok(())
 }
 
-pub fn delete(paths: &Paths, name: &str) -> Result<()> {
-    run(with_prefix(paths, "userdel").arg(name))
+/// `userdel NAME`; the error keeps userdel's exit status (see [`USERDEL_BUSY`]).
+pub fn delete(paths: &Paths, name: &str) -> std::result::Result<(), CommandError> {
+    run(with_prefix(paths, "userdel").arg(name))?;
+    log::info!("deleted account {}", name);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -122,11 +146,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwd_lines() {
+    fn passwd_lines_and_lookups() {
         let a = parse_passwd_line("device6466b34bde54:x:1001:998:phonehome device:/var/lib/phonehome/status/6466b34bde54:/bin/sh").unwrap();
         assert_eq!((a.uid, a.gid), (1001, 998));
         assert_eq!(a.shell, "/bin/sh");
         assert!(parse_passwd_line("broken:x:1").is_none());
         assert!(parse_passwd_line("a:x:notanumber:1:::").is_none());
+        let db = Db::parse(
+            "root:x:0:0::/root:/bin/sh\nalias:x:0:0::/:/bin/sh\nd1:x:1001:9::/:/bin/sh\nbroken\n",
+        );
+        assert_eq!(
+            db.by_uid(0).unwrap().name,
+            "root",
+            "the first account of a uid"
+        );
+        assert_eq!(db.by_name("d1").unwrap().uid, 1001);
+        assert!(db.by_name("nobody").is_none());
     }
 }

@@ -1,13 +1,17 @@
-//! `etc/phonehome/server.conf`: `name = value` lines, `#` comments. A missing file
-//! means all defaults; an unknown name or a bad value is an error naming the line,
-//! because a typo in a security setting must not pass silently.
+//! `etc/phonehome/server.conf`: `name = value` lines (`phonehome_plumbing::settings`).
+//! A missing file means all defaults; an unknown name or a bad value is an error naming
+//! the line, because a typo in a security setting must not pass silently. Host and
+//! account names follow the protocol's rules, so the setup line `add-device` prints is
+//! always one the agent accepts.
 
 use crate::duration::parse_ttl;
 use crate::error::{Error, Result};
 use crate::paths::Paths;
-use phonehome_protocol::{parse_port, DEFAULT_POLL_INTERVAL_SECS};
+use crate::store;
+use phonehome_plumbing::settings;
+use phonehome_protocol::{is_unix_name, parse_port, validate_host, DEFAULT_POLL_INTERVAL_SECS};
 
-/// Where install-server.sh puts the gate; what goes into `command="..."`.
+/// Where install-server.sh puts the gate (under the root); what goes into `command="..."`.
 pub const DEFAULT_GATE: &str = "/usr/local/lib/phonehome/phonehome-gate";
 pub const DEFAULT_GROUP: &str = "phonehome-devices";
 pub const DEFAULT_PORT_RANGE: (u16, u16) = (20000, 29999);
@@ -15,8 +19,21 @@ pub const DEFAULT_TTL_SECS: u64 = 3600;
 /// Largest server.conf read.
 const MAX_CONF_BYTES: u64 = 64 * 1024;
 
+const NAMES: &[&str] = &[
+    "server_host",
+    "server_port",
+    "port_range",
+    "poll_interval",
+    "default_ttl",
+    "admin_user",
+    "device_group",
+    "gate",
+    "log_hosts",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConf {
+    /// The name or address devices reach this server at.
     pub server_host: String,
     pub server_port: u16,
     pub port_range: (u16, u16),
@@ -25,32 +42,17 @@ pub struct ServerConf {
     pub admin_user: String,
     pub device_group: String,
     pub gate: String,
+    /// The names this server's own syslog lines carry; list-devices counts sshd lines
+    /// of these hosts only (logs gathered from several hosts hold others').
+    pub log_hosts: Vec<String>,
 }
 
-fn hostname() -> String {
+/// The kernel's host name, if it is a valid one.
+fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
         .ok()
-        .filter(|s| is_host(s))
-        .unwrap_or_else(|| "localhost".into())
-}
-
-fn is_host(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
-        && !s.starts_with('-')
-}
-
-/// A Unix user or group name as useradd accepts it, and safe in sshd's config.
-pub fn is_unix_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 32
-        && (b[0].is_ascii_lowercase() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-".contains(c))
+        .map(|s| s.trim().to_string())
+        .filter(|s| validate_host(s).is_ok())
 }
 
 /// A path safe to put unquoted in sshd_config and inside `command="..."`.
@@ -61,82 +63,108 @@ pub fn is_safe_path(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
 }
 
-impl Default for ServerConf {
-    fn default() -> ServerConf {
+impl ServerConf {
+    /// The defaults for a server whose paths are `paths` (the gate lives under its root).
+    pub fn defaults(paths: &Paths) -> ServerConf {
+        let host = hostname();
+        let mut log_hosts: Vec<String> = host.iter().cloned().collect();
+        if let Some(short) = host
+            .as_deref()
+            .and_then(|h| h.split_once('.'))
+            .map(|(s, _)| s)
+        {
+            log_hosts.push(short.to_string());
+        }
         ServerConf {
-            server_host: hostname(),
+            server_host: host.unwrap_or_else(|| "localhost".into()),
             server_port: 22,
             port_range: DEFAULT_PORT_RANGE,
             poll_interval: DEFAULT_POLL_INTERVAL_SECS,
             default_ttl: DEFAULT_TTL_SECS,
             admin_user: "root".into(),
             device_group: DEFAULT_GROUP.into(),
-            gate: DEFAULT_GATE.into(),
+            gate: paths.join(DEFAULT_GATE).display().to_string(),
+            log_hosts,
         }
     }
-}
 
-impl ServerConf {
     pub fn load(paths: &Paths) -> Result<ServerConf> {
         let path = paths.conf();
-        match crate::atomic::read_bounded(&path, MAX_CONF_BYTES)? {
-            None => Ok(ServerConf::default()),
+        match store::read(&path, MAX_CONF_BYTES)? {
+            None => Ok(ServerConf::defaults(paths)),
             Some(data) => {
                 let text = String::from_utf8(data).map_err(|_| {
                     Error::new(format!("{}: not valid UTF-8; fix the file", path.display()))
                 })?;
-                ServerConf::parse(&text)
-                    .map_err(|e| Error::new(format!("{}: {}", path.display(), e.msg)))
+                ServerConf::parse(&text, paths)
+                    .map_err(|e| Error::new(format!("{}: {}", path.display(), e)))
             }
         }
     }
 
-    pub fn parse(text: &str) -> Result<ServerConf> {
-        let mut c = ServerConf::default();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let err = |what: &str| Error::new(format!("line {}: {}", i + 1, what));
-            let (name, value) = line
-                .split_once('=')
-                .ok_or_else(|| err("expected `name = value`"))?;
-            let (name, value) = (name.trim(), value.trim());
-            match name {
-                "server_host" if is_host(value) => c.server_host = value.into(),
-                "server_port" => c.server_port = parse_port(value).map_err(|e| err(&e.0))?,
-                "port_range" => {
-                    let (lo, hi) = value
-                        .split_once('-')
-                        .ok_or_else(|| err("port_range: expected LOW-HIGH, e.g. 20000-29999"))?;
-                    let lo = parse_port(lo.trim()).map_err(|e| err(&e.0))?;
-                    let hi = parse_port(hi.trim()).map_err(|e| err(&e.0))?;
-                    if lo < 1024 || lo > hi {
-                        return Err(err(
-                            "port_range: LOW must be at least 1024 and at most HIGH",
-                        ));
-                    }
-                    c.port_range = (lo, hi);
-                }
-                "poll_interval" => {
-                    c.poll_interval = value
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=86400).contains(n))
-                        .ok_or_else(|| err("poll_interval: expected seconds from 1 to 86400"))?
-                }
-                "default_ttl" => c.default_ttl = parse_ttl(value).map_err(|e| err(&e.msg))?,
-                "admin_user" if is_unix_name(value) => c.admin_user = value.into(),
-                "device_group" if is_unix_name(value) => c.device_group = value.into(),
-                "gate" if is_safe_path(value) => c.gate = value.into(),
-                "server_host" | "admin_user" | "device_group" | "gate" => {
-                    return Err(err(&format!("invalid value for {}: {:?}", name, value)))
-                }
-                _ => return Err(err(&format!("unknown setting {:?}", name))),
-            }
+    pub fn parse(text: &str, paths: &Paths) -> std::result::Result<ServerConf, String> {
+        let mut c = ServerConf::defaults(paths);
+        for s in settings::parse(text, NAMES, &[]).map_err(|e| e.to_string())? {
+            c.set(&s.name, &s.value)
+                .map_err(|e| format!("line {}: {}: {}", s.line, s.name, e))?;
         }
         Ok(c)
+    }
+
+    fn set(&mut self, name: &str, value: &str) -> std::result::Result<(), String> {
+        let bad = || {
+            format!(
+                "invalid value {}",
+                phonehome_plumbing::text::quoted(value, 60)
+            )
+        };
+        match name {
+            "server_host" => {
+                validate_host(value).map_err(|e| e.0)?;
+                self.server_host = value.into();
+            }
+            "server_port" => self.server_port = parse_port(value).map_err(|e| e.0)?,
+            "port_range" => {
+                let (lo, hi) = value
+                    .split_once('-')
+                    .ok_or("expected LOW-HIGH, e.g. 20000-29999")?;
+                let lo = parse_port(lo.trim()).map_err(|e| e.0)?;
+                let hi = parse_port(hi.trim()).map_err(|e| e.0)?;
+                if lo < 1024 || lo > hi {
+                    return Err("LOW must be at least 1024 and at most HIGH".into());
+                }
+                self.port_range = (lo, hi);
+            }
+            "poll_interval" => {
+                self.poll_interval = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=86400).contains(n))
+                    .ok_or("expected seconds from 1 to 86400")?
+            }
+            "default_ttl" => self.default_ttl = parse_ttl(value).map_err(|e| e.to_string())?,
+            "admin_user" | "device_group" if !is_unix_name(value) => return Err(bad()),
+            "admin_user" => self.admin_user = value.into(),
+            "device_group" => self.device_group = value.into(),
+            "gate" if !is_safe_path(value) => return Err(bad()),
+            "gate" => self.gate = value.into(),
+            "log_hosts" => {
+                let hosts: Vec<String> = value
+                    .split([' ', ','])
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if hosts.is_empty() || hosts.iter().any(|h| validate_host(h).is_err()) {
+                    return Err(format!(
+                        "{}: expected host names separated by spaces",
+                        bad()
+                    ));
+                }
+                self.log_hosts = hosts;
+            }
+            _ => unreachable!("settings::parse checks the names"),
+        }
+        Ok(())
     }
 
     /// How long `forward-device-port --wait` waits by default: two polls and a margin.
@@ -154,11 +182,17 @@ impl ServerConf {
 mod tests {
     use super::*;
 
+    fn root() -> Paths {
+        Paths::new(std::path::Path::new("/")).unwrap()
+    }
+
     #[test]
     fn parses_and_validates() {
         let c = ServerConf::parse(
             "# comment\nserver_host = ph.example.org\nserver_port=2222\nport_range = 30000-30010\n\
-             poll_interval = 5\ndefault_ttl = 2h\nadmin_user = admin\ngate = /opt/ph/gate\n",
+             poll_interval = 5\ndefault_ttl = 2h\nadmin_user = admin\ngate = /opt/ph/gate\n\
+             log_hosts = ph ph.example.org\n",
+            &root(),
         )
         .unwrap();
         assert_eq!(c.server_host, "ph.example.org");
@@ -166,6 +200,7 @@ mod tests {
         assert_eq!(c.port_range, (30000, 30010));
         assert_eq!(c.default_ttl, 7200);
         assert_eq!(c.default_wait(), 25);
+        assert_eq!(c.log_hosts, ["ph", "ph.example.org"]);
         for bad in [
             "nonsense",
             "colour = blue",
@@ -176,11 +211,27 @@ mod tests {
             "gate = /opt/\"x\"",
             "admin_user = Root",
             "server_host = a b",
+            // What the agent would refuse (issue 10): the two sides agree now.
+            "server_host = h:22",
+            "server_host = a..b",
             "default_ttl = 30d",
+            "log_hosts = ",
+            "log_hosts = a/b",
+            "server_port = 1\nserver_port = 2",
         ] {
-            assert!(ServerConf::parse(bad).is_err(), "{:?}", bad);
+            assert!(ServerConf::parse(bad, &root()).is_err(), "{:?}", bad);
         }
-        let e = ServerConf::parse("\n\ncolour = blue").unwrap_err();
-        assert!(e.msg.starts_with("line 3:"), "{}", e);
+        let e = ServerConf::parse("\n\ncolour = blue", &root()).unwrap_err();
+        assert!(e.starts_with("line 3:"), "{}", e);
+    }
+
+    #[test]
+    fn threat_33_the_default_gate_lies_under_the_root() {
+        let p = Paths::new(std::path::Path::new("/tmp/r")).unwrap();
+        assert_eq!(
+            ServerConf::defaults(&p).gate,
+            "/tmp/r/usr/local/lib/phonehome/phonehome-gate"
+        );
+        assert_eq!(ServerConf::defaults(&root()).gate, DEFAULT_GATE);
     }
 }

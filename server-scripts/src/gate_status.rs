@@ -1,12 +1,12 @@
-//! The gate's records, in `var/lib/phonehome/status/<id>/` (owned by the device's uid,
-//! mode 0700): `heartbeat.json`, rewritten on every poll (time by the server's clock,
-//! source address, and why the report was refused if it was), and `report.json`, the
-//! last valid status report. The directory is writable by the device, so readers here
-//! never follow symlinks and bound every read.
+//! The gate's status files, in `var/lib/phonehome/status/<id>/` (owned by the device's
+//! uid, mode 0700): `heartbeat.json`, rewritten on every poll (time by the server's
+//! clock, source address, and why the report was refused if it was), and
+//! `report.json`, the last valid status report. The directory is writable by the
+//! device, so readers here never follow symlinks and bound every read.
 
-use crate::atomic;
 use crate::error::Result;
 use crate::paths::Paths;
+use crate::store;
 use phonehome_protocol::{DeviceId, StatusReport, MAX_STATUS_BYTES};
 use serde::{Deserialize, Serialize};
 
@@ -42,7 +42,7 @@ fn read<T: for<'de> Deserialize<'de>>(
 ) -> Result<Option<T>> {
     let path = paths.status(id).join(file);
     let max = (MAX_STATUS_BYTES * 2 + 1024) as u64;
-    Ok(atomic::read_bounded(&path, max)?.and_then(|d| serde_json::from_slice(&d).ok()))
+    Ok(store::read(&path, max)?.and_then(|d| serde_json::from_slice(&d).ok()))
 }
 
 pub fn heartbeat(paths: &Paths, id: &DeviceId) -> Result<Option<Heartbeat>> {

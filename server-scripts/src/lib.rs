@@ -6,27 +6,22 @@
 //! so that the tools can be run and tested without touching the host's `/etc` and `/var`.
 //! The grammar of what crosses the wire (ids, ports, inbox, status report) comes from
 //! `phonehome_protocol`; this crate only stores, checks and serves it.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod accounts;
-pub mod atomic;
-pub mod base64;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod duration;
 pub mod error;
+pub mod gate_status;
 pub mod keys;
 pub mod listeners;
 pub mod lock;
 pub mod logscan;
 pub mod paths;
-pub mod procs;
-pub mod records;
 pub mod registry;
 pub mod requests;
-pub mod sha256;
-pub mod sys;
-pub mod timefmt;
+pub mod store;
 
 pub use error::Error;

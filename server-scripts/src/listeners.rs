@@ -122,6 +122,6 @@ mod tests {
         let port = sock.local_addr().unwrap().port();
         let found = on_port(port);
         assert_eq!(found.len(), 1);
-        assert_eq!(found[0].uid, crate::sys::getuid());
+        assert_eq!(found[0].uid, phonehome_plumbing::process::getuid());
     }
 }

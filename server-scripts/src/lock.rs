@@ -3,11 +3,11 @@
 //! key checks) and one for ports (no two devices granted the same remote port).
 //! The kernel drops a flock when its holder dies: a killed command never blocks the next.
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Result};
 use crate::paths::Paths;
+use phonehome_plumbing::lock;
 use phonehome_protocol::DeviceId;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 
 /// Held until dropped.
 #[derive(Debug)]
@@ -17,18 +17,10 @@ pub struct Lock {
 
 fn take(paths: &Paths, name: &str) -> Result<Lock> {
     let dir = paths.locks_dir();
-    crate::atomic::ensure_dir(&dir, 0o700)?;
+    crate::store::ensure_dir(&dir, 0o700)?;
     let path = dir.join(name);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| Error::io("open the lock", &path, &e))?;
-    crate::sys::flock_exclusive(&file).map_err(|e| Error::io("lock", &path, &e))?;
+    let file = lock::open(&path).context("open the lock", &path)?;
+    lock::exclusive(&file).context("lock", &path)?;
     Ok(Lock { _file: file })
 }
 

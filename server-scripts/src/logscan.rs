@@ -3,20 +3,30 @@
 //! gzipped, traditional or ISO timestamps), journald (`journalctl -o json`, one JSON
 //! object per line), and the same given with `--log`.
 //!
-//! A line counts only when the program is `sshd` or `sshd-session` (OpenSSH >= 9.8),
-//! the message STARTS with the sentence and ends right after the fingerprint, and the
-//! fingerprint is the device's registered key: pre-auth usernames reach the log
-//! verbatim, so a crafted name must never forge a heartbeat. Input is streamed line by
-//! line with a cap on line length (the rest of an over-long line is skipped), invalid
-//! UTF-8 is tolerated, so gigabytes of log are read in bounded memory.
+//! A line counts only when the program is `sshd` or `sshd-session` (OpenSSH >= 9.8) —
+//! in journald, by the `_COMM` field journald itself sets, never by the identifier a
+//! client chooses —, it was logged by this server (its host field is one of
+//! `log_hosts`: logs gathered from several hosts, or lines anyone can send to syslog,
+//! name others), it is not dated beyond a small clock skew into the future, the message
+//! STARTS with the sentence and ends right after the fingerprint, and the fingerprint
+//! is the device's registered key: pre-auth usernames reach the log verbatim, so a
+//! crafted name must never forge a heartbeat. Input is streamed line by line with a
+//! cap on line length (the rest of an over-long line is skipped), invalid UTF-8 is
+//! tolerated, so gigabytes of log are read in bounded memory. Each file is opened once
+//! (a rotation between two opens would read two different files) and must be a regular
+//! file (a FIFO or a device would block or never end).
 
-use crate::timefmt::unix_from_civil;
+use phonehome_plumbing::clock::{civil_from_days, local_offset, unix_from_civil};
+use phonehome_plumbing::files::{self, Follow};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// Longest log line considered (journald JSON lines included); longer ones are skipped.
 pub const MAX_LOG_LINE: usize = 64 * 1024;
+/// How far into the future a log line may be dated and still count (clock skew
+/// between the log's writer and this reader).
+pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
 /// A successful device login found in a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +106,7 @@ fn traditional_time(month: &str, day: &str, time: &str, now: i64, offset: i64) -
     let m = MONTHS.iter().position(|x| *x == month)? as u32 + 1;
     let d: u32 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
     let (h, mi, s) = hms(time)?;
-    let (this_year, _, _) = crate::timefmt::civil_from_days((now + offset).div_euclid(86400));
+    let (this_year, _, _) = civil_from_days((now + offset).div_euclid(86400));
     for year in [this_year, this_year - 1] {
         let t = unix_from_civil(year, m, d, h, mi, s) - offset;
         if t <= now + 86400 {
@@ -153,37 +163,48 @@ fn is_sshd_tag(tag: &str) -> bool {
         && pid.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// A syslog text line: (time, message) when it is an sshd line. `offset` is the local
-/// time zone's offset from UTC (seconds east), for timestamps without a zone.
-pub fn parse_syslog_line(line: &str, now: i64, offset: i64) -> Option<(i64, &str)> {
-    if line.as_bytes().first()?.is_ascii_digit() {
+/// An sshd line of a log: when, which host logged it, the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub time: i64,
+    pub host: &'a str,
+    pub msg: std::borrow::Cow<'a, str>,
+}
+
+/// A syslog text line when it is an sshd line. `offset` is the local time zone's
+/// offset from UTC (seconds east), for timestamps without a zone.
+pub fn parse_syslog_line(line: &str, now: i64, offset: i64) -> Option<Entry<'_>> {
+    let (time, rest) = if line.as_bytes().first()?.is_ascii_digit() {
         let (ts, rest) = line.split_once(' ')?;
-        let t = iso_time(ts)?;
-        let (_host, rest) = rest.split_once(' ')?;
-        let (tag, msg) = rest.split_once(' ')?;
-        is_sshd_tag(tag).then_some((t, msg))
+        (iso_time(ts)?, rest)
     } else {
         // `Nov 21 23:49:50 host sshd[1]: msg`; single-digit days are space-padded.
         let (month, rest) = line.split_once(' ')?;
         let rest = rest.trim_start_matches(' ');
         let (day, rest) = rest.split_once(' ')?;
         let (time, rest) = rest.split_once(' ')?;
-        let t = traditional_time(month, day, time, now, offset)?;
-        let (_host, rest) = rest.split_once(' ')?;
-        let (tag, msg) = rest.split_once(' ')?;
-        is_sshd_tag(tag).then_some((t, msg))
-    }
+        (traditional_time(month, day, time, now, offset)?, rest)
+    };
+    let (host, rest) = rest.split_once(' ')?;
+    let (tag, msg) = rest.split_once(' ')?;
+    is_sshd_tag(tag).then_some(Entry {
+        time,
+        host,
+        msg: msg.into(),
+    })
 }
 
-/// A `journalctl -o json` line: (time, message) when it comes from sshd. `_COMM` is set
-/// by journald itself and is trusted over SYSLOG_IDENTIFIER, which a client chooses.
-pub fn parse_journal_line(line: &[u8]) -> Option<(i64, String)> {
+/// A `journalctl -o json` line when it comes from sshd: `_COMM`, which journald sets
+/// itself from the process, must say so (SYSLOG_IDENTIFIER is the client's choice and
+/// does not count). The host is `_HOSTNAME`, also journald's.
+pub fn parse_journal_line(line: &[u8]) -> Option<(i64, Option<String>, String)> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
     let field = |k: &str| v.get(k).and_then(|x| x.as_str());
-    let prog = field("_COMM").or_else(|| field("SYSLOG_IDENTIFIER"))?;
+    let prog = field("_COMM")?;
     if prog != "sshd" && prog != "sshd-session" {
         return None;
     }
+    let host = field("_HOSTNAME").map(str::to_string);
     let micros: i64 = field("__REALTIME_TIMESTAMP")?.parse().ok()?;
     let msg = match v.get("MESSAGE")? {
         serde_json::Value::String(s) => s.clone(),
@@ -197,7 +218,7 @@ pub fn parse_journal_line(line: &[u8]) -> Option<(i64, String)> {
         }
         _ => return None,
     };
-    Some((micros.div_euclid(1_000_000), msg))
+    Some((micros.div_euclid(1_000_000), host, msg))
 }
 
 /// Reads lines of at most MAX_LOG_LINE bytes; longer ones are consumed and skipped.
@@ -255,6 +276,16 @@ impl<R: BufRead> BoundedLines<R> {
     }
 }
 
+/// What a scan looks for: the registered fingerprint of each device account, the
+/// names this server logs under, and the time now.
+#[derive(Debug)]
+pub struct Filter {
+    /// account -> registered fingerprint
+    pub keys: HashMap<String, String>,
+    pub hosts: Vec<String>,
+    pub now: i64,
+}
+
 /// What a scan found: the newest valid login per account, and what was read.
 #[derive(Debug, Default)]
 pub struct Scan {
@@ -265,15 +296,27 @@ pub struct Scan {
     pub failed: Vec<String>,
     pub lines: u64,
     pub skipped_long: u64,
+    /// Logins dated too far into the future to be true.
+    pub skipped_future: u64,
+    /// Logins of device accounts logged by another host.
+    pub skipped_foreign: u64,
 }
 
 impl Scan {
-    /// Consider one message at `time`; `keys` maps account -> registered fingerprint.
-    fn offer(&mut self, time: i64, msg: &str, keys: &HashMap<String, String>) {
+    /// Consider one sshd message.
+    fn offer(&mut self, time: i64, host: Option<&str>, msg: &str, f: &Filter) {
         let Some((account, from, port, key_type, fp)) = parse_accepted(msg) else {
             return;
         };
-        if keys.get(&account) != Some(&fp) {
+        if f.keys.get(&account) != Some(&fp) {
+            return;
+        }
+        if host.is_some_and(|h| !f.hosts.iter().any(|o| o == h)) {
+            self.skipped_foreign += 1;
+            return;
+        }
+        if time > f.now + MAX_CLOCK_SKEW_SECS {
+            self.skipped_future += 1;
             return;
         }
         if self.latest.get(&account).is_some_and(|l| l.time >= time) {
@@ -293,14 +336,9 @@ impl Scan {
     }
 
     /// Scan a stream of syslog or journald JSON lines (detected per line).
-    pub fn read_stream<R: Read>(
-        &mut self,
-        input: R,
-        keys: &HashMap<String, String>,
-        now: i64,
-    ) -> std::io::Result<()> {
+    pub fn read_stream<R: Read>(&mut self, input: R, f: &Filter) -> std::io::Result<()> {
         let mut lines = BoundedLines::new(BufReader::with_capacity(64 * 1024, input));
-        let offset = crate::sys::local_offset(now);
+        let offset = local_offset(f.now);
         while let Some(line) = lines.next_line()? {
             self.lines += 1;
             if line.first() == Some(&b'{') {
@@ -310,8 +348,8 @@ impl Scan {
                 {
                     continue;
                 }
-                if let Some((t, msg)) = parse_journal_line(line) {
-                    self.offer(t, &msg, keys);
+                if let Some((t, host, msg)) = parse_journal_line(line) {
+                    self.offer(t, host.as_deref(), &msg, f);
                 }
                 continue;
             }
@@ -320,32 +358,24 @@ impl Scan {
                 continue;
             }
             let text = String::from_utf8_lossy(line);
-            if let Some((t, msg)) = parse_syslog_line(&text, now, offset) {
-                self.offer(t, msg, keys);
+            if let Some(e) = parse_syslog_line(&text, f.now, offset) {
+                self.offer(e.time, Some(e.host), &e.msg, f);
             }
         }
         self.skipped_long += lines.skipped;
         Ok(())
     }
 
-    /// Scan a file, gunzipping it when it starts with the gzip magic bytes.
-    pub fn read_file(&mut self, path: &Path, keys: &HashMap<String, String>, now: i64) {
-        let result = (|| -> std::io::Result<()> {
-            let mut f = std::fs::File::open(path)?;
-            let mut magic = [0u8; 2];
-            let n = f.read(&mut magic)?;
-            drop(f);
-            let f = std::fs::File::open(path)?;
-            if n == 2 && magic == [0x1f, 0x8b] {
-                self.read_stream(
-                    flate2::read::MultiGzDecoder::new(BufReader::new(f)),
-                    keys,
-                    now,
-                )
+    /// Scan a file, opened once, gunzipping it when it starts with the gzip magic.
+    pub fn read_file(&mut self, path: &Path, f: &Filter) {
+        let result = files::open_regular(path, Follow::Yes).and_then(|file| {
+            let mut input = BufReader::with_capacity(64 * 1024, file);
+            if input.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
+                self.read_stream(flate2::bufread::MultiGzDecoder::new(input), f)
             } else {
-                self.read_stream(f, keys, now)
+                self.read_stream(input, f)
             }
-        })();
+        });
         match result {
             Ok(()) => self.read.push(path.display().to_string()),
             Err(e) => self.failed.push(format!("{}: {}", path.display(), e)),
@@ -353,7 +383,7 @@ impl Scan {
     }
 
     /// Scan sshd's entries in journald (`journalctl -o json`), streaming its output.
-    pub fn read_journal(&mut self, keys: &HashMap<String, String>, now: i64) {
+    pub fn read_journal(&mut self, f: &Filter) {
         use std::process::{Command, Stdio};
         let child = Command::new("journalctl")
             .args([
@@ -384,25 +414,29 @@ impl Scan {
             s
         });
         let lines_before = self.lines;
-        let result = self.read_stream(stdout, keys, now);
+        let result = self.read_stream(stdout, f);
+        if result.is_err() {
+            let _ = child.kill();
+        }
         let status = child.wait();
         let err = err_reader.join().unwrap_or_default();
+        let err = phonehome_plumbing::text::for_terminal(err.trim(), 400);
         let got = self.lines - lines_before;
         match (result, status) {
             (Ok(()), Ok(st)) if st.success() && got > 0 => self.read.push("journald".into()),
             (Ok(()), Ok(st)) if st.success() => self.failed.push(format!(
                 "journald: no sshd entries at all (is journald running and sshd logging to it?){}",
-                if err.trim().is_empty() {
+                if err.is_empty() {
                     String::new()
                 } else {
-                    format!(": {}", err.trim().replace('\n', "; "))
+                    format!(": {}", err)
                 }
             )),
             (Err(e), _) => self.failed.push(format!("journald: {}", e)),
             (_, st) => self.failed.push(format!(
                 "journald: `journalctl -o json` failed ({}): {}",
                 st.map(|s| s.to_string()).unwrap_or_default(),
-                err.trim().replace('\n', "; ")
+                err
             )),
         }
     }
@@ -487,7 +521,7 @@ mod tests {
         assert_eq!(iso_time("2026-13-21T23:49:50Z"), None);
         assert_eq!(iso_time("2026-11-21 23:49:50Z"), None);
         let now = 1_795_304_990 + 3600;
-        let off = crate::sys::local_offset(now);
+        let off = local_offset(now);
         // A date later in the year than now belongs to last year.
         let t = traditional_time("Dec", "24", "10:00:00", now, off).unwrap();
         assert_eq!(t, unix_from_civil(2025, 12, 24, 10, 0, 0) - off);
@@ -523,5 +557,85 @@ mod tests {
         assert_eq!(l.next_line().unwrap().unwrap(), b"last");
         assert!(l.next_line().unwrap().is_none());
         assert_eq!(l.skipped, 1);
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    const FP: &str = "SHA256:PtMtRWVHKuGrzuX9RFxdUS3m8k7hxmSwH+iceMIwDeM";
+
+    fn filter(now: i64) -> Filter {
+        Filter {
+            keys: [("device6466b34bde54".to_string(), FP.to_string())].into(),
+            hosts: vec!["srv".into()],
+            now,
+        }
+    }
+
+    fn line(ts: &str, host: &str) -> String {
+        format!(
+            "{} {} sshd[7]: Accepted publickey for device6466b34bde54 from 198.51.100.2 port 40022 ssh2: ED25519 {}\n",
+            ts, host, FP
+        )
+    }
+
+    #[test]
+    fn threat_28_other_hosts_and_the_future_do_not_count() {
+        let now = unix_from_civil(2026, 11, 21, 12, 0, 0);
+        let f = filter(now);
+        let mut scan = Scan::default();
+        let text = [
+            line("2026-11-21T11:00:00Z", "srv"),
+            line("2026-11-21T11:30:00Z", "otherhost"),
+            line("2099-01-01T00:00:00Z", "srv"),
+            line("2026-11-21T12:04:00Z", "srv"),
+        ]
+        .concat();
+        scan.read_stream(text.as_bytes(), &f).unwrap();
+        let login = &scan.latest["device6466b34bde54"];
+        assert_eq!(login.time, now + 240, "a few minutes of skew are accepted");
+        assert_eq!(scan.skipped_foreign, 1);
+        assert_eq!(scan.skipped_future, 1);
+        let mut scan = Scan::default();
+        scan.read_stream(line("2026-11-21T12:06:00Z", "srv").as_bytes(), &f)
+            .unwrap();
+        assert!(scan.latest.is_empty(), "beyond the skew");
+    }
+
+    #[test]
+    fn threat_31_journald_lines_need_journald_own_fields() {
+        let msg = format!(
+            "Accepted publickey for device6466b34bde54 from 198.51.100.2 port 1 ssh2: ED25519 {}",
+            FP
+        );
+        let mk = |fields: &str| {
+            format!(
+                "{{\"__REALTIME_TIMESTAMP\":\"1795255200000000\",{}\"MESSAGE\":\"{}\"}}",
+                fields, msg
+            )
+        };
+        assert!(parse_journal_line(mk("\"SYSLOG_IDENTIFIER\":\"sshd\",").as_bytes()).is_none());
+        assert!(parse_journal_line(
+            mk("\"_COMM\":\"logger\",\"SYSLOG_IDENTIFIER\":\"sshd\",").as_bytes()
+        )
+        .is_none());
+        let ok =
+            parse_journal_line(mk("\"_COMM\":\"sshd\",\"_HOSTNAME\":\"srv\",").as_bytes()).unwrap();
+        assert_eq!(ok.1.as_deref(), Some("srv"));
+    }
+
+    #[test]
+    fn threat_31_a_fifo_or_a_device_is_refused_at_once() {
+        let f = filter(0);
+        let mut scan = Scan::default();
+        scan.read_file(Path::new("/dev/zero"), &f);
+        assert!(scan.read.is_empty());
+        assert!(
+            scan.failed[0].contains("not a regular file"),
+            "{:?}",
+            scan.failed
+        );
     }
 }

@@ -42,8 +42,8 @@ impl Paths {
                 .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
         {
             return Err(Error::usage(format!(
-                "invalid root {:?}: use a path of letters, digits and / . _ - + only",
-                root.display()
+                "invalid root {}: use a path of letters, digits and / . _ - + only",
+                phonehome_plumbing::text::quoted(&root.to_string_lossy(), 80)
             )));
         }
         Ok(Paths { root })
@@ -118,15 +118,15 @@ impl Paths {
 
 /// The device ids named by the `<id>.json` files of `dir`, in no particular order; other
 /// names are ignored and a missing directory is empty. `what` names the store in errors.
-pub fn ids_in(dir: &Path, what: &str) -> Result<Vec<DeviceId>> {
+pub fn ids_in(dir: &Path, what: &'static str) -> Result<Vec<DeviceId>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(what, dir, &e)),
+        Err(e) => return Err(Error::io(what, dir, e)),
     };
     let mut ids = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io(what, dir, &e))?;
+        let entry = entry.map_err(|e| Error::io(what, dir, e))?;
         let name = entry.file_name();
         if let Some(id) = name
             .to_str()

@@ -2,9 +2,11 @@
 //! (id, alias, canonical key, fingerprint, creation time) and the `revoked` list of
 //! fingerprints of removed devices. Key files are generated from it, never edited.
 
-use crate::atomic;
 use crate::error::{Error, Result};
 use crate::paths::Paths;
+use crate::store;
+use phonehome_plumbing::clock;
+use phonehome_plumbing::text::quoted;
 use phonehome_protocol::DeviceId;
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +18,7 @@ const MAX_REVOKED_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceRecord {
-    pub id: String,
+    pub id: DeviceId,
     #[serde(default)]
     pub alias: Option<String>,
     /// `TYPE BASE64`
@@ -28,21 +30,17 @@ pub struct DeviceRecord {
 }
 
 impl DeviceRecord {
-    pub fn device_id(&self) -> Result<DeviceId> {
-        Ok(DeviceId::parse(&self.id)?)
-    }
-
     pub fn label(&self) -> String {
         match &self.alias {
             Some(a) => format!("{} ({})", self.id, a),
-            None => self.id.clone(),
+            None => self.id.to_string(),
         }
     }
 }
 
 pub fn load(paths: &Paths, id: &DeviceId) -> Result<Option<DeviceRecord>> {
     let path = paths.device_record(id);
-    match atomic::read_bounded(&path, MAX_RECORD_BYTES)? {
+    match store::read(&path, MAX_RECORD_BYTES)? {
         None => Ok(None),
         Some(data) => {
             let rec: DeviceRecord = serde_json::from_slice(&data).map_err(|e| {
@@ -52,9 +50,9 @@ pub fn load(paths: &Paths, id: &DeviceId) -> Result<Option<DeviceRecord>> {
                     e
                 ))
             })?;
-            if rec.id != id.as_str() {
+            if rec.id != *id {
                 return Err(Error::new(format!(
-                    "registry record {} names device {:?}; restore it from a backup",
+                    "registry record {} names device {}; restore it from a backup",
                     path.display(),
                     rec.id
                 )));
@@ -76,15 +74,8 @@ pub fn list(paths: &Paths) -> Result<Vec<DeviceRecord>> {
     Ok(out)
 }
 
-/// A device id typed by an admin: `6466b34bde54` or a MAC notation, nothing around it
-/// (no whitespace or control characters: `DeviceId::from_mac_text` would trim them).
+/// A device id typed by an admin: `6466b34bde54` or a MAC notation, nothing else.
 pub fn parse_id_arg(s: &str) -> Result<DeviceId> {
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Error::usage(format!(
-            "invalid device id {:?}: expected 12 hex digits, e.g. 6466b34bde54, without spaces",
-            s.chars().take(40).collect::<String>()
-        )));
-    }
     Ok(DeviceId::from_mac_text(s)?)
 }
 
@@ -106,13 +97,13 @@ pub fn find(paths: &Paths, name: &str) -> Result<DeviceRecord> {
             return Ok(rec);
         }
         return Err(Error::new(format!(
-            "unknown device {:?}: no device has that id or alias; see list-devices",
-            name
+            "unknown device {}: no device has that id or alias; see list-devices",
+            quoted(name, 40)
         )));
     }
     Err(Error::usage(format!(
-        "invalid device {:?}: give a device id (12 hex digits, e.g. 6466b34bde54) or an alias",
-        name.chars().take(40).collect::<String>()
+        "invalid device {}: give a device id (12 hex digits, e.g. 6466b34bde54) or an alias",
+        quoted(name, 40)
     )))
 }
 
@@ -124,7 +115,7 @@ pub fn record_bytes(rec: &DeviceRecord) -> Vec<u8> {
 
 /// Fingerprints of revoked keys.
 pub fn revoked(paths: &Paths) -> Result<Vec<String>> {
-    let data = atomic::read_bounded(&paths.revoked(), MAX_REVOKED_BYTES)?.unwrap_or_default();
+    let data = store::read(&paths.revoked(), MAX_REVOKED_BYTES)?.unwrap_or_default();
     Ok(String::from_utf8_lossy(&data)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -137,7 +128,7 @@ pub fn revoked(paths: &Paths) -> Result<Vec<String>> {
 /// atomically, so a full disk leaves the old list (and everything else) as it was.
 pub fn revoke(paths: &Paths, rec: &DeviceRecord, now: i64) -> Result<()> {
     let path = paths.revoked();
-    let mut data = atomic::read_bounded(&path, MAX_REVOKED_BYTES)?.unwrap_or_default();
+    let mut data = store::read(&path, MAX_REVOKED_BYTES)?.unwrap_or_default();
     if !data.is_empty() && !data.ends_with(b"\n") {
         data.push(b'\n');
     }
@@ -146,9 +137,9 @@ pub fn revoke(paths: &Paths, rec: &DeviceRecord, now: i64) -> Result<()> {
             "{} {} {}\n",
             rec.fingerprint,
             rec.id,
-            crate::timefmt::format_iso(now)
+            clock::format_iso(now)
         )
         .as_bytes(),
     );
-    atomic::write(&path, &data, 0o600, true)
+    store::write(&path, &data, 0o600)
 }

@@ -4,9 +4,9 @@
 //! server's clock; expired requests are dropped whenever the file is written and never
 //! served by the gate.
 
-use crate::atomic;
 use crate::error::{Error, Result};
 use crate::paths::Paths;
+use crate::store;
 use phonehome_protocol::{DeviceId, PortPair};
 use serde::{Deserialize, Serialize};
 
@@ -36,14 +36,14 @@ impl Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RequestsFile {
-    device: String,
+    device: DeviceId,
     requests: Vec<Request>,
 }
 
 /// All requests of a device (expired ones included); none when there is no file.
 pub fn load(paths: &Paths, id: &DeviceId) -> Result<Vec<Request>> {
     let path = paths.requests(id);
-    let Some(data) = atomic::read_bounded(&path, MAX_REQUESTS_BYTES)? else {
+    let Some(data) = store::read(&path, MAX_REQUESTS_BYTES)? else {
         return Ok(Vec::new());
     };
     let file: RequestsFile = serde_json::from_slice(&data).map_err(|e| {
@@ -53,9 +53,9 @@ pub fn load(paths: &Paths, id: &DeviceId) -> Result<Vec<Request>> {
             e
         ))
     })?;
-    if file.device != id.as_str() {
+    if file.device != *id {
         return Err(Error::new(format!(
-            "requests file {} names device {:?}; remove it",
+            "requests file {} names device {}; remove it",
             path.display(),
             file.device
         )));
@@ -72,7 +72,7 @@ pub fn unexpired(mut requests: Vec<Request>, now: i64) -> Vec<Request> {
 
 pub fn file_bytes(id: &DeviceId, requests: &[Request]) -> Vec<u8> {
     let file = RequestsFile {
-        device: id.to_string(),
+        device: id.clone(),
         requests: requests.to_vec(),
     };
     let mut s = serde_json::to_string_pretty(&file).expect("requests always serialise");

@@ -71,11 +71,7 @@ fn add_device_creates_account_record_and_key_file() {
     let keyfile = r.read(&format!("etc/phonehome/authorized_keys/device{}", ID1));
     assert_eq!(
         keyfile,
-        format!(
-            "restrict,command=\"/usr/local/lib/phonehome/phonehome-gate --root {}\" {}\n",
-            r.dir.display(),
-            key(0)
-        )
+        format!("restrict,command=\"{}\" {}\n", r.gate_command(), key(0))
     );
     let meta =
         std::fs::metadata(r.path(&format!("etc/phonehome/authorized_keys/device{}", ID1))).unwrap();

@@ -72,8 +72,8 @@ fn request_grants_exactly_the_port_and_prints_how_to_connect() {
     assert_eq!(
         keyfile(&r, ID1),
         format!(
-            "restrict,port-forwarding,permitlisten=\"localhost:21100\",command=\"/usr/local/lib/phonehome/phonehome-gate --root {}\" {}\n",
-            r.dir.display(),
+            "restrict,port-forwarding,permitlisten=\"localhost:21100\",command=\"{}\" {}\n",
+            r.gate_command(),
             key(0)
         )
     );
@@ -148,12 +148,12 @@ fn expired_requests_are_dropped_on_write() {
     std::fs::write(&path, format!(r#"{{"device":"{}","requests":[{{"local":22,"remote":21300,"created":1,"expires":2}}]}}"#, ID1)).unwrap();
     assert!(keyfile(&r, ID1).starts_with("restrict,command="));
     // --prune rewrites the key file of a device whose grant expired.
-    let now = phonehome_server::timefmt::now();
+    let now = phonehome_plumbing::clock::now();
     std::fs::write(&path, format!(r#"{{"device":"{}","requests":[{{"local":22,"remote":21300,"created":1,"expires":2}},{{"local":22,"remote":21302,"created":1,"expires":{}}}]}}"#, ID1, now + 100)).unwrap();
     let kf = r.path(&format!("etc/phonehome/authorized_keys/device{}", ID1));
     std::fs::write(&kf, keyfile(&r, ID1).replace("restrict,", "restrict,port-forwarding,permitlisten=\"localhost:21300\",permitlisten=\"localhost:21302\",")).unwrap();
     let out = r.run("forward-device-port", &["--prune"]).ok();
-    assert_eq!(out.stdout, "dropped 1 expired request(s)\n");
+    assert_eq!(out.stdout, "pruned: 1 expired request(s), 1 key file(s) regranted, 0 leftover file(s) of removed devices, 0 stale temp file(s)\n");
     assert!(!keyfile(&r, ID1).contains("21300"), "{}", keyfile(&r, ID1));
     assert!(keyfile(&r, ID1).contains("permitlisten=\"localhost:21302\""));
     assert_eq!(
@@ -342,7 +342,7 @@ fn wait_fails_with_the_reason() {
     r.run("forward-device-port", &[ID1, "22:21800", "--wait=1"])
         .fails(1, "has not called in since 2026-11-21 23:49:50 UTC");
     // The device reports the tunnel's failure.
-    let now = phonehome_server::timefmt::now() + 5;
+    let now = phonehome_plumbing::clock::now() + 5;
     std::fs::write(
         r.path(&format!("{}/report.json", status)),
         format!(r#"{{"received":{},"report":{{"protocol":1,"agent_version":"0.1.0","tunnels":[{{"local":22,"remote":21800,"state":"failed","last_error":"remote port forwarding failed for listen port 21800"}}]}}}}"#, now),

@@ -6,7 +6,12 @@ mod common;
 use common::*;
 use phonehome_protocol::MAX_STATUS_BYTES;
 
+/// A report of an agent of protocol 1, which gets the bare lines it knows.
 const REPORT: &str = r#"{"protocol":1,"agent_version":"0.1.0","uptime_secs":7200,"tunnels":[{"local":22,"remote":22100,"state":"running"}]}"#;
+/// The same from an agent of protocol 2.
+const REPORT_2: &str = r#"{"protocol":2,"agent_version":"0.2.0","uptime_secs":7200,"tunnels":[{"local":22,"remote":22100,"state":"running"}]}"#;
+/// The answer in protocol 2's framing.
+const FRAMED: &str = "phonehome-inbox 2\n22:22100\n80:22101\nend\n";
 
 fn status(r: &Root, id: &str, file: &str) -> Option<String> {
     std::fs::read_to_string(r.path(&format!("var/lib/phonehome/status/{}/{}", id, file))).ok()
@@ -36,7 +41,7 @@ fn poll_records_heartbeat_and_report_and_answers_requests() {
         serde_json::from_str(&status(&r, ID1, "heartbeat.json").unwrap()).unwrap();
     assert_eq!(hb["from"], "198.51.100.2");
     assert_eq!(hb["port"], 40022);
-    assert!((hb["received"].as_i64().unwrap() - phonehome_server::timefmt::now()).abs() < 10);
+    assert!((hb["received"].as_i64().unwrap() - phonehome_plumbing::clock::now()).abs() < 10);
     assert_eq!(hb["report_error"], serde_json::Value::Null);
     let rep: serde_json::Value =
         serde_json::from_str(&status(&r, ID1, "report.json").unwrap()).unwrap();
@@ -60,7 +65,7 @@ fn poll_records_heartbeat_and_report_and_answers_requests() {
 fn expired_requests_are_not_served() {
     let r = setup();
     let path = r.path(&format!("var/lib/phonehome/requests/{}.json", ID1));
-    let now = phonehome_server::timefmt::now();
+    let now = phonehome_plumbing::clock::now();
     std::fs::write(
         &path,
         format!(r#"{{"device":"{}","requests":[{{"local":22,"remote":22100,"created":1,"expires":2}},{{"local":80,"remote":22101,"created":1,"expires":{}}}]}}"#, ID1, now + 100),
@@ -164,7 +169,8 @@ fn threat_04_hostile_reports_are_rejected_but_the_heartbeat_counts() {
     ];
     for (input, why) in cases {
         let out = r.gate(Some("poll"), &input).ok();
-        assert_eq!(out.stdout, "22:22100\n80:22101\n", "still answered");
+        // No valid report tells it the agent's protocol: the current framing.
+        assert_eq!(out.stdout, FRAMED, "still answered");
         assert!(
             out.stderr.contains("status report refused") && out.stderr.contains(why),
             "{:?}: {}",
@@ -229,6 +235,7 @@ fn stdin_never_closed_still_answers_after_the_read_timeout() {
     let mut child = Command::new(bin_path("phonehome-gate"))
         .arg("--root")
         .arg(r.path(""))
+        .args(["--read-timeout", "1"])
         .env_remove("PHONEHOME_ROOT")
         .env("SSH_ORIGINAL_COMMAND", "poll")
         .env("SSH_CONNECTION", "198.51.100.2 40022 198.51.100.1 22")
@@ -245,9 +252,9 @@ fn stdin_never_closed_still_answers_after_the_read_timeout() {
     );
     drop(held_stdin);
     let out = out.ok();
-    assert_eq!(out.stdout, "22:22100\n80:22101\n");
+    assert_eq!(out.stdout, FRAMED);
     assert!(
-        out.stderr.contains("no status report within"),
+        out.stderr.contains("no status report within 1 s"),
         "{}",
         out.stderr
     );
@@ -265,4 +272,46 @@ fn stdin_never_closed_still_answers_after_the_read_timeout() {
         status(&r, ID1, "report.json").is_none(),
         "no report recorded"
     );
+}
+
+#[test]
+fn threat_34_the_gate_announces_itself_to_agents_that_understand() {
+    let r = setup();
+    let out = r.gate(Some("poll"), REPORT_2.as_bytes()).ok();
+    assert_eq!(out.stdout, FRAMED);
+    let inbox = phonehome_protocol::parse_answer(out.stdout.as_bytes()).unwrap();
+    assert_eq!(inbox.requests.len(), 2);
+    // An old agent keeps getting what it parses.
+    let out = r.gate(Some("poll"), REPORT.as_bytes()).ok();
+    assert_eq!(out.stdout, "22:22100\n80:22101\n");
+    // Only root's argv sets the read timeout, within bounds.
+    let mut c = std::process::Command::new(bin_path("phonehome-gate"));
+    c.args(["--read-timeout", "0"])
+        .env("SSH_ORIGINAL_COMMAND", "poll");
+    Out::new("gate --read-timeout 0".into(), c.output().unwrap()).fails(2, "--read-timeout");
+}
+
+#[test]
+fn threat_25_a_report_with_terminal_controls_is_refused_and_never_shown() {
+    let r = setup();
+    let hostile = r#"{"protocol":2,"agent_version":"0.2\u001b]0;owned\u0007\u001b[2J\u009b31m\u202e","uptime_secs":1}"#;
+    let out = r.gate(Some("poll"), hostile.as_bytes()).ok();
+    assert!(out.stderr.contains("control character"), "{}", out.stderr);
+    assert!(status(&r, ID1, "report.json").is_none(), "not stored");
+    // A record written before the rule (or by hand) still never reaches the terminal.
+    std::fs::write(
+        r.path(&format!("var/lib/phonehome/status/{}/report.json", ID1)),
+        format!(r#"{{"received":1,"report":{}}}"#, hostile),
+    )
+    .unwrap();
+    let table = r.run("list-devices", &[]).ok().stdout;
+    for c in table.chars() {
+        assert!(
+            !phonehome_plumbing::text::is_unsafe_char(c) || c == '\n',
+            "{:?} reached the table: {:?}",
+            c,
+            table
+        );
+    }
+    assert!(table.contains("0.2?]0;owned??[2J?31m?"), "{}", table);
 }

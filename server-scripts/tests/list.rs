@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use phonehome_server::timefmt::unix_from_civil;
+use phonehome_plumbing::clock::unix_from_civil;
 use std::io::Write;
 
 fn fixture(name: &str) -> String {
@@ -29,8 +29,8 @@ fn device(list: &serde_json::Value, id: &str) -> serde_json::Value {
 
 /// The most recent `month day h:m:s` (UTC, as TZ=UTC in the runner) not in the future.
 fn syslog_time(mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
-    let now = phonehome_server::timefmt::now();
-    let (y, _, _) = phonehome_server::timefmt::civil_from_days(now.div_euclid(86400));
+    let now = phonehome_plumbing::clock::now();
+    let (y, _, _) = phonehome_plumbing::clock::civil_from_days(now.div_euclid(86400));
     let t = unix_from_civil(y, mo, d, h, mi, s);
     if t <= now + 86400 {
         t
@@ -226,27 +226,76 @@ fn no_log_data_is_said_never_offline() {
         "{}",
         out.stdout
     );
-    let list = r
-        .run(
-            "list-devices",
-            &["--json", "--log", "/nonexistent/auth.log"],
-        )
-        .ok()
-        .json();
-    assert!(
-        list["notes"]
-            .to_string()
-            .contains("could not read /nonexistent/auth.log"),
-        "{}",
-        list["notes"]
+    // One hint of what to configure, not a note per source tried.
+    let notes: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("note:"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{}", out.stdout);
+    assert!(notes[0].contains("--log FILE"), "{}", notes[0]);
+    // A log named on the command line must exist: a clear error, not a note.
+    r.run(
+        "list-devices",
+        &["--json", "--log", "/nonexistent/auth.log"],
+    )
+    .fails(2, "--log /nonexistent/auth.log: No such file or directory");
+}
+
+#[test]
+fn threat_31_a_log_that_is_a_fifo_or_a_device_is_refused_at_once() {
+    let r = two_devices();
+    let fifo = r.path("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let start = std::time::Instant::now();
+    for bad in [fifo.to_str().unwrap(), "/dev/zero"] {
+        r.run("list-devices", &["--log", bad])
+            .fails(2, "not a regular file");
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn threat_32_output_errors_are_one_line_and_a_closed_pipe_is_quiet() {
+    let r = two_devices();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = r
+        .cmd("list-devices")
+        .arg("--json")
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", err);
+    assert_eq!(
+        err.trim(),
+        "list-devices: cannot write the output: No space left on device (os error 28): the disk is full, free some space and retry"
     );
-    assert!(list["notes"].to_string().contains("no log data"));
+    // `| head -c1`: the reader goes away; no panic, no message, exit 0.
+    let mut child = r
+        .cmd("list-devices")
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]
 fn states_from_age() {
     let r = two_devices();
-    let now = phonehome_server::timefmt::now();
+    let now = phonehome_plumbing::clock::now();
     // poll_interval = 2 in the test root: online within 19 s, stale within 1 h.
     std::fs::write(
         r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", ID1)),
@@ -285,7 +334,7 @@ fn states_from_age() {
 fn threat_23_everything_went_stale_at_once() {
     let r = two_devices();
     r.add("0242ac110003", &key(2));
-    let now = phonehome_server::timefmt::now();
+    let now = phonehome_plumbing::clock::now();
     for (id, ago) in [(ID1, 900), (ID2, 905), ("0242ac110003", 898)] {
         std::fs::write(
             r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", id)),

@@ -1,25 +1,32 @@
 //! `forward-device-port <id> <local>[:<remote>]`: ask a device for a reverse tunnel.
-//! Checks the device and ports, then under the device's lock (and the ports lock, so
-//! two devices never get one port) writes the request with its expiry and regenerates
-//! the key file granting exactly the requested listen ports, both atomically (written
-//! and fsynced first, then renamed). Expired requests are dropped on every write.
+//! Under the device's lock (the device is looked up under it, so a concurrent
+//! remove-device either finished first or waits) and the ports lock (two devices never
+//! get one port), it writes the request with its expiry and regenerates the key file
+//! granting exactly the requested listen ports. Both are written and fsynced first,
+//! then renamed in the order that makes every crash point safe: adding grants the port
+//! before the request names it, closing withdraws the request before the grant.
+//! `--prune` (cron) drops expired requests, reconciles every key file with its
+//! requests, removes what a removed device left, and stale temp files.
 //! `--wait` watches /proc/net/tcp{,6} until the device's uid alone listens on the port,
 //! or fails with the device's own reported error, or with how long it has been silent.
 
 use crate::accounts::{self, Account};
-use crate::atomic;
-use crate::cli;
+use crate::cli::{self, Out};
 use crate::config::ServerConf;
 use crate::duration::{parse_duration, parse_ttl};
 use crate::error::{Error, Result};
+use crate::gate_status;
 use crate::keys;
-use crate::listeners;
+use crate::listeners::{self, Listener};
 use crate::lock;
 use crate::paths::Paths;
-use crate::records;
 use crate::registry::{self, DeviceRecord};
 use crate::requests::{self, Request};
-use crate::timefmt::{format_iso, format_utc, now};
+use crate::say;
+use crate::store;
+use phonehome_plumbing::clock::{format_iso, format_utc, now};
+use phonehome_plumbing::files::{self, Pending};
+use phonehome_plumbing::text::for_terminal;
 use phonehome_protocol::{parse_port, DeviceId, PortPair, TunnelState, MAX_REQUESTS};
 use std::time::Duration;
 
@@ -34,14 +41,35 @@ requests. REMOTE must be 1024 or above and free.";
 pub const MIN_REMOTE_PORT: u16 = 1024;
 /// How often --wait looks at the listeners and the device's report.
 const WAIT_STEP: Duration = Duration::from_millis(250);
+/// Largest key file read (one key line).
+const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+/// Temp files of writes older than this are leftovers of a crash (`--prune`).
+const STALE_TEMP_AGE: Duration = Duration::from_secs(600);
 
-pub fn run(args: &[String]) -> Result<()> {
+/// What was asked, once the arguments are parsed.
+enum Mode {
+    Prune,
+    Show(String),
+    Close {
+        device: String,
+        which: String,
+    },
+    Request {
+        device: String,
+        local: u16,
+        remote: Option<u16>,
+        ttl: Option<u64>,
+        wait: Option<Option<u64>>,
+    },
+}
+
+pub fn run(args: &[String], out: &mut Out) -> Result<()> {
     let mut opts = cli::base_options();
     opts.optopt("t", "ttl", "how long the request lives: 3600, 90s, 30m, 2h, 1d (default: default_ttl of server.conf, max 7d)", "DURATION");
     opts.optflagopt(
         "w",
         "wait",
-        "wait until the tunnel is up, at most SECS given as --wait=SECS (default: 2 polls + 15 s)",
+        "wait until the tunnel is up, at most SECS (default: 2 polls + 15 s)",
         "SECS",
     );
     opts.optopt(
@@ -54,93 +82,107 @@ pub fn run(args: &[String]) -> Result<()> {
     opts.optflag(
         "",
         "prune",
-        "drop expired requests of every device from its requests and key file (cron)",
+        "drop expired requests, reconcile key files with requests, remove leftovers (cron)",
     );
     let synopsis = "forward-device-port [OPTIONS] <ID|ALIAS> [<LOCAL>[:<REMOTE>]]\n       forward-device-port [OPTIONS] <ID|ALIAS> --close <REMOTE|all>\n       forward-device-port [OPTIONS] --prune";
-    let Some(m) = cli::parse(NAME, &opts, args, synopsis, ABOUT)? else {
+    let args = join_wait_value(args);
+    let Some(m) = cli::parse(out, NAME, &opts, &args, synopsis, ABOUT)? else {
         return Ok(());
     };
+    let paths = Paths::resolve(m.opt_str("root").as_deref())?;
+    let json = m.opt_present("json");
+    match parse_mode(&m)? {
+        Mode::Prune => prune(out, &paths, &ServerConf::load(&paths)?),
+        Mode::Show(device) => show(out, &paths, &registry::find(&paths, &device)?, json),
+        Mode::Close { device, which } => {
+            let conf = ServerConf::load(&paths)?;
+            let rec = registry::find(&paths, &device)?;
+            close_requests(out, &paths, &conf, &rec.id, &which, json)
+        }
+        Mode::Request {
+            device,
+            local,
+            remote,
+            ttl,
+            wait,
+        } => {
+            let conf = ServerConf::load(&paths)?;
+            let rec = registry::find(&paths, &device)?;
+            let ttl = ttl.unwrap_or(conf.default_ttl);
+            cli::require_root(NAME)?;
+            let (rec, req) = add_request(&paths, &conf, &rec.id, local, remote, ttl)?;
+            let wait = wait.map(|w| w.unwrap_or_else(|| conf.default_wait()));
+            report_request(out, &paths, &conf, &rec, &req, wait, json)
+        }
+    }
+}
+
+/// `--wait 5` as most tools take it: the value after the flag when it reads as a
+/// duration (getopts only takes `--wait=5`).
+fn join_wait_value(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.next() {
+        if a == "--wait" || a == "-w" {
+            if let Some(v) = it
+                .peek()
+                .filter(|v| parse_duration(v).is_ok() && !v.contains(':'))
+            {
+                out.push(format!("--wait={}", v));
+                it.next();
+                continue;
+            }
+        }
+        out.push(a.clone());
+    }
+    out
+}
+
+fn parse_mode(m: &getopts::Matches) -> Result<Mode> {
     if m.opt_present("prune") {
         if !m.free.is_empty() {
             return Err(Error::usage(
                 "--prune takes no device: it looks at every device",
             ));
         }
-        let paths = Paths::resolve(m.opt_str("root").as_deref())?;
-        return prune(&paths, &ServerConf::load(&paths)?);
+        return Ok(Mode::Prune);
     }
-    if m.free.is_empty() || m.free.len() > 2 {
-        return Err(Error::usage(
-            "expected a device and a port spec, e.g. forward-device-port 6466b34bde54 22:9876",
-        ));
-    }
-    let paths = Paths::resolve(m.opt_str("root").as_deref())?;
-    let conf = ServerConf::load(&paths)?;
-    let rec = registry::find(&paths, &m.free[0])?;
-    let id = rec.device_id()?;
-    let json = m.opt_present("json");
-    let ttl = match m.opt_str("ttl") {
-        Some(t) => parse_ttl(&t)?,
-        None => conf.default_ttl,
-    };
-    let wait = match (m.opt_present("wait"), m.opt_str("wait")) {
-        (false, _) => None,
-        (true, None) => Some(conf.default_wait()),
-        (true, Some(s)) => Some(parse_duration(&s)?),
-    };
-    if let Some(close) = m.opt_str("close") {
-        if m.free.len() != 1 {
+    let (device, spec) =
+        match m.free.as_slice() {
+            [d] => (d.clone(), None),
+            [d, s] => (d.clone(), Some(s.as_str())),
+            _ => return Err(Error::usage(
+                "expected a device and a port spec, e.g. forward-device-port 6466b34bde54 22:9876",
+            )),
+        };
+    if let Some(which) = m.opt_str("close") {
+        if spec.is_some() {
             return Err(Error::usage(
                 "--close takes the port itself: forward-device-port <ID> --close <REMOTE|all>",
             ));
         }
-        return close_requests(&paths, &conf, &rec, &id, &close, json);
+        return Ok(Mode::Close { device, which });
     }
-    let Some(spec) = m.free.get(1) else {
-        return show(&paths, &rec, &id, json);
+    let Some(spec) = spec else {
+        if m.opt_present("wait") {
+            return Err(Error::usage(
+                "--wait needs a port request, e.g. forward-device-port ID 22:9876 --wait",
+            ));
+        }
+        return Ok(Mode::Show(device));
     };
     let (local, remote) = parse_spec(spec)?;
-    cli::require_root(NAME)?;
-    let account = device_account(&paths, &id)?;
-    let req = add_request(&paths, &conf, &rec, &id, &account, local, remote, ttl)?;
-    let connect = connect_hint(&conf, &req);
-    if !json {
-        println!(
-            "requested {} on device {}, until {}; the device picks it up at its next poll (every {} s)",
-            req.pair(),
-            rec.label(),
-            format_utc(req.expires),
-            conf.poll_interval
-        );
-    }
-    let ready = match wait {
-        None => None,
-        Some(secs) => {
-            if !json {
-                println!("waiting up to {} s for the tunnel...", secs);
-            }
-            wait_for_tunnel(&paths, &id, &rec, &account, &req, secs)?;
-            Some(true)
-        }
-    };
-    if json {
-        let v = serde_json::json!({
-            "device": rec.id, "alias": rec.alias, "local": req.local, "remote": req.remote,
-            "created": format_iso(req.created), "expires": format_iso(req.expires),
-            "expires_unix": req.expires, "ready": ready, "connect": connect,
-        });
-        println!("{}", v);
-    } else {
-        if ready.is_some() {
-            println!(
-                "tunnel up: {} listens on 127.0.0.1:{} of this server",
-                id.account(),
-                req.remote
-            );
-        }
-        println!("connect: {}", connect);
-    }
-    Ok(())
+    Ok(Mode::Request {
+        device,
+        local,
+        remote,
+        ttl: m.opt_str("ttl").map(|t| parse_ttl(&t)).transpose()?,
+        wait: match (m.opt_present("wait"), m.opt_str("wait")) {
+            (false, _) => None,
+            (true, None) => Some(None),
+            (true, Some(s)) => Some(Some(parse_duration(&s)?)),
+        },
+    })
 }
 
 /// `LOCAL:REMOTE` or `LOCAL` alone.
@@ -172,39 +214,66 @@ fn device_account(paths: &Paths, id: &DeviceId) -> Result<Account> {
     })
 }
 
-/// The request file and key file of a device for `reqs`, written but not yet renamed.
-fn prepare_files(
+/// The device's record, looked up again under its lock.
+fn locked_record(paths: &Paths, id: &DeviceId) -> Result<DeviceRecord> {
+    registry::load(paths, id)?.ok_or_else(|| {
+        Error::new(format!(
+            "unknown device {}: it was removed meanwhile; see list-devices",
+            id
+        ))
+    })
+}
+
+/// The key file of a device granting exactly the remote ports of `reqs`, prepared.
+fn prepare_grant(
     paths: &Paths,
     conf: &ServerConf,
     rec: &DeviceRecord,
-    id: &DeviceId,
     reqs: &[Request],
-) -> Result<Vec<atomic::Pending>> {
+) -> Result<Pending> {
     let ports: Vec<u16> = reqs.iter().map(|r| r.remote).collect();
     let line = keys::key_line(&rec.key, &keys::gate_command(&conf.gate, paths), &ports);
-    Ok(vec![
-        atomic::prepare(
-            &paths.requests(id),
-            &requests::file_bytes(id, reqs),
-            0o644,
-            true,
-        )?,
-        atomic::prepare(&paths.key_file(id), line.as_bytes(), 0o644, true)?,
-    ])
+    store::prepare(&paths.key_file(&rec.id), line.as_bytes(), 0o644)
 }
 
-#[allow(clippy::too_many_arguments)]
+fn prepare_requests(paths: &Paths, id: &DeviceId, reqs: &[Request]) -> Result<Pending> {
+    store::prepare(&paths.requests(id), &requests::file_bytes(id, reqs), 0o644)
+}
+
+/// A port no one else holds: not another device's request, no other listener.
+fn check_port_free(
+    paths: &Paths,
+    port: u16,
+    others: &[(DeviceId, Request)],
+    held_by_other: impl Fn(u16) -> Option<Listener>,
+) -> Result<()> {
+    if let Some((other, r)) = others.iter().find(|(_, r)| r.remote == port) {
+        return Err(Error::new(format!(
+            "remote port {} is already requested for device {} (until {}): choose another, or give only LOCAL to get a free one",
+            port, other, format_utc(r.expires)
+        )));
+    }
+    if let Some(l) = held_by_other(port) {
+        return Err(Error::new(format!(
+            "remote port {} is already in use on this server ({} listens on {}:{}): choose another, or give only LOCAL to get a free one",
+            port, user_name(paths, l.uid), l.addr, l.port
+        )));
+    }
+    Ok(())
+}
+
+/// Record the request and grant its port; returns the device's record and the request.
 fn add_request(
     paths: &Paths,
     conf: &ServerConf,
-    rec: &DeviceRecord,
     id: &DeviceId,
-    account: &Account,
     local: u16,
     remote: Option<u16>,
     ttl: u64,
-) -> Result<Request> {
+) -> Result<(DeviceRecord, Request)> {
     let _device_lock = lock::device(paths, id)?;
+    let rec = locked_record(paths, id)?;
+    let account = device_account(paths, id)?;
     let _ports_lock = lock::ports(paths)?;
     let now = now();
     let mut mine = requests::unexpired(requests::load(paths, id)?, now);
@@ -223,18 +292,7 @@ fn add_request(
     };
     let remote = match remote {
         Some(port) => {
-            if let Some((other, r)) = others.iter().find(|(_, r)| r.remote == port) {
-                return Err(Error::new(format!(
-                    "remote port {} is already requested for device {} (until {}): choose another, or give only LOCAL to get a free one",
-                    port, other, format_utc(r.expires)
-                )));
-            }
-            if let Some(l) = held_by_other(port) {
-                return Err(Error::new(format!(
-                    "remote port {} is already in use on this server ({} listens on {}:{}): choose another, or give only LOCAL to get a free one",
-                    port, user_name(paths, l.uid), l.addr, l.port
-                )));
-            }
+            check_port_free(paths, port, &others, held_by_other)?;
             port
         }
         None => (conf.port_range.0..=conf.port_range.1)
@@ -269,21 +327,94 @@ fn add_request(
         mine.push(req);
     }
     mine.sort_by_key(|r| r.remote);
-    atomic::commit_all(prepare_files(paths, conf, rec, id, &mine)?)?;
-    Ok(req)
+    // Grant first, then the request: a crash in between leaves a grant nobody asked
+    // for (prune withdraws it), never a request the server refuses.
+    let grant = prepare_grant(paths, conf, &rec, &mine)?;
+    let request = prepare_requests(paths, id, &mine)?;
+    store::commit_all(vec![grant, request])?;
+    log::info!(
+        "granted port {} to {} and recorded request {}",
+        req.remote,
+        id.account(),
+        req.pair()
+    );
+    Ok((rec, req))
+}
+
+/// What was done, and with `--wait`, the wait.
+fn report_request(
+    out: &mut Out,
+    paths: &Paths,
+    conf: &ServerConf,
+    rec: &DeviceRecord,
+    req: &Request,
+    wait: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    let ttl = (req.expires - req.created) as u64;
+    if ttl < conf.poll_interval {
+        log::warn!(
+            "the request lives {} s, less than the poll interval of {} s: it may expire before the device picks it up",
+            ttl,
+            conf.poll_interval
+        );
+    }
+    let connect = connect_hint(conf, req);
+    if !json {
+        say!(
+            out,
+            "requested {} on device {}, until {}; the device picks it up at its next poll (every {} s)",
+            req.pair(),
+            rec.label(),
+            format_utc(req.expires),
+            conf.poll_interval
+        )?;
+    }
+    let ready = match wait {
+        None => None,
+        Some(secs) => {
+            if !json {
+                say!(out, "waiting up to {} s for the tunnel...", secs)?;
+                out.flush()?;
+            }
+            let account = device_account(paths, &rec.id)?;
+            wait_for_tunnel(paths, rec, &account, req, secs)?;
+            Some(true)
+        }
+    };
+    if json {
+        let v = serde_json::json!({
+            "device": rec.id, "alias": rec.alias, "local": req.local, "remote": req.remote,
+            "created": format_iso(req.created), "expires": format_iso(req.expires),
+            "expires_unix": req.expires, "ready": ready, "connect": connect,
+        });
+        return say!(out, "{}", v);
+    }
+    if ready.is_some() {
+        say!(
+            out,
+            "tunnel up: {} listens on 127.0.0.1:{} of this server",
+            rec.id.account(),
+            req.remote
+        )?;
+    }
+    say!(out, "connect: {}", connect)
 }
 
 fn user_name(paths: &Paths, uid: u32) -> String {
-    match accounts::by_uid(paths, uid) {
-        Ok(Some(a)) => format!("user {} (uid {})", a.name, uid),
-        _ => format!("uid {}", uid),
+    match accounts::Db::load(paths)
+        .ok()
+        .and_then(|db| db.by_uid(uid).cloned())
+    {
+        Some(a) => format!("user {} (uid {})", a.name, uid),
+        None => format!("uid {}", uid),
     }
 }
 
 fn close_requests(
+    out: &mut Out,
     paths: &Paths,
     conf: &ServerConf,
-    rec: &DeviceRecord,
     id: &DeviceId,
     which: &str,
     json: bool,
@@ -298,9 +429,9 @@ fn close_requests(
     };
     cli::require_root(NAME)?;
     let _device_lock = lock::device(paths, id)?;
+    let rec = locked_record(paths, id)?;
     let _ports_lock = lock::ports(paths)?;
-    let now = now();
-    let mine = requests::unexpired(requests::load(paths, id)?, now);
+    let mine = requests::unexpired(requests::load(paths, id)?, now());
     let (closed, kept): (Vec<Request>, Vec<Request>) = mine
         .into_iter()
         .partition(|r| port.map_or(true, |p| r.remote == p));
@@ -319,61 +450,165 @@ fn close_requests(
             )));
         }
     }
-    atomic::commit_all(prepare_files(paths, conf, rec, id, &kept)?)?;
+    // The request goes first, then the grant: a crash in between leaves a grant
+    // without a request (prune withdraws it), never the other way round.
+    let request = prepare_requests(paths, id, &kept)?;
+    let grant = prepare_grant(paths, conf, &rec, &kept)?;
+    store::commit_all(vec![request, grant])?;
+    log::info!(
+        "withdrew {} request(s) of {} and their grants",
+        closed.len(),
+        id.account()
+    );
     if json {
         let pairs: Vec<String> = closed.iter().map(|r| r.pair().to_string()).collect();
-        println!("{}", serde_json::json!({"device": rec.id, "closed": pairs}));
-    } else if closed.is_empty() {
-        println!("device {} had no requests", rec.label());
-    } else {
-        for r in &closed {
-            println!(
-                "closed {} on device {}; the tunnel closes at its next poll",
-                r.pair(),
-                rec.label()
-            );
-        }
+        return say!(
+            out,
+            "{}",
+            serde_json::json!({"device": rec.id, "closed": pairs})
+        );
+    }
+    if closed.is_empty() {
+        return say!(out, "device {} had no requests", rec.label());
+    }
+    for r in &closed {
+        say!(
+            out,
+            "closed {} on device {}; the tunnel closes at its next poll",
+            r.pair(),
+            rec.label()
+        )?;
     }
     Ok(())
 }
 
-fn show(paths: &Paths, rec: &DeviceRecord, id: &DeviceId, json: bool) -> Result<()> {
-    let mine = requests::unexpired(requests::load(paths, id)?, now());
+fn show(out: &mut Out, paths: &Paths, rec: &DeviceRecord, json: bool) -> Result<()> {
+    let mine = requests::unexpired(requests::load(paths, &rec.id)?, now());
     if json {
         let v: Vec<_> = mine
             .iter()
             .map(|r| serde_json::json!({"local": r.local, "remote": r.remote, "expires": format_iso(r.expires)}))
             .collect();
-        println!("{}", serde_json::json!({"device": rec.id, "requests": v}));
-    } else if mine.is_empty() {
-        println!("device {} has no requests", rec.label());
-    } else {
-        for r in mine {
-            println!("{}  until {}", r.pair(), format_utc(r.expires));
-        }
+        return say!(
+            out,
+            "{}",
+            serde_json::json!({"device": rec.id, "requests": v})
+        );
+    }
+    if mine.is_empty() {
+        return say!(out, "device {} has no requests", rec.label());
+    }
+    for r in mine {
+        say!(out, "{}  until {}", r.pair(), format_utc(r.expires))?;
     }
     Ok(())
 }
 
-/// Rewrite the requests and key file of every device holding an expired request, so
-/// that an expired port is no longer granted (the gate already stops serving it).
-fn prune(paths: &Paths, conf: &ServerConf) -> Result<()> {
+/// What one prune did.
+#[derive(Default)]
+struct Pruned {
+    expired: usize,
+    regranted: usize,
+    leftovers: usize,
+    temps: usize,
+}
+
+/// Bring every device's files back to what the registry and the unexpired requests
+/// say: expired requests dropped, key files granting exactly the requested ports
+/// (a crash between two renames, or an expiry), files of devices no longer registered
+/// removed, and temp files of interrupted writes deleted.
+fn prune(out: &mut Out, paths: &Paths, conf: &ServerConf) -> Result<()> {
     cli::require_root(NAME)?;
-    let mut pruned = 0;
-    for rec in registry::list(paths)? {
-        let id = rec.device_id()?;
-        let _device_lock = lock::device(paths, &id)?;
-        let all = requests::load(paths, &id)?;
-        let kept = requests::unexpired(all.clone(), now());
-        if kept.len() != all.len() {
-            atomic::commit_all(prepare_files(paths, conf, &rec, &id, &kept)?)?;
-            pruned += all.len() - kept.len();
+    let _registry_lock = lock::registry(paths)?;
+    let mut done = Pruned::default();
+    let devices = registry::list(paths)?;
+    for rec in &devices {
+        let _device_lock = lock::device(paths, &rec.id)?;
+        prune_device(paths, conf, rec, &mut done)?;
+    }
+    done.leftovers += remove_leftovers(paths, &devices)?;
+    for dir in [
+        paths.keys_dir(),
+        paths.requests_dir(),
+        paths.devices_dir(),
+        paths.state(),
+    ] {
+        match files::remove_stale_temps(&dir, STALE_TEMP_AGE) {
+            Ok(n) => done.temps += n,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("clean", &dir, e)),
         }
     }
-    if pruned > 0 {
-        println!("dropped {} expired request(s)", pruned);
+    let Pruned {
+        expired,
+        regranted,
+        leftovers,
+        temps,
+    } = done;
+    if expired + regranted + leftovers + temps > 0 {
+        say!(
+            out,
+            "pruned: {} expired request(s), {} key file(s) regranted, {} leftover file(s) of removed devices, {} stale temp file(s)",
+            expired,
+            regranted,
+            leftovers,
+            temps
+        )?;
     }
     Ok(())
+}
+
+fn prune_device(
+    paths: &Paths,
+    conf: &ServerConf,
+    rec: &DeviceRecord,
+    done: &mut Pruned,
+) -> Result<()> {
+    let all = requests::load(paths, &rec.id)?;
+    let kept = requests::unexpired(all.clone(), now());
+    let wanted: Vec<u16> = kept.iter().map(|r| r.remote).collect();
+    let granted = store::read(&paths.key_file(&rec.id), MAX_KEY_FILE_BYTES)?
+        .map(|d| keys::granted_ports(&String::from_utf8_lossy(&d)));
+    if kept.len() != all.len() {
+        let request = prepare_requests(paths, &rec.id, &kept)?;
+        store::commit_all(vec![request])?;
+        done.expired += all.len() - kept.len();
+    }
+    if granted.as_deref() != Some(&wanted[..]) {
+        store::commit_all(vec![prepare_grant(paths, conf, rec, &kept)?])?;
+        done.regranted += 1;
+        log::info!("key file of {} now grants {:?}", rec.id.account(), wanted);
+    }
+    Ok(())
+}
+
+/// Key files and request files of devices that are not in the registry.
+fn remove_leftovers(paths: &Paths, devices: &[DeviceRecord]) -> Result<usize> {
+    let registered = |id: &DeviceId| devices.iter().any(|d| d.id == *id);
+    let mut removed = 0;
+    for id in crate::paths::ids_in(&paths.requests_dir(), "read the requests")? {
+        if !registered(&id) {
+            store::remove(&paths.requests(&id))?;
+            removed += 1;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(paths.keys_dir()) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(id) = name.to_str().and_then(DeviceId::from_account) else {
+                continue;
+            };
+            if !registered(&id) {
+                store::remove(&paths.key_file(&id))?;
+                log::info!(
+                    "removed the key file of {}, which is not registered",
+                    id.account()
+                );
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// How to reach the tunnel from the admin's machine.
@@ -404,9 +639,10 @@ pub fn connect_hint(conf: &ServerConf, req: &Request) -> String {
     }
 }
 
+/// Up when the device's uid alone listens on the port; failed when someone else does
+/// or the device reports the tunnel failed; silent devices are told at the deadline.
 fn wait_for_tunnel(
     paths: &Paths,
-    id: &DeviceId,
     rec: &DeviceRecord,
     account: &Account,
     req: &Request,
@@ -426,44 +662,92 @@ fn wait_for_tunnel(
                 l.addr
             )));
         }
-        if let Some(stored) = records::report(paths, id).ok().flatten() {
-            if stored.received >= req.created {
-                let failed = stored.report.tunnels.iter().find(|t| {
-                    t.remote == req.remote && t.local == req.local && t.state == TunnelState::Failed
-                });
-                if let Some(t) = failed {
-                    return Err(Error::new(format!(
-                        "device {} reports that tunnel {} failed: {}",
-                        rec.label(),
-                        req.pair(),
-                        t.last_error.as_deref().unwrap_or("no reason given")
-                    )));
-                }
-            }
+        if let Some(why) = reported_failure(paths, rec, req) {
+            return Err(Error::new(format!(
+                "device {} reports that tunnel {} failed: {}",
+                rec.label(),
+                req.pair(),
+                for_terminal(&why, 300)
+            )));
         }
         if std::time::Instant::now() >= deadline {
-            let hb = records::heartbeat(paths, id).ok().flatten();
-            return Err(Error::new(match hb {
-                None => format!(
-                    "device {} has never called in: check the agent on the device (phonehome status) and its cron line",
-                    rec.label()
-                ),
-                Some(h) if h.received < req.created => format!(
-                    "device {} has not called in since {}: the request stays queued until {}",
-                    rec.label(),
-                    format_utc(h.received),
-                    format_utc(req.expires)
-                ),
-                Some(h) => format!(
-                    "device {} called in at {} but the tunnel on port {} is not up after {} s{}; see `phonehome status` on the device",
-                    rec.label(),
-                    format_utc(h.received),
-                    req.remote,
-                    secs,
-                    h.report_error.map(|e| format!(" (its status report was refused: {})", e)).unwrap_or_default()
-                ),
-            }));
+            return Err(Error::new(silence(paths, rec, req, secs)));
         }
         std::thread::sleep(WAIT_STEP);
+    }
+}
+
+/// The device's own reason, from a report received after the request.
+fn reported_failure(paths: &Paths, rec: &DeviceRecord, req: &Request) -> Option<String> {
+    let stored = gate_status::report(paths, &rec.id).ok().flatten()?;
+    if stored.received < req.created {
+        return None;
+    }
+    let t = stored.report.tunnels.iter().find(|t| {
+        t.remote == req.remote && t.local == req.local && t.state == TunnelState::Failed
+    })?;
+    Some(
+        t.last_error
+            .clone()
+            .unwrap_or_else(|| "no reason given".into()),
+    )
+}
+
+/// Why nothing happened by the deadline, as far as the gate's records tell.
+fn silence(paths: &Paths, rec: &DeviceRecord, req: &Request, secs: u64) -> String {
+    match gate_status::heartbeat(paths, &rec.id).ok().flatten() {
+        None => format!(
+            "device {} has never called in: check the agent on the device (phonehome status) and its cron line",
+            rec.label()
+        ),
+        Some(h) if h.received < req.created => format!(
+            "device {} has not called in since {}: the request stays queued until {}",
+            rec.label(),
+            format_utc(h.received),
+            format_utc(req.expires)
+        ),
+        Some(h) => format!(
+            "device {} called in at {} but the tunnel on port {} is not up after {} s{}; see `phonehome status` on the device",
+            rec.label(),
+            format_utc(h.received),
+            req.remote,
+            secs,
+            h.report_error
+                .map(|e| format!(" (its status report was refused: {})", for_terminal(&e, 200)))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn wait_takes_its_value_with_a_space_too() {
+        assert_eq!(
+            join_wait_value(&v(&["id", "22:9876", "--wait", "5"])),
+            v(&["id", "22:9876", "--wait=5"])
+        );
+        assert_eq!(
+            join_wait_value(&v(&["--wait", "30s", "id", "22:9876"])),
+            v(&["--wait=30s", "id", "22:9876"])
+        );
+        assert_eq!(
+            join_wait_value(&v(&["id", "22:9876", "--wait"])),
+            v(&["id", "22:9876", "--wait"])
+        );
+        assert_eq!(
+            join_wait_value(&v(&["id", "--wait", "22:9876"])),
+            v(&["id", "--wait", "22:9876"])
+        );
+        assert_eq!(
+            join_wait_value(&v(&["id", "22:9876", "-w", "5"])),
+            v(&["id", "22:9876", "--wait=5"])
+        );
     }
 }

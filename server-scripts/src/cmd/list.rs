@@ -1,25 +1,28 @@
 //! `list-devices`: every device with alias, last seen (the newer of sshd's log and the
 //! gate's heartbeat), source address, online / stale / offline, requested and open
-//! tunnels, agent version, uptime and last error; columns for people, `--json` for
+//! tunnels, agent version, uptime and current error; columns for people, `--json` for
 //! scripts. It names the heartbeat sources it read, says "no log data" instead of
 //! guessing, never calls a device offline without a readable source, and flags the
 //! case where every device went quiet at once (the server or its network is the likely
-//! cause, not the devices).
+//! cause, not the devices). Every device- or log-supplied string goes through
+//! `for_terminal` before it reaches the table. It only reads: listing changes nothing.
 
-use crate::accounts;
-use crate::atomic;
-use crate::cli;
+use crate::accounts::Db;
+use crate::cli::{self, Out};
 use crate::config::ServerConf;
-use crate::error::Result;
-use crate::listeners;
-use crate::logscan::{self, Scan};
+use crate::error::{Error, Result};
+use crate::gate_status::{self, Heartbeat, StoredReport};
+use crate::listeners::{self, Listener};
+use crate::logscan::{self, Filter, Scan};
 use crate::paths::Paths;
-use crate::records::{self, Heartbeat, StoredReport};
-use crate::registry;
+use crate::registry::{self, DeviceRecord};
 use crate::requests;
-use crate::timefmt::{format_age, format_iso, format_utc, now};
+use crate::say;
+use phonehome_plumbing::clock::{format_age, format_iso, format_utc, now};
+use phonehome_plumbing::files::{self, Follow};
+use phonehome_plumbing::text::for_terminal;
 use phonehome_protocol::{DeviceId, TunnelState};
-use std::collections::HashMap;
+use std::path::PathBuf;
 
 const NAME: &str = "list-devices";
 const ABOUT: &str =
@@ -27,7 +30,11 @@ const ABOUT: &str =
 where, whether it is online (seen within 2 polls + 15 s), stale (within max(1 h, 10
 polls)) or offline, its requested and open tunnels and what it last reported.
 Logs: --log FILE (repeatable, .gz recognised), else <root>/var/log/auth.log* and
-secure*, else journald (root / only).";
+secure*, else journald (root / only); only lines of this server's own host names
+(log_hosts in server.conf) count.";
+
+/// Longest device-supplied text in a table cell.
+const MAX_CELL: usize = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -56,7 +63,7 @@ impl State {
 }
 
 struct Row {
-    id: String,
+    id: DeviceId,
     alias: Option<String>,
     state: State,
     last_seen: Option<i64>,
@@ -65,10 +72,22 @@ struct Row {
     requested: Vec<String>,
     open: Vec<u16>,
     report: Option<StoredReport>,
+    /// What is wrong now.
     error: Option<String>,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
+/// Everything the rows are made of, read once.
+struct Sources {
+    conf: ServerConf,
+    now: i64,
+    scan: Scan,
+    /// The gate can write its records (the disk is not full).
+    gate_writable: bool,
+    passwd: Db,
+    listening: Vec<Listener>,
+}
+
+pub fn run(args: &[String], out: &mut Out) -> Result<()> {
     let mut opts = cli::base_options();
     opts.optflag("j", "json", "print JSON for scripts");
     opts.optmulti(
@@ -77,142 +96,137 @@ pub fn run(args: &[String]) -> Result<()> {
         "read sshd's log from FILE (repeatable; gzip recognised); replaces the default sources",
         "FILE",
     );
-    let Some(m) = cli::parse(NAME, &opts, args, "list-devices [OPTIONS]", ABOUT)? else {
+    let Some(m) = cli::parse(out, NAME, &opts, args, "list-devices [OPTIONS]", ABOUT)? else {
         return Ok(());
     };
     let paths = Paths::resolve(m.opt_str("root").as_deref())?;
-    let conf = ServerConf::load(&paths)?;
+    let explicit = explicit_logs(&m.opt_strs("log"))?;
     let devices = registry::list(&paths)?;
-    let now = now();
-
-    // sshd's log: explicit files, else the syslog files, else journald.
-    let keys: HashMap<String, String> = devices
+    let src = gather(&paths, &devices, &explicit)?;
+    let mut rows: Vec<Row> = devices
         .iter()
-        .filter_map(|d| {
-            Some((
-                DeviceId::parse(&d.id).ok()?.account(),
-                d.fingerprint.clone(),
-            ))
-        })
+        .map(|d| device_row(&paths, &src, d))
         .collect();
+    rows.extend(removed_rows(&paths, &devices));
+    let notes = notes(&paths, &src, &rows);
+    let mut sources = vec!["gate records".to_string()];
+    sources.extend(src.scan.read.iter().cloned());
+    if m.opt_present("json") {
+        print_json(out, &rows, &sources, &notes, src.now)
+    } else {
+        print_table(out, &rows, src.now)?;
+        say!(out, "heartbeat sources: {}", sources.join(", "))?;
+        for n in &notes {
+            say!(out, "note: {}", n)?;
+        }
+        Ok(())
+    }
+}
+
+/// `--log` files must exist and be regular files (a FIFO or /dev/zero would hang).
+fn explicit_logs(names: &[String]) -> Result<Vec<PathBuf>> {
+    names
+        .iter()
+        .map(|n| {
+            let p = PathBuf::from(n);
+            files::open_regular(&p, Follow::Yes).map_err(|e| {
+                Error::usage(format!("--log {}: {}; give a log file", p.display(), e))
+            })?;
+            Ok(p)
+        })
+        .collect()
+}
+
+fn gather(paths: &Paths, devices: &[DeviceRecord], explicit: &[PathBuf]) -> Result<Sources> {
+    let conf = ServerConf::load(paths)?;
+    let now = now();
+    let filter = Filter {
+        keys: devices
+            .iter()
+            .map(|d| (d.id.account(), d.fingerprint.clone()))
+            .collect(),
+        hosts: conf.log_hosts.clone(),
+        now,
+    };
     let mut scan = Scan::default();
-    let explicit = m.opt_strs("log");
     if !explicit.is_empty() {
-        for f in &explicit {
-            scan.read_file(std::path::Path::new(f), &keys, now);
+        for f in explicit {
+            scan.read_file(f, &filter);
         }
     } else {
         let files = logscan::default_files(&paths.log_dir());
         for f in &files {
-            scan.read_file(f, &keys, now);
+            scan.read_file(f, &filter);
         }
         if files.is_empty() && paths.is_system() {
-            scan.read_journal(&keys, now);
+            scan.read_journal(&filter);
         }
     }
-    let log_read = !scan.read.is_empty();
+    Ok(Sources {
+        conf,
+        now,
+        scan,
+        gate_writable: !disk_full(paths),
+        passwd: Db::load(paths).unwrap_or_default(),
+        listening: listeners::all(),
+    })
+}
 
-    // The gate's records are trustworthy only if the gate can still write them.
-    let disk_full = gate_cannot_write(&paths);
-    let stale_after = (conf.poll_interval as i64 * 10).max(3600);
-    let passwd = accounts::all(&paths).unwrap_or_default();
-    let listening = listeners::all();
-
-    let mut rows = Vec::new();
-    for d in &devices {
-        let Ok(id) = DeviceId::parse(&d.id) else {
-            continue;
-        };
-        let (hb, hb_err) = match records::heartbeat(&paths, &id) {
-            Ok(h) => (h, None),
-            Err(e) => (None, Some(e.msg)),
-        };
-        let gate_ok = hb_err.is_none() && !disk_full;
-        let report = records::report(&paths, &id).ok().flatten();
-        let login = scan.latest.get(&id.account());
-        let (last_seen, seen_by, from) = newest(hb.as_ref(), login);
-        let state = match last_seen {
-            Some(t) if now - t <= conf.online_window() => State::Online,
-            Some(t) if now - t <= stale_after => State::Stale,
-            Some(_) if gate_ok || log_read => State::Offline,
-            Some(_) => State::Unknown,
-            None if gate_ok || log_read => State::Never,
-            None => State::Unknown,
-        };
-        let uid = passwd
+fn device_row(paths: &Paths, src: &Sources, d: &DeviceRecord) -> Row {
+    let id = &d.id;
+    let (hb, hb_err) = match gate_status::heartbeat(paths, id) {
+        Ok(h) => (h, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let report = gate_status::report(paths, id).ok().flatten();
+    let login = src.scan.latest.get(&id.account());
+    let (last_seen, seen_by, from) = newest(hb.as_ref(), login);
+    let sources_readable = (hb_err.is_none() && src.gate_writable) || !src.scan.read.is_empty();
+    let state = state(src, last_seen, sources_readable);
+    let requested: Vec<String> =
+        requests::unexpired(requests::load(paths, id).unwrap_or_default(), src.now)
             .iter()
-            .find(|a| a.name == id.account())
-            .map(|a| a.uid);
-        let requested: Vec<String> =
-            requests::unexpired(requests::load(&paths, &id).unwrap_or_default(), now)
-                .iter()
-                .map(|r| r.pair().to_string())
-                .collect();
-        let mut open: Vec<u16> = match uid {
-            Some(uid) if uid != 0 => listening
-                .iter()
-                .filter(|l| l.uid == uid && l.addr.is_loopback())
-                .map(|l| l.port)
-                .collect(),
-            _ => Vec::new(),
-        };
-        open.sort_unstable();
-        open.dedup();
-        let error = last_error(hb.as_ref(), report.as_ref()).or(hb_err);
-        rows.push(Row {
-            id: d.id.clone(),
-            alias: d.alias.clone(),
-            state,
-            last_seen,
-            seen_by,
-            from,
-            requested,
-            open,
-            report,
-            error,
-        });
+            .map(|r| r.pair().to_string())
+            .collect();
+    let open = match src.passwd.by_name(&id.account()).map(|a| a.uid) {
+        Some(uid) if uid != 0 => open_ports(&src.listening, uid),
+        _ => Vec::new(),
+    };
+    let error = current_error(hb.as_ref(), report.as_ref()).or(hb_err);
+    Row {
+        id: id.clone(),
+        alias: d.alias.clone(),
+        state,
+        last_seen,
+        seen_by,
+        from,
+        requested,
+        open,
+        report,
+        error,
     }
-    rows.extend(removed_rows(&paths, &devices));
+}
 
-    let mut notes = Vec::new();
-    if disk_full {
-        notes.push(format!(
-            "the disk holding {} is full: the gate cannot record heartbeats, so they may be missing",
-            paths.state().display()
-        ));
+fn state(src: &Sources, last_seen: Option<i64>, readable: bool) -> State {
+    let stale_after = (src.conf.poll_interval as i64 * 10).max(3600);
+    match last_seen.map(|t| src.now - t) {
+        Some(age) if age <= src.conf.online_window() => State::Online,
+        Some(age) if age <= stale_after => State::Stale,
+        Some(_) if readable => State::Offline,
+        None if readable => State::Never,
+        _ => State::Unknown,
     }
-    if !log_read {
-        notes.push(if scan.failed.is_empty() {
-            "no log data: no sshd log was found (give one with --log FILE); heartbeats come from the gate's records only".to_string()
-        } else {
-            "no log data: no sshd log could be read; heartbeats come from the gate's records only".to_string()
-        });
-    }
-    for f in &scan.failed {
-        notes.push(format!("could not read {}", f));
-    }
-    if scan.skipped_long > 0 {
-        notes.push(format!(
-            "{} over-long log line(s) skipped",
-            scan.skipped_long
-        ));
-    }
-    if let Some(w) = all_went_quiet(&rows, conf.online_window()) {
-        notes.push(w);
-    }
-    let mut sources = vec!["gate records".to_string()];
-    sources.extend(scan.read.iter().cloned());
+}
 
-    if m.opt_present("json") {
-        print_json(&rows, &sources, &notes, now);
-    } else {
-        print_table(&rows, now);
-        println!("heartbeat sources: {}", sources.join(", "));
-        for n in &notes {
-            println!("note: {}", n);
-        }
-    }
-    Ok(())
+fn open_ports(listening: &[Listener], uid: u32) -> Vec<u16> {
+    let mut open: Vec<u16> = listening
+        .iter()
+        .filter(|l| l.uid == uid && l.addr.is_loopback())
+        .map(|l| l.port)
+        .collect();
+    open.sort_unstable();
+    open.dedup();
+    open
 }
 
 fn newest(
@@ -229,42 +243,43 @@ fn newest(
     }
 }
 
-fn last_error(hb: Option<&Heartbeat>, report: Option<&StoredReport>) -> Option<String> {
+/// What is wrong now: a refused report, a failed tunnel, refused inbox lines. The
+/// report's `last_error` is about the poll *before* this one, which the device has
+/// since recovered from (it reported): it stays in the JSON, not in this column.
+fn current_error(hb: Option<&Heartbeat>, report: Option<&StoredReport>) -> Option<String> {
     if let Some(e) = hb.and_then(|h| h.report_error.clone()) {
         return Some(format!("status report refused: {}", e));
     }
     let r = &report?.report;
-    r.last_error
-        .clone()
-        .or_else(|| {
-            r.tunnels
-                .iter()
-                .find(|t| t.state == TunnelState::Failed)
-                .map(|t| {
-                    format!(
-                        "tunnel {}:{}: {}",
-                        t.local,
-                        t.remote,
-                        t.last_error.as_deref().unwrap_or("failed")
-                    )
-                })
+    r.tunnels
+        .iter()
+        .find(|t| t.state == TunnelState::Failed)
+        .map(|t| {
+            format!(
+                "tunnel {}:{}: {}",
+                t.local,
+                t.remote,
+                t.last_error.as_deref().unwrap_or("failed")
+            )
         })
         .or_else(|| r.inbox_errors.first().cloned())
 }
 
 /// Devices removed with remove-device whose status history is still on disk.
-fn removed_rows(paths: &Paths, devices: &[registry::DeviceRecord]) -> Vec<Row> {
+fn removed_rows(paths: &Paths, devices: &[DeviceRecord]) -> Vec<Row> {
     let Ok(entries) = std::fs::read_dir(paths.status_dir()) else {
         return Vec::new();
     };
+    let registered: std::collections::HashSet<&DeviceId> = devices.iter().map(|d| &d.id).collect();
     let mut rows: Vec<Row> = entries
         .flatten()
         .filter_map(|e| DeviceId::parse(e.file_name().to_str()?).ok())
-        .filter(|id| !devices.iter().any(|d| d.id == id.as_str()))
+        .filter(|id| !registered.contains(id))
         .map(|id| {
-            let hb = records::heartbeat(paths, &id).ok().flatten();
+            let hb = gate_status::heartbeat(paths, &id).ok().flatten();
             Row {
-                id: id.to_string(),
+                report: gate_status::report(paths, &id).ok().flatten(),
+                id,
                 alias: None,
                 state: State::Removed,
                 last_seen: hb.as_ref().map(|h| h.received),
@@ -272,7 +287,6 @@ fn removed_rows(paths: &Paths, devices: &[registry::DeviceRecord]) -> Vec<Row> {
                 from: hb.and_then(|h| h.from),
                 requested: Vec::new(),
                 open: Vec::new(),
-                report: records::report(paths, &id).ok().flatten(),
                 error: None,
             }
         })
@@ -281,16 +295,61 @@ fn removed_rows(paths: &Paths, devices: &[registry::DeviceRecord]) -> Vec<Row> {
     rows
 }
 
-/// True when a 1-byte file cannot be written where the gate writes (disk full).
-fn gate_cannot_write(paths: &Paths) -> bool {
-    let probe = paths.status_dir().join(".list-devices-probe");
-    match atomic::prepare(&probe, b"x", 0o600, false) {
-        Ok(p) => {
-            drop(p);
-            false
-        }
-        Err(e) => e.msg.contains("disk is full"),
+/// True when the gate cannot write where it writes (disk full). Checked without
+/// writing anything: the free space of the file system holding the status dirs.
+fn disk_full(paths: &Paths) -> bool {
+    phonehome_plumbing::files::free_bytes(&paths.status_dir()).is_some_and(|free| free < 4096)
+}
+
+fn notes(paths: &Paths, src: &Sources, rows: &[Row]) -> Vec<String> {
+    let scan = &src.scan;
+    let mut notes = Vec::new();
+    if !src.gate_writable {
+        notes.push(format!(
+            "the disk holding {} is full: the gate cannot record heartbeats, so they may be missing",
+            paths.state().display()
+        ));
     }
+    if scan.read.is_empty() {
+        let tried = if scan.failed.is_empty() {
+            "no sshd log was found".to_string()
+        } else {
+            format!("no sshd log could be read ({})", scan.failed.join("; "))
+        };
+        notes.push(format!(
+            "no log data: {}; heartbeats come from the gate's records only (to add sshd's log: install rsyslog for /var/log/auth.log, or pass --log FILE)",
+            for_terminal(&tried, 400)
+        ));
+    } else {
+        for f in &scan.failed {
+            notes.push(format!("could not read {}", for_terminal(f, 200)));
+        }
+    }
+    if scan.skipped_long > 0 {
+        notes.push(format!(
+            "{} over-long log line(s) skipped",
+            scan.skipped_long
+        ));
+    }
+    if scan.skipped_foreign > 0 {
+        notes.push(format!(
+            "{} device login(s) logged by other hosts ignored (this server logs as: {}; set log_hosts in {} if that is wrong)",
+            scan.skipped_foreign,
+            src.conf.log_hosts.join(" "),
+            paths.conf().display()
+        ));
+    }
+    if scan.skipped_future > 0 {
+        notes.push(format!(
+            "{} device login(s) dated more than {} s in the future ignored",
+            scan.skipped_future,
+            logscan::MAX_CLOCK_SKEW_SECS
+        ));
+    }
+    if let Some(w) = all_went_quiet(rows, src.conf.online_window(), src.now) {
+        notes.push(w);
+    }
+    notes
 }
 
 /// Every device went quiet within one poll window of each other: the server or its
@@ -303,13 +362,13 @@ pub fn all_went_quiet_times(last_seen: &[i64], window: i64, now: i64) -> Option<
     (hi - lo <= window).then_some((lo, hi))
 }
 
-fn all_went_quiet(rows: &[Row], window: i64) -> Option<String> {
+fn all_went_quiet(rows: &[Row], window: i64, now: i64) -> Option<String> {
     let active: Vec<&Row> = rows.iter().filter(|r| r.state != State::Removed).collect();
     if active.iter().any(|r| r.last_seen.is_none()) {
         return None;
     }
     let times: Vec<i64> = active.iter().filter_map(|r| r.last_seen).collect();
-    let (lo, hi) = all_went_quiet_times(&times, window, now())?;
+    let (lo, hi) = all_went_quiet_times(&times, window, now)?;
     Some(format!(
         "all {} devices stopped calling in at the same time ({} to {}): the server, its sshd or its network is the likely cause, not the devices",
         times.len(),
@@ -318,7 +377,41 @@ fn all_went_quiet(rows: &[Row], window: i64) -> Option<String> {
     ))
 }
 
-fn print_table(rows: &[Row], now: i64) {
+fn dash(s: String) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s
+    }
+}
+
+/// The cells of a row; every device-supplied string made terminal-safe.
+fn cells(r: &Row, now: i64) -> Vec<String> {
+    let rep = r.report.as_ref().map(|s| &s.report);
+    let safe = |s: &str| for_terminal(s, MAX_CELL);
+    vec![
+        r.id.to_string(),
+        r.alias.clone().unwrap_or_else(|| "-".into()),
+        r.state.as_str().into(),
+        r.last_seen
+            .map_or_else(|| "-".into(), |t| format_age(now - t)),
+        r.from.as_deref().map_or_else(|| "-".into(), safe),
+        dash(r.requested.join(",")),
+        dash(
+            r.open
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        rep.map_or_else(|| "-".into(), |r| safe(&r.agent_version)),
+        rep.and_then(|r| r.uptime_secs)
+            .map_or_else(|| "-".into(), |u| format!("{}h", u / 3600)),
+        r.error.as_deref().map_or_else(|| "-".into(), safe),
+    ]
+}
+
+fn print_table(out: &mut Out, rows: &[Row], now: i64) -> Result<()> {
     let header = [
         "DEVICE",
         "ALIAS",
@@ -332,35 +425,7 @@ fn print_table(rows: &[Row], now: i64) {
         "LAST ERROR",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for r in rows {
-        let rep = r.report.as_ref().map(|s| &s.report);
-        table.push(vec![
-            r.id.clone(),
-            r.alias.clone().unwrap_or_else(|| "-".into()),
-            r.state.as_str().into(),
-            r.last_seen
-                .map(|t| format_age(now - t))
-                .unwrap_or_else(|| "-".into()),
-            r.from.clone().unwrap_or_else(|| "-".into()),
-            dash(r.requested.join(",")),
-            dash(
-                r.open
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            rep.map(|r| r.agent_version.clone())
-                .unwrap_or_else(|| "-".into()),
-            rep.and_then(|r| r.uptime_secs)
-                .map(|u| format!("{}h", u / 3600))
-                .unwrap_or_else(|| "-".into()),
-            r.error
-                .clone()
-                .map(|e| sanitize(&e, 60))
-                .unwrap_or_else(|| "-".into()),
-        ]);
-    }
+    table.extend(rows.iter().map(|r| cells(r, now)));
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
             table
@@ -382,56 +447,44 @@ fn print_table(rows: &[Row], now: i64) {
                 }
             })
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        say!(out, "{}", line.join("  ").trim_end())?;
     }
     if rows.is_empty() {
-        println!("(no devices: add one with add-device)");
+        say!(out, "(no devices: add one with add-device)")?;
     }
+    Ok(())
 }
 
-fn dash(s: String) -> String {
-    if s.is_empty() {
-        "-".into()
-    } else {
-        s
-    }
-}
-
-/// Device-supplied text for a terminal: no control characters, bounded.
-fn sanitize(s: &str, max: usize) -> String {
-    let clean: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if clean.chars().count() > max {
-        format!("{}…", clean.chars().take(max).collect::<String>())
-    } else {
-        clean
-    }
-}
-
-fn print_json(rows: &[Row], sources: &[String], notes: &[String], now: i64) {
+fn print_json(
+    out: &mut Out,
+    rows: &[Row],
+    sources: &[String],
+    notes: &[String],
+    now: i64,
+) -> Result<()> {
     let devices: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
             serde_json::json!({
                 "id": r.id, "alias": r.alias, "state": r.state.as_str(),
                 "last_seen": r.last_seen.map(format_iso), "last_seen_unix": r.last_seen,
-                "age_secs": r.last_seen.map(|t| now - t), "seen_by": r.seen_by, "from": r.from,
+                "age_secs": r.last_seen.map(|t| (now - t).max(0)), "seen_by": r.seen_by, "from": r.from,
                 "requested": r.requested, "open": r.open,
                 "report": r.report.as_ref().map(|s| &s.report),
                 "report_received": r.report.as_ref().map(|s| format_iso(s.received)),
                 "last_error": r.error,
+                "previous_poll_error": r.report.as_ref().and_then(|s| s.report.last_error.clone()),
             })
         })
         .collect();
-    println!(
+    let doc = serde_json::json!({
+        "now": format_iso(now), "devices": devices, "sources": sources, "notes": notes,
+    });
+    say!(
+        out,
         "{}",
-        serde_json::to_string_pretty(&serde_json::json!({
-            "now": format_iso(now), "devices": devices, "sources": sources, "notes": notes,
-        }))
-        .expect("JSON always serialises")
-    );
+        serde_json::to_string_pretty(&doc).expect("JSON always serialises")
+    )
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ impl Root {
         );
         w(
             "etc/phonehome/server.conf",
-            "server_host = ph.example.org\nadmin_user = admin\npoll_interval = 2\n",
+            "server_host = ph.example.org\nadmin_user = admin\npoll_interval = 2\nlog_hosts = srv rhel9\n",
         );
         w(
             "etc/ssh/ssh_host_ed25519_key.pub",
@@ -124,6 +124,7 @@ impl Root {
         let mut c = Command::new(bin_path("phonehome-gate"));
         c.arg("--root")
             .arg(&self.dir)
+            .args(["--read-timeout", "1"])
             .env_remove("PHONEHOME_ROOT")
             .env("SSH_CONNECTION", "198.51.100.2 40022 198.51.100.1 22")
             .stdin(Stdio::piped())
@@ -142,6 +143,16 @@ impl Root {
         let out = child.wait_with_output().unwrap();
         writer.join().unwrap();
         Out::new(format!("phonehome-gate {:?}", command), out)
+    }
+}
+
+impl Root {
+    /// The forced command the key lines of this root carry.
+    pub fn gate_command(&self) -> String {
+        format!(
+            "{d}/usr/local/lib/phonehome/phonehome-gate --root {d}",
+            d = self.dir.display()
+        )
     }
 }
 

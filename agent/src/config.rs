@@ -263,6 +263,30 @@ mod tests {
         assert!(parse_config_file("frobnicate = 1\n").is_err());
     }
 
+    /// The fenced block of `readme` whose first line is `first`.
+    pub fn example_block<'a>(readme: &'a str, first: &str) -> &'a str {
+        let start = readme
+            .find(&format!("```\n{}\n", first))
+            .unwrap_or_else(|| panic!("no example starting with {:?}", first))
+            + 4;
+        let len = readme[start..].find("```").unwrap();
+        &readme[start..start + len]
+    }
+
+    #[test]
+    fn the_readme_example_config_parses() {
+        let text = example_block(
+            include_str!("../README.md"),
+            "# /etc/phonehome/phonehome.conf",
+        );
+        let mut s = Settings::default();
+        for fs in parse_config_file(text).unwrap() {
+            s.apply(&fs.name, &fs.value).unwrap();
+        }
+        assert_eq!(s.server.as_deref(), Some("198.51.100.1"));
+        assert_eq!(s.host_keys.len(), 1);
+    }
+
     #[test]
     fn values_are_checked() {
         let mut s = Settings::default();

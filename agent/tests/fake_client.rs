@@ -1,6 +1,6 @@
 //! The built `phonehome` against a fake ssh client on PATH: what it sends, what it runs,
 //! and how it handles a hostile or broken server, hangs, deaths and overlaps.
-//! THREATS.md cases 11–19 are the tests named `threat_NN_...`.
+//! docs/THREATS.md cases 11–19, 34 and 35 are the tests named `threat_NN_...`.
 
 mod common;
 use common::*;

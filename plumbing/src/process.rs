@@ -580,52 +580,97 @@ fn exited_unreaped(pid: u32) -> bool {
     rc == 0 && unsafe { info.si_pid() } != 0
 }
 
-fn supervise(child: &mut Child, stdin: &[u8], limits: &Limits) -> io::Result<Output> {
-    let pid = child.id();
-    let deadline = Instant::now() + limits.timeout;
-    let mut input = owned(child.stdin.take())?;
-    let mut written = 0;
-    if stdin.is_empty() {
-        input = None;
+/// The stdin still to be written.
+struct Input<'a> {
+    fd: Option<OwnedFd>,
+    rest: &'a [u8],
+}
+
+impl Input<'_> {
+    /// Write what the pipe takes now; close it when all is written or the child
+    /// closed its end (what it did not read is its business).
+    fn write(&mut self) {
+        let Some(fd) = &self.fd else { return };
+        // SAFETY: ManuallyDrop keeps the borrowed descriptor open; File writes it.
+        let mut f =
+            std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) });
+        match f.write(self.rest) {
+            Ok(n) => self.rest = &self.rest[n..],
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => self.rest = &[],
+        }
+        if self.rest.is_empty() {
+            self.fd = None;
+        }
     }
-    let mut out = Pipe::new(owned(child.stdout.take())?, limits.max_stdout);
-    let mut err = Pipe::new(owned(child.stderr.take())?, limits.max_stderr);
-    let pidfd = Handle::open(pid).ok().and_then(|h| h.fd);
-    let mut exited_at: Option<Instant> = None;
-    let mut killed = false;
-    let mut timed_out = false;
-    loop {
-        if exited_at.is_none() && exited_unreaped(pid) {
-            exited_at = Some(Instant::now());
+}
+
+/// One child under watch: its pipes, its deadline, whether and why it was killed.
+struct Watch<'a> {
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+    deadline: Instant,
+    input: Input<'a>,
+    out: Pipe,
+    err: Pipe,
+    exited_at: Option<Instant>,
+    killed: bool,
+    timed_out: bool,
+}
+
+impl Watch<'_> {
+    fn kill(&mut self) {
+        if !self.killed {
+            let _ = kill_group(self.pid, SIGKILL);
+            self.killed = true;
         }
-        let pipes_open = out.fd.is_some() || err.fd.is_some();
-        if exited_at.is_some() && !pipes_open {
-            break;
+    }
+
+    /// Apply the rules (overflow, deadline, stragglers after exit); false when done.
+    fn go_on(&mut self, now: Instant) -> bool {
+        if self.exited_at.is_none() && exited_unreaped(self.pid) {
+            self.exited_at = Some(now);
         }
-        let now = Instant::now();
-        if !killed && out.overflow {
-            let _ = kill_group(pid, SIGKILL);
-            killed = true;
+        if self.exited_at.is_some() && self.out.fd.is_none() && self.err.fd.is_none() {
+            return false;
         }
-        if !killed && now >= deadline {
-            let _ = kill_group(pid, SIGKILL);
-            killed = true;
-            timed_out = true;
+        if self.out.overflow {
+            self.kill();
         }
-        if let Some(t) = exited_at {
-            if now >= t + OUTPUT_GRACE {
-                // Something it left behind holds the pipes: the group goes too.
-                if !killed {
-                    let _ = kill_group(pid, SIGKILL);
-                    killed = true;
-                }
-                if now >= t + 2 * OUTPUT_GRACE {
-                    break;
-                }
-            }
+        if now >= self.deadline && !self.killed {
+            self.kill();
+            self.timed_out = true;
         }
+        match self.exited_at {
+            // Something it left behind holds the pipes: the group goes too.
+            Some(t) if now >= t + 2 * OUTPUT_GRACE => return false,
+            Some(t) if now >= t + OUTPUT_GRACE => self.kill(),
+            _ => {}
+        }
+        true
+    }
+
+    /// Wait for the next thing to happen on a pipe or to the child, or a deadline.
+    fn wait(&self, now: Instant) -> io::Result<()> {
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(4);
-        let mut push = |fd: &Option<OwnedFd>, events| {
+        let watched = [
+            (&self.out.fd, libc::POLLIN),
+            (&self.err.fd, libc::POLLIN),
+            (&self.input.fd, libc::POLLOUT),
+            (
+                if self.exited_at.is_none() {
+                    &self.pidfd
+                } else {
+                    &None
+                },
+                libc::POLLIN,
+            ),
+        ];
+        for (fd, events) in watched {
             if let Some(fd) = fd {
                 fds.push(libc::pollfd {
                     fd: fd.as_raw_fd(),
@@ -633,51 +678,50 @@ fn supervise(child: &mut Child, stdin: &[u8], limits: &Limits) -> io::Result<Out
                     revents: 0,
                 });
             }
-        };
-        push(&out.fd, libc::POLLIN);
-        push(&err.fd, libc::POLLIN);
-        push(&input, libc::POLLOUT);
-        if exited_at.is_none() {
-            push(&pidfd, libc::POLLIN);
         }
-        let wake = match exited_at {
-            Some(t) => (t + 2 * OUTPUT_GRACE).min(deadline.max(now)),
-            None => deadline,
+        let wake = match self.exited_at {
+            Some(t) => (t + 2 * OUTPUT_GRACE).min(self.deadline.max(now)),
+            None => self.deadline,
         };
         let mut timeout = wake
             .saturating_duration_since(now)
             .max(Duration::from_millis(1));
-        if pidfd.is_none() && exited_at.is_none() {
+        if self.killed || (self.pidfd.is_none() && self.exited_at.is_none()) {
             timeout = timeout.min(FALLBACK_TICK);
         }
-        if killed {
-            timeout = timeout.min(FALLBACK_TICK);
-        }
-        poll(&mut fds, Some(timeout))?;
-        out.read()?;
-        err.read()?;
-        if let Some(fd) = &input {
-            // SAFETY: ManuallyDrop keeps the borrowed descriptor open; File writes it.
-            let mut f =
-                std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) });
-            match f.write(&stdin[written..]) {
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // EPIPE: it closed its stdin; what it did not read is its business.
-                Err(_) => written = stdin.len(),
-            }
-            if written >= stdin.len() {
-                input = None;
-            }
-        }
+        poll(&mut fds, Some(timeout)).map(drop)
+    }
+}
+
+fn supervise(child: &mut Child, stdin: &[u8], limits: &Limits) -> io::Result<Output> {
+    let pid = child.id();
+    let input = owned(child.stdin.take())?.filter(|_| !stdin.is_empty());
+    let mut w = Watch {
+        pid,
+        pidfd: Handle::open(pid).ok().and_then(|h| h.fd),
+        deadline: Instant::now() + limits.timeout,
+        input: Input {
+            fd: input,
+            rest: stdin,
+        },
+        out: Pipe::new(owned(child.stdout.take())?, limits.max_stdout),
+        err: Pipe::new(owned(child.stderr.take())?, limits.max_stderr),
+        exited_at: None,
+        killed: false,
+        timed_out: false,
+    };
+    while w.go_on(Instant::now()) {
+        w.wait(Instant::now())?;
+        w.out.read()?;
+        w.err.read()?;
+        w.input.write();
     }
     Ok(Output {
         status: None,
-        stdout: out.kept,
-        stderr: err.kept,
-        timed_out,
-        stdout_overflow: out.overflow,
+        stdout: w.out.kept,
+        stderr: w.err.kept,
+        timed_out: w.timed_out,
+        stdout_overflow: w.out.overflow,
     })
 }
 

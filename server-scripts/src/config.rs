@@ -226,6 +226,17 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```\n# /etc/phonehome/server.conf\n").unwrap() + 4;
+        let len = readme[start..].find("```").unwrap();
+        let c = ServerConf::parse(&readme[start..start + len], &root()).unwrap();
+        assert_eq!(c.server_host, "ph.example.org");
+        assert_eq!(c.default_ttl, 3600);
+        assert_eq!(c.log_hosts, ["ph", "ph.example.org"]);
+    }
+
+    #[test]
     fn threat_33_the_default_gate_lies_under_the_root() {
         let p = Paths::new(std::path::Path::new("/tmp/r")).unwrap();
         assert_eq!(

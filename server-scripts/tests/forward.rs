@@ -14,33 +14,20 @@ fn keyfile(r: &Root, id: &str) -> String {
     r.read(&format!("etc/phonehome/authorized_keys/device{}", id))
 }
 
-/// Not a real test: when PH_LISTEN_PORT is set, listen on 127.0.0.1 and [::1] of that
-/// port for a while. Re-executed under setpriv as a device uid by the --wait tests.
-#[test]
-fn helper_listen() {
-    if let Ok(port) = std::env::var("PH_LISTEN_PORT") {
-        let _a = std::net::TcpListener::bind(format!("127.0.0.1:{}", port)).unwrap();
-        let _b = std::net::TcpListener::bind(format!("[::1]:{}", port));
-        std::thread::sleep(Duration::from_secs(20));
-    }
-}
-
+/// A process of `uid` listening on 127.0.0.1 and [::1] of `port` for a while (perl,
+/// from Debian's essential perl-base: a listener that is not this test's own uid).
 fn listen_as(uid: u32, port: u16) -> Child {
-    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "use IO::Socket::IP; my @s = map {{ IO::Socket::IP->new(LocalHost => $_, LocalPort => {}, Listen => 5, ReuseAddr => 1) }} ('127.0.0.1', '::1'); sleep 20;",
+        port
+    );
     Command::new("setpriv")
         .args([
             &format!("--reuid={}", uid),
             "--regid=60999",
             "--clear-groups",
         ])
-        .arg(exe)
-        .args([
-            "helper_listen",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("PH_LISTEN_PORT", port.to_string())
+        .args(["perl", "-e", &script])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap()
@@ -363,4 +350,101 @@ fn wait_fails_with_the_reason() {
     Out::new("forward --wait".into(), child.wait_with_output().unwrap())
         .fails(1, "port 21801 is held by user root (uid 0)");
     drop(held);
+}
+
+#[test]
+fn threat_26_forward_racing_remove_leaves_nothing_behind() {
+    // 20 rounds of forward-device-port and remove-device at once: whichever wins, no
+    // key file or requests file of the removed device is left, and its port is free
+    // for another device.
+    let r = Root::new();
+    r.add(ID2, &key(3));
+    for round in 0..20 {
+        r.run("add-device", &[ID1, &key(0), "--force"]).ok();
+        let port = (22000 + round).to_string();
+        let spec = format!("22:{}", port);
+        let mut fwd = r.cmd("forward-device-port");
+        fwd.args([ID1, &spec]);
+        let fwd = fwd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let rm = r.run("remove-device", &[ID1]);
+        let fwd = fwd.wait_with_output().unwrap();
+        assert_eq!(rm.code, 0, "round {}: {}", round, rm.stderr);
+        if !fwd.status.success() {
+            let err = String::from_utf8_lossy(&fwd.stderr);
+            assert!(err.contains("unknown device"), "round {}: {}", round, err);
+        }
+        for rel in [
+            format!("etc/phonehome/authorized_keys/device{}", ID1),
+            format!("var/lib/phonehome/requests/{}.json", ID1),
+        ] {
+            assert!(
+                !r.path(&rel).exists(),
+                "round {}: {} left behind",
+                round,
+                rel
+            );
+        }
+        r.run("forward-device-port", &[ID2, &spec]).ok();
+        r.run("forward-device-port", &[ID2, "--close", &port]).ok();
+    }
+}
+
+#[test]
+fn threat_27_every_crash_point_between_the_renames_is_safe() {
+    let r = Root::new();
+    r.add(ID1, &key(0));
+    r.add(ID2, &key(3));
+    r.run("forward-device-port", &[ID1, "22:22200"]).ok();
+    // A crash while adding 22:22201 (grant renamed, request not), and one while
+    // closing 22:22200 (request renamed, grant not): the key file grants ports no
+    // request names. And a crash before either rename leaves a temp file.
+    let kf = r.path(&format!("etc/phonehome/authorized_keys/device{}", ID1));
+    let reqs = r.path(&format!("var/lib/phonehome/requests/{}.json", ID1));
+    std::fs::write(&reqs, format!(r#"{{"device":"{}","requests":[]}}"#, ID1)).unwrap();
+    let line = keyfile(&r, ID1).replace(
+        "restrict,port-forwarding,",
+        "restrict,port-forwarding,permitlisten=\"localhost:22201\",",
+    );
+    std::fs::write(&kf, &line).unwrap();
+    let temp = r.path(&format!(
+        "var/lib/phonehome/requests/.{}.json.1.2.3.tmp",
+        ID1
+    ));
+    std::fs::write(&temp, "{").unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&temp)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    // What a remove-device interrupted after the registry record went leaves.
+    std::fs::remove_file(r.path(&format!("var/lib/phonehome/devices/{}.json", ID2))).unwrap();
+
+    let out = r.run("forward-device-port", &["--prune"]).ok();
+    assert_eq!(
+        out.stdout,
+        "pruned: 0 expired request(s), 1 key file(s) regranted, 2 leftover file(s) of removed devices, 1 stale temp file(s)\n"
+    );
+    assert!(
+        keyfile(&r, ID1).starts_with("restrict,command="),
+        "{}",
+        keyfile(&r, ID1)
+    );
+    assert!(!temp.exists());
+    assert!(!r
+        .path(&format!("etc/phonehome/authorized_keys/device{}", ID2))
+        .exists());
+    assert!(!r
+        .path(&format!("var/lib/phonehome/requests/{}.json", ID2))
+        .exists());
+    assert_eq!(
+        r.run("forward-device-port", &["--prune"]).ok().stdout,
+        "",
+        "settled"
+    );
 }

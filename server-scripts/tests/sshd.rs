@@ -52,5 +52,5 @@ fn real_sshd_enforces_the_drop_in_and_key_lines() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{}\n{}", stdout, stderr);
-    assert_eq!(stdout.matches("PASS").count(), 12, "{}\n{}", stdout, stderr);
+    assert_eq!(stdout.matches("PASS").count(), 15, "{}\n{}", stdout, stderr);
 }

@@ -6,6 +6,7 @@
 # 127.0.0.1 only. Prints "PASS <check>" per check; exits non-zero at the first failure.
 #
 # usage: sshd_dropin.sh BIN_DIR WORK_DIR SSHD_PORT REMOTE_PORT OTHER_PORT
+# Needs python3 (install.sh test installs it) to re-encode RSA keys (THREATS 24).
 set -euo pipefail
 bin_dir=$1 work=$2 sshd_port=$3 rport=$4 other=$5
 id=6466b34bde54
@@ -133,3 +134,63 @@ for _ in $(seq 50); do kill -0 "$tunnel" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$tunnel" 2>/dev/null; then fail "the tunnel survived remove-device"; fi
 if S "$dev@127.0.0.1" poll </dev/null >/dev/null 2>&1; then fail "login after remove-device"; fi
 pass "remove-device cut the tunnel and revoked the key"
+
+# 8. THREATS 24: an RSA key is judged by its value. The same key with a zero-padded
+# exponent is one key: stored canonically, fingerprinted as sshd logs it, revoked once.
+# reencode PUBFILE E_PAD N_PAD: the public key line with zero bytes before e and n.
+reencode() {
+	python3 - "$@" <<'PY'
+import base64, struct, sys
+kind, b64 = open(sys.argv[1]).read().split()[:2]
+blob, fields = base64.b64decode(b64), []
+while blob:
+    n = struct.unpack(">I", blob[:4])[0]
+    fields.append(blob[4:4 + n]); blob = blob[4 + n:]
+e, n = b"\0" * int(sys.argv[2]) + fields[1], b"\0" * int(sys.argv[3]) + fields[2]
+out = b"".join(struct.pack(">I", len(f)) + f for f in (fields[0], e, n))
+print(kind, base64.b64encode(out).decode())
+PY
+}
+id2=0242ac110002 id3=0242ac110003
+ssh-keygen -q -t rsa -b 2048 -N '' -f "$work/rsakey"
+padded=$(reencode "$work/rsakey.pub" 3 0)
+[ "$padded" != "$(cut -d' ' -f1,2 "$work/rsakey.pub")" ] || fail "the re-encoded key is the same text"
+out=$(/usr/local/bin/add-device "$id2" "$padded") || fail "add-device with a padded exponent: $out"
+fp=$(sed -n 's/.*"fingerprint": "\(SHA256:[^"]*\)".*/\1/p' "/var/lib/phonehome/devices/$id2.json")
+answer=$(echo '{"protocol":2,"agent_version":"test"}' |
+	ssh -i "$work/rsakey" -p "$sshd_port" -o BatchMode=yes -o StrictHostKeyChecking=no \
+		-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "device$id2@127.0.0.1" poll 2>"$work/err") ||
+	fail "RSA login: $(cat "$work/err")"
+grep -q '^phonehome-inbox 2$' <<<"$answer" || fail "RSA poll answered '$answer'"
+grep -q "Accepted publickey for device$id2 from 127.0.0.1 port [0-9]* ssh2: RSA $fp[[:space:]]*$" "$work/sshd.log" ||
+	fail "sshd did not log the stored fingerprint $fp"
+pass "THREATS 24: a zero-padded RSA key is stored canonically, with the fingerprint sshd logs"
+/usr/local/bin/remove-device "$id2" >/dev/null || fail "remove-device $id2"
+for form in "$padded" "$(cut -d' ' -f1,2 "$work/rsakey.pub")" "$(reencode "$work/rsakey.pub" 0 7)"; do
+	if out=$(/usr/local/bin/add-device "$id3" "$form" 2>&1); then fail "a revoked key came back as $id3"; fi
+	grep -q "was revoked" <<<"$out" || fail "revoked key refused for another reason: $out"
+done
+ssh-keygen -q -t rsa -b 1024 -N '' -f "$work/rsa1024"
+if out=$(/usr/local/bin/add-device "$id3" "$(reencode "$work/rsa1024.pub" 0 130)" 2>&1); then
+	fail "a 1024-bit key padded to look long was accepted"
+fi
+grep -q "1024 bits" <<<"$out" || fail "the padded 1024-bit key was refused for another reason: $out"
+pass "THREATS 24: a revoked key stays revoked in every spelling; a padded 1024-bit key is refused"
+
+# 9. THREATS 29: remove-device while the device logs in again and again: it ends
+# with everything removed, every round.
+for round in 1 2 3 4 5; do
+	/usr/local/bin/add-device "$id3" "$(cat "$work/devkey.pub")" --force >/dev/null 2>&1 ||
+		fail "round $round: add-device"
+	for _ in 1 2 3 4 5 6; do
+		(while :; do echo '{"protocol":2,"agent_version":"t"}' | S "device$id3@127.0.0.1" poll >/dev/null 2>&1 || sleep 0.05; done) &
+	done
+	sleep 0.5
+	out=$(/usr/local/bin/remove-device "$id3" 2>&1) || fail "round $round: remove-device: $out"
+	jobs -p | xargs -r kill 2>/dev/null || true
+	wait 2>/dev/null || true
+	if getent passwd "device$id3" >/dev/null; then fail "round $round: the account is left"; fi
+	[ ! -e "/var/lib/phonehome/devices/$id3.json" ] || fail "round $round: the registry record is left"
+	[ ! -e "/etc/phonehome/authorized_keys/device$id3" ] || fail "round $round: the key file is left"
+done
+pass "THREATS 29: remove-device during concurrent logins removed everything, 5 rounds of 6 clients"

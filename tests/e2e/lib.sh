@@ -202,14 +202,15 @@ EOF
 }
 
 # A stand-in for syslog: sshd -E writes bare messages (no /dev/log in the sandbox); this
-# stamps each line as rsyslog does and appends it to /var/log/auth.log, so list-devices
+# stamps each line as rsyslog does (this host's short name) and appends it to
+# /var/log/auth.log, so list-devices
 # reads a Debian-format auth log holding real sshd messages (and their fingerprints).
 authlog_start() {
     : >>"$SSHD_LOG"
     (
         tail -n 0 -F "$SSHD_LOG" 2>/dev/null | while IFS= read -r line; do
             line=${line%$'\r'} # sshd -E ends its lines with CR LF; syslog has no CR
-            printf '%s srv sshd[%s]: %s\n' "$(date '+%b %e %H:%M:%S')" "$BASHPID" "$line"
+            printf '%s %s sshd[%s]: %s\n' "$(date '+%b %e %H:%M:%S')" "${HOSTNAME%%.*}" "$BASHPID" "$line"
         done >>/var/log/auth.log
     ) &
 }

@@ -91,6 +91,12 @@ if in_ns srv list-devices --json | jq -e '.sources | index("/var/log/auth.log")'
 else
     fail "1 list-devices did not read /var/log/auth.log: $(in_ns srv list-devices --json | jq -c .sources)"
 fi
+# The log's lines carry this server's own host name, so they count (THREATS 28).
+if in_ns srv list-devices --json | jq -e '[.notes[] | select(test("other hosts"))] | length == 0' >/dev/null; then
+    pass "1 list-devices counts the sshd lines of this host"
+else
+    fail "1 list-devices ignored this host's sshd lines: $(in_ns srv list-devices --json | jq -c .notes)"
+fi
 table=$(in_ns srv list-devices 2>&1)
 printf '%s\n' "$table" | sed 's/^/     | /'
 

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2016 # the PWNED-$((6*7)) markers are meant for the remote shell
-# What a stolen device key can do against the real sshd (THREATS.md cases 1, 2 and 5):
+# What a stolen device key can do against the real sshd (docs/THREATS.md cases 1, 2 and 5):
 # each attempt is made with the OpenSSH client from the server's own loopback, and each
 # refusal is proven by its effect (no command output, nothing listening, no data through
 # a forward), not by an exit status alone. Sourced after lib.sh.

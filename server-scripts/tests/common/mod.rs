@@ -28,13 +28,14 @@ pub struct Root {
     pub dir: PathBuf,
     /// First uid useradd hands out in this root (no host process has it).
     pub uid_min: u32,
+    _tmp: phonehome_plumbing::tempdir::TempDir,
 }
 
 impl Root {
     pub fn new() -> Root {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("ph-srv-{}-{}", std::process::id(), n));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = phonehome_plumbing::tempdir::TempDir::new("srv");
+        let dir = tmp.path().to_path_buf();
         let uid_min = 61000 + n * 50;
         let w = |rel: &str, text: &str| {
             let p = dir.join(rel);
@@ -61,7 +62,11 @@ impl Root {
             "etc/ssh/ssh_host_ecdsa_key.pub",
             &format!("{} root@srv\n", key(2)),
         );
-        Root { dir, uid_min }
+        Root {
+            dir,
+            uid_min,
+            _tmp: tmp,
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -156,17 +161,9 @@ impl Root {
     }
 }
 
-impl Drop for Root {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// getuid without unsafe: the owner of /proc/self is this process's uid. (A temp file
-/// named after the pid raced between tests of one binary running in parallel.)
+/// The uid of this test process.
 pub fn unsafe_free_getuid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").unwrap().uid()
+    phonehome_plumbing::process::getuid()
 }
 
 pub fn bin_path(bin: &str) -> PathBuf {

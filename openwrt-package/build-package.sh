@@ -179,7 +179,8 @@ install_files() {
 	done <<<"$install_lines"
 }
 
-# Conffiles the package does not ship (the key, made on the router) are kept across
+# Conffiles the package does not ship (none today: the key is kept by files/phonehome.keep)
+# are kept across
 # sysupgrade through lib/upgrade/keep.d, as package-pack.mk does.
 add_keep_d() {
 	local f keep=""
@@ -188,7 +189,7 @@ add_keep_d() {
 	done <<<"$conffiles"
 	[ -n "$keep" ] || return 0
 	install -d -m 0755 "$data/lib/upgrade/keep.d"
-	printf '%s' "$keep" >"$data/lib/upgrade/keep.d/$name"
+	printf '%s' "$keep" >>"$data/lib/upgrade/keep.d/$name"
 	chmod 0644 "$data/lib/upgrade/keep.d/$name"
 }
 

@@ -179,9 +179,9 @@ install_files() {
 	done <<<"$install_lines"
 }
 
-# Conffiles the package does not ship (none today: the key is kept by files/phonehome.keep)
-# are kept across
-# sysupgrade through lib/upgrade/keep.d, as package-pack.mk does.
+# Conffiles the package does not ship are kept across sysupgrade through
+# lib/upgrade/keep.d, as package-pack.mk does (none today: files/phonehome.keep keeps the
+# key's directory).
 add_keep_d() {
 	local f keep=""
 	while read -r f; do

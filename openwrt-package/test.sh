@@ -31,7 +31,8 @@
 #
 # Usage: openwrt-package/test.sh [--binary FILE] [--show-output]
 #   --binary FILE   the agent to pack (default: build it, as build-package.sh does)
-#   --show-output   print what each opkg/apk/first-boot command printed
+#   --show-output   print what each opkg/apk/first-boot command printed (opkg then runs
+#                   on a pseudo-terminal, so that its lines come in a terminal's order)
 # It waits for busybox crond's next minute (up to 60 s) unless PHONEHOME_OWRT_NO_CRON=1.
 # Ends with the line "N passed, N failed"; exit status 0 only if nothing failed.
 
@@ -492,15 +493,24 @@ alive() { [ -n "$1" ] && [ -d "/proc/$1" ] && grep -q dbclient "/proc/$1/cmdline
 # --- the package manager, as the admin types it ----------------------------------------
 
 # pm ROOT FORMAT ACTION [FILE] > output: install/upgrade (a file) or remove, in the root.
+# With --show-output, opkg runs on a pseudo-terminal: its own lines are buffered when its
+# output is a file, and would come after the scripts' instead of before as on a terminal.
 pm() {
-	local r="$1" fmt="$2" action="$3" file="${4:-}"
+	local r="$1" fmt="$2" action="$3" file="${4:-}" cmd
 	[ -z "$file" ] || cp "$file" "$r/tmp/"
 	case "$fmt/$action" in
-	ipk/install) in_root "$r" opkg install "/tmp/$(basename "$file")" ;;
-	ipk/remove) in_root "$r" opkg remove phonehome ;;
-	apk/install) in_root "$r" apk add "/tmp/$(basename "$file")" ;;
-	apk/remove) in_root "$r" apk del phonehome ;;
-	esac 2>&1
+	ipk/install) cmd="opkg install /tmp/$(basename "$file")" ;;
+	ipk/remove) cmd="opkg remove phonehome" ;;
+	apk/install) cmd="apk add /tmp/$(basename "$file")" ;;
+	apk/remove) cmd="apk del phonehome" ;;
+	esac
+	if [ -n "$show" ] && [ "$fmt" = ipk ]; then
+		script -qec "chroot $r /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root $cmd" /dev/null \
+			</dev/null 2>&1 | tr -d '\r'
+		return "${PIPESTATUS[0]}"
+	fi
+	# shellcheck disable=SC2086 # $cmd is words without blanks of their own
+	in_root "$r" $cmd 2>&1
 }
 installed_version() { # ROOT FORMAT
 	case "$2" in
@@ -794,8 +804,13 @@ flags_tests() {
 		test "$(argv)" = "$flags poll "
 	in_root "$r" /etc/init.d/phonehome show_id
 	check "init: show_id runs the agent's id with the same flags" test "$(argv)" = "$flags id "
+	: >"$r/tmp/argv"
 	in_root "$r" /etc/init.d/phonehome stop_tunnels
-	check "init: stop_tunnels runs phonehome stop" test "$(argv)" = "--run-dir /var/run/phonehome stop "
+	check "init: stop_tunnels with no tunnel open: the agent is not even run" test ! -s "$r/tmp/argv"
+	mkdir -p "$r/var/run/phonehome/tunnels"
+	echo '{}' >"$r/var/run/phonehome/tunnels/8022-9876.json"
+	in_root "$r" /etc/init.d/phonehome stop_tunnels
+	check "init: stop_tunnels with a tunnel open runs phonehome stop" test "$(argv)" = "--run-dir /var/run/phonehome stop "
 	: >"$r/tmp/argv"
 	in_root "$r" /etc/init.d/phonehome stop
 	check "init: stop (through the real rc.common) closes the tunnels" \
@@ -811,13 +826,11 @@ flags_tests() {
 	write_config 0 127.0.0.1 7 'ssh-ed25519 AAAAone'
 	: >"$r/tmp/argv"
 	in_root "$r" /etc/init.d/phonehome poll
-	check "init: poll while disabled, no tunnel open: the agent is not even run" test ! -s "$r/tmp/argv"
-	mkdir -p "$r/var/run/phonehome/tunnels"
-	echo '{}' >"$r/var/run/phonehome/tunnels/8022-9876.json"
-	in_root "$r" /etc/init.d/phonehome poll
 	check "init: poll while disabled, a tunnel open: phonehome stop" test "$(argv)" = "--run-dir /var/run/phonehome stop "
 	rm -rf "$r/var/run/phonehome"
 	: >"$r/tmp/argv"
+	in_root "$r" /etc/init.d/phonehome poll
+	check "init: poll while disabled, no tunnel open: the agent is not even run" test ! -s "$r/tmp/argv"
 	write_config 1 127.0.0.1 7 'ssh-ed25519'
 	in_root "$r" /etc/init.d/phonehome poll 2>"$W/err"
 	check "init: a host key of one word: exit 2, says what to write, agent not run" \

@@ -75,7 +75,7 @@ host_snapshot() {
 }
 
 outer_main() {
-	local binary="" show="" missing="" need tools tmp rc counts
+	local binary="" show="" missing="" need tools rc counts counts_file sandbox host_before host_after
 	[ "$(id -u)" = 0 ] || die "run as root (it uses namespaces, mounts and chroot)"
 	while [ $# -gt 0 ]; do
 		case "$1" in
@@ -93,30 +93,33 @@ outer_main() {
 	tools="$(owrt_tools_build)" || exit 2
 	# Built outside the sandbox: cargo may need the registry cache and its lock files.
 	if [ -z "$binary" ]; then
-		tmp="$(mktemp -d)"
-		"$here/build-package.sh" --format ipk --out "$tmp" >/dev/null || { rm -rf "$tmp"; die "building the agent failed"; }
-		rm -rf "$tmp"
+		"$here/build-package.sh" --format ipk >/dev/null || die "building the agent failed (output above)"
 		binary="$target_dir/x86_64-unknown-linux-gnu/router/phonehome"
 	fi
 	[ -x "$binary" ] || die "no agent binary at $binary"
-	tmp="$(mktemp -d)"
-	trap 'rm -rf "$tmp"' EXIT
-	trap 'exit 130' INT TERM
-	host_snapshot >"$tmp/host-before"
+	host_before="$(host_snapshot)"
 	# The sandbox reports its counts on fd 3: a file it could not write otherwise (its /tmp
-	# is an overlay whose writes are thrown away).
+	# is an overlay whose writes are thrown away). Killed, this script takes the sandbox
+	# with it (unshare --kill-child ends everything inside).
+	counts_file="$(mktemp)"
+	trap 'rm -f "$counts_file"' EXIT
 	PHONEHOME_OWRT_SANDBOX=1 PHONEHOME_OWRT_BINARY="$binary" PHONEHOME_OWRT_TOOLS_DIR="$tools" \
 		PHONEHOME_OWRT_SHOW="$show" \
-		unshare --mount --net --pid --fork --kill-child --mount-proc /bin/bash "$(realpath "$0")" 3>"$tmp/counts"
+		unshare --mount --net --pid --fork --kill-child --mount-proc /bin/bash "$(realpath "$0")" 3>"$counts_file" &
+	sandbox=$!
+	# unshare --fork blocks SIGINT and SIGTERM while it waits: SIGKILL, which its
+	# --kill-child passes on to everything in the sandbox.
+	trap 'kill -KILL "$sandbox" 2>/dev/null; exit 130' INT TERM
+	wait "$sandbox"
 	rc=$?
-	read -r -a counts <"$tmp/counts" || counts=(0 1)
-	host_snapshot >"$tmp/host-after"
-	if cmp -s "$tmp/host-before" "$tmp/host-after"; then
+	read -r -a counts <"$counts_file" || counts=(0 1)
+	host_after="$(host_snapshot)"
+	if [ "$host_before" = "$host_after" ]; then
 		echo "ok   - the host's ${HOST_PATHS[*]} are as they were before the run"
 		counts[0]=$((counts[0] + 1))
 	else
 		echo "FAIL - the host's files changed during the run:"
-		diff "$tmp/host-before" "$tmp/host-after" | sed 's/^/    /'
+		diff <(echo "$host_before") <(echo "$host_after") | sed 's/^/    /'
 		counts[1]=$((counts[1] + 1))
 		rc=1
 	fi

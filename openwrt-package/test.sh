@@ -89,6 +89,7 @@ outer_main() {
 		pgrep:procps unshare:util-linux shellcheck:shellcheck openssl:openssl; do
 		command -v "${need%%:*}" >/dev/null || missing="$missing ${need#*:}"
 	done
+	[ -z "$show" ] || command -v script >/dev/null || missing="$missing bsdutils"
 	[ -z "$missing" ] || die "missing tools; install the Debian packages:$missing"
 	tools="$(owrt_tools_build)" || exit 2
 	# Built outside the sandbox: cargo may need the registry cache and its lock files.

@@ -50,13 +50,16 @@ declare -A PKG_OF=(
     [useradd]=passwd [timeout]=coreutils [jq]=jq [conntrack]=conntrack [cc]=gcc
     [shellcheck]=shellcheck [pgrep]=procps [ps]=procps [gzip]=gzip [tar]=tar
     [python3]=python3 [strip]=binutils [taskset]=util-linux [awk]=mawk [/usr/bin/time]=time
+    [openssl]=openssl [script]=bsdutils
 )
 
 # Commands the lab (demo and tests) runs.
 LAB_COMMANDS=(sshd ssh ssh-keygen dropbear dbclient dropbearkey dropbearconvert busybox
     iptables ip ss unshare nsenter useradd timeout jq conntrack cc pgrep)
-# And what `test` adds: shellcheck, and what openwrt-package/test.sh and bench/run use.
-TEST_COMMANDS=(shellcheck python3 strip taskset awk ps gzip tar /usr/bin/time)
+# And what `test` adds: shellcheck, and what openwrt-package/test.sh and bench/run use
+# (openwrt-package/test.sh builds OpenWrt's opkg, uci and apk with ../shared/openwrt-tools,
+# whose build.sh installs the compilers and libraries it needs itself).
+TEST_COMMANDS=(shellcheck python3 strip taskset awk ps gzip tar /usr/bin/time openssl script)
 
 # Install the Debian packages providing any missing command (a name on PATH or in
 # /usr/sbin, or an absolute path). Never asks anything.

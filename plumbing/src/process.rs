@@ -447,6 +447,80 @@ impl std::fmt::Display for CommandError {
 
 impl std::error::Error for CommandError {}
 
+/// A child whose stdout is read as a stream (`journalctl` on gigabytes of log): stdin
+/// closed, stderr kept (bounded) by a thread, the child always reaped — by
+/// [`Streaming::finish`], or killed and reaped when dropped unfinished.
+pub struct Streaming {
+    child: Child,
+    command: String,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    /// Its standard output.
+    pub stdout: std::process::ChildStdout,
+}
+
+/// Start `cmd` with its stdout to read; its stderr, up to `max_stderr` bytes, comes
+/// back with [`Streaming::finish`].
+pub fn stream(cmd: &mut Command, max_stderr: usize) -> Result<Streaming, CommandError> {
+    let command = render(cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| CommandError {
+            command: command.clone(),
+            kind: CommandErrorKind::Spawn(e),
+        })?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut err = child.stderr.take().expect("stderr is piped");
+    let stderr = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let _ = (&mut err).take(max_stderr as u64).read_to_end(&mut kept);
+        let _ = std::io::copy(&mut err, &mut std::io::sink());
+        kept
+    });
+    Ok(Streaming {
+        child,
+        command,
+        stderr: Some(stderr),
+        stdout,
+    })
+}
+
+impl Streaming {
+    /// Wait for the child; an unsuccessful exit is an error with its stderr.
+    pub fn finish(mut self) -> Result<(), CommandError> {
+        let status = self.child.wait();
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        let stderr = crate::text::for_terminal(String::from_utf8_lossy(&stderr).trim(), 400)
+            .replace('\n', "; ");
+        match status {
+            Ok(s) if s.success() => Ok(()),
+            Ok(status) => Err(CommandError {
+                command: self.command.clone(),
+                kind: CommandErrorKind::Exited { status, stderr },
+            }),
+            Err(e) => Err(CommandError {
+                command: self.command.clone(),
+                kind: CommandErrorKind::Spawn(e),
+            }),
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        if self.stderr.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Run `cmd` within `limits`; success or a [`CommandError`] naming it and its stderr.
 pub fn run_checked(
     cmd: &mut Command,
@@ -830,6 +904,26 @@ mod tests {
         );
         let e = run_checked(&mut Command::new("/nonexistent/x"), b"", &LIMITS).unwrap_err();
         assert!(matches!(e.kind, CommandErrorKind::Spawn(_)), "{}", e);
+    }
+
+    #[test]
+    fn streams_are_read_and_reaped() {
+        use std::io::BufRead;
+        let mut st = stream(&mut sh("printf 'a\\nb\\n'; echo oops >&2; exit 3"), 100).unwrap();
+        let lines: Vec<String> = std::io::BufReader::new(&mut st.stdout)
+            .lines()
+            .map(|l| l.unwrap())
+            .collect();
+        assert_eq!(lines, ["a", "b"]);
+        let e = st.finish().unwrap_err();
+        assert_eq!(e.exit_code(), Some(3));
+        assert!(e.to_string().ends_with(": oops"), "{}", e);
+        // Dropped unfinished: killed and reaped, not left running.
+        let st = stream(&mut sh("echo $$; sleep 30"), 100).unwrap();
+        let pid = st.child.id();
+        drop(st);
+        assert!(stat(pid).is_none(), "reaped");
+        assert!(stream(&mut Command::new("/nonexistent/x"), 10).is_err());
     }
 
     #[test]

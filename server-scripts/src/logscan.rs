@@ -384,60 +384,31 @@ impl Scan {
 
     /// Scan sshd's entries in journald (`journalctl -o json`), streaming its output.
     pub fn read_journal(&mut self, f: &Filter) {
-        use std::process::{Command, Stdio};
-        let child = Command::new("journalctl")
-            .args([
-                "-o",
-                "json",
-                "--no-pager",
-                "-q",
-                "_COMM=sshd",
-                "_COMM=sshd-session",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
-        let mut child = match child {
-            Ok(c) => c,
-            Err(e) => {
-                self.failed
-                    .push(format!("journald: cannot run journalctl: {}", e));
-                return;
-            }
+        let mut cmd = std::process::Command::new("journalctl");
+        cmd.args([
+            "-o",
+            "json",
+            "--no-pager",
+            "-q",
+            "_COMM=sshd",
+            "_COMM=sshd-session",
+        ]);
+        let mut journal = match phonehome_plumbing::process::stream(&mut cmd, 4096) {
+            Ok(j) => j,
+            Err(e) => return self.failed.push(format!("journald: {}", e)),
         };
-        let stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
-        let err_reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.by_ref().take(4096).read_to_string(&mut s);
-            s
-        });
         let lines_before = self.lines;
-        let result = self.read_stream(stdout, f);
-        if result.is_err() {
-            let _ = child.kill();
+        if let Err(e) = self.read_stream(&mut journal.stdout, f) {
+            // Dropping `journal` kills and reaps journalctl.
+            return self.failed.push(format!("journald: {}", e));
         }
-        let status = child.wait();
-        let err = err_reader.join().unwrap_or_default();
-        let err = phonehome_plumbing::text::for_terminal(err.trim(), 400);
-        let got = self.lines - lines_before;
-        match (result, status) {
-            (Ok(()), Ok(st)) if st.success() && got > 0 => self.read.push("journald".into()),
-            (Ok(()), Ok(st)) if st.success() => self.failed.push(format!(
-                "journald: no sshd entries at all (is journald running and sshd logging to it?){}",
-                if err.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", err)
-                }
-            )),
-            (Err(e), _) => self.failed.push(format!("journald: {}", e)),
-            (_, st) => self.failed.push(format!(
-                "journald: `journalctl -o json` failed ({}): {}",
-                st.map(|s| s.to_string()).unwrap_or_default(),
-                err
-            )),
+        match journal.finish() {
+            Ok(()) if self.lines > lines_before => self.read.push("journald".into()),
+            Ok(()) => self.failed.push(
+                "journald: no sshd entries at all (is journald running and sshd logging to it?)"
+                    .into(),
+            ),
+            Err(e) => self.failed.push(format!("journald: {}", e)),
         }
     }
 }

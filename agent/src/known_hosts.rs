@@ -5,7 +5,6 @@
 //! (`phonehome_protocol::sshkey`): a key cut short at a base64 boundary is refused
 //! here, at setup, not at the next poll.
 
-use crate::config::Settings;
 use crate::failure::Failure;
 use phonehome_plumbing::files;
 use phonehome_protocol::sshkey::PublicKey;
@@ -86,12 +85,18 @@ pub fn parse_known_hosts(text: &str, host: &str, port: u16) -> Result<Vec<Public
     Ok(keys)
 }
 
-/// The pinned keys: the `--host-key` values if any were given, else the known-hosts file.
-pub fn pinned(settings: &Settings, host: &str) -> Result<Vec<PublicKey>, Failure> {
-    if !settings.host_keys.is_empty() {
-        return one_per_type(&settings.host_keys).map_err(Failure::Config);
+/// The pinned keys for `host`:`port`: the `--host-key` values if any were given, else
+/// the known-hosts `file`.
+pub fn pinned(
+    given: &[PublicKey],
+    file: &std::path::Path,
+    host: &str,
+    port: u16,
+) -> Result<Vec<PublicKey>, Failure> {
+    if !given.is_empty() {
+        return one_per_type(given).map_err(Failure::Config);
     }
-    let path = &settings.known_hosts;
+    let path = file;
     let advice = "pass --host-key 'TYPE BASE64' or run `phonehome setup`";
     let data = files::read_bounded(path, MAX_KNOWN_HOSTS_BYTES)
         .and_then(|d| d.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)))
@@ -103,7 +108,7 @@ pub fn pinned(settings: &Settings, host: &str) -> Result<Vec<PublicKey>, Failure
                 advice
             ))
         })?;
-    let keys = parse_known_hosts(&String::from_utf8_lossy(&data), host, settings.port)
+    let keys = parse_known_hosts(&String::from_utf8_lossy(&data), host, port)
         .and_then(|keys| one_per_type(&keys))
         .map_err(|e| Failure::Config(format!("{}: {}", path.display(), e)))?;
     if keys.is_empty() {
@@ -209,16 +214,11 @@ pub mod tests {
     #[test]
     fn threat_37_an_endless_known_hosts_file_is_refused() {
         let dir = phonehome_plumbing::tempdir::TempDir::new("kh");
-        let mut s = Settings {
-            known_hosts: "/dev/zero".into(),
-            ..Settings::default()
-        };
-        assert!(
-            matches!(pinned(&s, "h"), Err(Failure::Config(e)) if e.contains("not a regular file"))
-        );
+        let zero = pinned(&[], std::path::Path::new("/dev/zero"), "h", 22);
+        assert!(matches!(zero, Err(Failure::Config(e)) if e.contains("not a regular file")));
         let big = dir.join("kh");
         std::fs::write(&big, format!("{}\n", ED25519).repeat(1000)).unwrap();
-        s.known_hosts = big;
-        assert!(matches!(pinned(&s, "h"), Err(Failure::Config(e)) if e.contains("larger than")));
+        let e = pinned(&[], &big, "h", 22);
+        assert!(matches!(e, Err(Failure::Config(e)) if e.contains("larger than")));
     }
 }

@@ -37,7 +37,12 @@ impl Login {
     pub fn new(settings: &Settings) -> Result<Login, Failure> {
         let host = settings.server().map_err(Failure::Config)?.to_string();
         let device = device_id::of(settings)?;
-        let keys = known_hosts::pinned(settings, &host)?;
+        let keys = known_hosts::pinned(
+            &settings.host_keys,
+            &settings.known_hosts,
+            &host,
+            settings.port,
+        )?;
         let run = RunDir::new(&settings.run_dir);
         let target = Target {
             account: settings.account.clone().unwrap_or_else(|| device.account()),

@@ -162,7 +162,7 @@ answer=$(echo '{"protocol":2,"agent_version":"test"}' |
 		-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "device$id2@127.0.0.1" poll 2>"$work/err") ||
 	fail "RSA login: $(cat "$work/err")"
 grep -q '^phonehome-inbox 2$' <<<"$answer" || fail "RSA poll answered '$answer'"
-grep -q "Accepted publickey for device$id2 from 127.0.0.1 port [0-9]* ssh2: RSA $fp[[:space:]]*$" "$work/sshd.log" ||
+grep -q "Accepted publickey for device$id2 from 127.0.0.1 port [0-9]* ssh2: RSA ${fp}[[:space:]]*$" "$work/sshd.log" ||
 	fail "sshd did not log the stored fingerprint $fp"
 pass "THREATS 24: a zero-padded RSA key is stored canonically, with the fingerprint sshd logs"
 /usr/local/bin/remove-device "$id2" >/dev/null || fail "remove-device $id2"

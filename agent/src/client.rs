@@ -9,6 +9,34 @@ use std::path::{Path, PathBuf};
 /// First dropbear release with `-o StrictHostKeyChecking` and `-o BatchMode` (CHANGES).
 pub const DBCLIENT_STRICT_SINCE: (u32, u32) = (2024, 84);
 
+/// The two clients the agent can drive, by their program names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dbclient,
+    Ssh,
+}
+
+impl Kind {
+    /// Both, in the order `--client auto` prefers them (OpenWrt's own client first).
+    pub const ALL: [Kind; 2] = [Kind::Dbclient, Kind::Ssh];
+
+    /// The program's name on PATH.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Dbclient => "dbclient",
+            Kind::Ssh => "ssh",
+        }
+    }
+
+    /// The Debian package that brings it.
+    pub fn package(self) -> &'static str {
+        match self {
+            Kind::Dbclient => "dropbear-bin (OpenWrt: dropbear)",
+            Kind::Ssh => "openssh-client",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavour {
     /// dropbear's client; `strict` when it knows StrictHostKeyChecking and BatchMode.
@@ -40,9 +68,9 @@ pub struct Target {
 }
 
 impl Client {
-    /// The client from what its `-V` printed; `dropbear` tells which binary was run.
-    pub fn from_version(program: PathBuf, dropbear: bool, text: &str) -> Client {
-        if dropbear {
+    /// The client from what its `-V` printed; `kind` tells which binary was run.
+    pub fn from_version(program: PathBuf, kind: Kind, text: &str) -> Client {
+        if kind == Kind::Dbclient {
             let version = parse_dropbear_version(text);
             Client {
                 flavour: Flavour::Dbclient {
@@ -330,7 +358,7 @@ mod tests {
             Some((2025, 88))
         );
         assert_eq!(parse_dropbear_version("OpenSSH_9.2p1"), None);
-        let strict = |v: &str| Client::from_version("/x".into(), true, v).flavour;
+        let strict = |v: &str| Client::from_version("/x".into(), Kind::Dbclient, v).flavour;
         assert_eq!(
             strict("Dropbear v2020.81"),
             Flavour::Dbclient { strict: false }
@@ -348,13 +376,21 @@ mod tests {
             Flavour::Dbclient { strict: true }
         );
         assert_eq!(strict("garbage"), Flavour::Dbclient { strict: false });
-        let ssh = Client::from_version("/x".into(), false, "OpenSSH_9.2p1 Debian-2, OpenSSL 3.0");
+        let ssh = Client::from_version(
+            "/x".into(),
+            Kind::Ssh,
+            "OpenSSH_9.2p1 Debian-2, OpenSSL 3.0",
+        );
         assert_eq!(ssh.description, "ssh OpenSSH_9.2p1");
     }
 
     #[test]
     fn cache_round_trip() {
-        let c = Client::from_version("/usr/bin/dbclient".into(), true, "Dropbear v2024.86");
+        let c = Client::from_version(
+            "/usr/bin/dbclient".into(),
+            Kind::Dbclient,
+            "Dropbear v2024.86",
+        );
         let text = c.cache_text("id1");
         assert_eq!(
             Client::from_cache(&text, "id1", Path::new("/usr/bin/dbclient")),

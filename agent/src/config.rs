@@ -3,7 +3,8 @@
 //! every value that ends up in an ssh command line. The server host and account follow
 //! the protocol's rules (`phonehome_protocol::validate_host`), so that nothing shaped
 //! like an ssh option, a dbclient multihop or a second user can ever reach argv, and
-//! so that every line the server prints is one the agent takes.
+//! so that every line the server prints is one the agent takes. Which key and client
+//! go together when they are not given is `identity`'s business.
 
 use crate::known_hosts::parse_host_key;
 use phonehome_plumbing::{files, settings};
@@ -15,7 +16,8 @@ use phonehome_protocol::{
 use std::path::PathBuf;
 
 pub const DEFAULT_CONFIG: &str = "/etc/phonehome/phonehome.conf";
-pub const DEFAULT_KEY: &str = "/etc/phonehome/id_dropbear";
+/// Where keys are looked for without a config file (`--config /dev/null`).
+pub const DEFAULT_KEY_DIR: &str = "/etc/phonehome";
 pub const DEFAULT_KNOWN_HOSTS: &str = "/etc/phonehome/known_hosts";
 pub const DEFAULT_RUN_DIR: &str = "/var/run/phonehome";
 pub const MAX_TIMEOUT_SECS: u64 = 3600;
@@ -42,7 +44,11 @@ pub const VALUE_OPTIONS: &[(&str, &str, &str)] = &[
     ("server", "HOST", "server host name or IP address"),
     ("port", "N", "server ssh port (22)"),
     ("account", "NAME", "server account (device<id>)"),
-    ("key", "FILE", "private key (/etc/phonehome/id_dropbear)"),
+    (
+        "key",
+        "FILE",
+        "private key (auto: beside the config file, id_dropbear for dbclient, id_ed25519, id_ecdsa or id_rsa for ssh)",
+    ),
     (
         "known-hosts",
         "FILE",
@@ -56,7 +62,7 @@ pub const VALUE_OPTIONS: &[(&str, &str, &str)] = &[
     (
         "client",
         "auto|dbclient|ssh",
-        "ssh client (auto: dbclient if on PATH)",
+        "ssh client (auto: the one that reads the key; dbclient first)",
     ),
     ("interface", "IF", "interface whose MAC is the device id"),
     ("device-id", "ID", "device id, overrides the MAC"),
@@ -76,7 +82,10 @@ pub struct Settings {
     pub server: Option<String>,
     pub port: u16,
     pub account: Option<String>,
-    pub key: PathBuf,
+    /// `--key`; None: the client's key names in `key_dir` (`identity`).
+    pub key: Option<PathBuf>,
+    /// The config file's directory (`DEFAULT_KEY_DIR` without a config file).
+    pub key_dir: PathBuf,
     pub known_hosts: PathBuf,
     pub host_keys: Vec<PublicKey>,
     pub client: ClientChoice,
@@ -95,7 +104,8 @@ impl Default for Settings {
             server: None,
             port: 22,
             account: None,
-            key: DEFAULT_KEY.into(),
+            key: None,
+            key_dir: DEFAULT_KEY_DIR.into(),
             known_hosts: DEFAULT_KNOWN_HOSTS.into(),
             host_keys: Vec::new(),
             client: ClientChoice::Auto,
@@ -123,7 +133,7 @@ impl Settings {
                 validate_account(value).map_err(|e| e.0)?;
                 self.account = Some(value.to_string());
             }
-            "key" => self.key = path(name, value)?,
+            "key" => self.key = Some(path(name, value)?),
             "known-hosts" => self.known_hosts = path(name, value)?,
             "host-key" => self.host_keys.push(parse_host_key(value)?),
             "client" => {
@@ -184,6 +194,7 @@ pub fn load(given: &[(String, String)], read_file: bool) -> Result<Settings, Str
         .iter()
         .find(|(n, _)| n == "config")
         .map(|(_, v)| v.as_str());
+    s.key_dir = key_dir(explicit);
     // `--config /dev/null`: no config file, as usual on the command line.
     if read_file && explicit != Some("/dev/null") {
         let path = explicit.unwrap_or(DEFAULT_CONFIG);
@@ -213,6 +224,18 @@ pub fn load(given: &[(String, String)], read_file: bool) -> Result<Settings, Str
             .map_err(|e| format!("--{}: {}", name, e))?;
     }
     Ok(s)
+}
+
+/// Where keys are looked for: beside the config file (so that a second agent with its
+/// own config has its own keys), or `DEFAULT_KEY_DIR` without one.
+fn key_dir(config: Option<&str>) -> PathBuf {
+    match config {
+        Some("/dev/null") => DEFAULT_KEY_DIR.into(),
+        other => std::path::Path::new(other.unwrap_or(DEFAULT_CONFIG))
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), PathBuf::from),
+    }
 }
 
 /// The settings of a config file's text, each with its line.
@@ -288,6 +311,16 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_looked_for_beside_the_config_file() {
+        assert_eq!(key_dir(None), PathBuf::from("/etc/phonehome"));
+        assert_eq!(key_dir(Some("/dev/null")), PathBuf::from("/etc/phonehome"));
+        assert_eq!(key_dir(Some("/tmp/x/ph.conf")), PathBuf::from("/tmp/x"));
+        assert_eq!(key_dir(Some("ph.conf")), PathBuf::from("."));
+        let s = load(&[("config".into(), "/tmp/x/ph.conf".into())], false).unwrap();
+        assert_eq!(s.key_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
     fn values_are_checked() {
         let mut s = Settings::default();
         s.apply("port", "2222").unwrap();
@@ -296,6 +329,9 @@ mod tests {
         assert_eq!(s.device_id.as_ref().unwrap().as_str(), "6466b34bde54");
         s.apply("client", "dbclient").unwrap();
         assert_eq!(s.client, ClientChoice::Dbclient);
+        assert_eq!(s.key, None);
+        s.apply("key", "/k/mine").unwrap();
+        assert_eq!(s.key, Some(PathBuf::from("/k/mine")));
         for (n, v) in [
             ("port", "0"),
             ("port", "022"),

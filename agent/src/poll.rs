@@ -6,6 +6,7 @@ use crate::client::{Client, Target};
 use crate::config::Settings;
 use crate::device_id;
 use crate::failure::Failure;
+use crate::identity::{self, Identity, IdentityError};
 use crate::known_hosts;
 use crate::last_poll::LastPoll;
 use crate::reconcile::{self, Action, Current};
@@ -29,8 +30,11 @@ pub enum Outcome {
 pub struct Login {
     pub run: RunDir,
     pub device: DeviceId,
+    /// `target.key` is the identity's key (empty when there is none: then no login).
     pub target: Target,
     pub keys: Vec<PublicKey>,
+    /// The client and key that go together; an error is a failed poll, kept for `status`.
+    pub identity: Result<Identity, IdentityError>,
 }
 
 impl Login {
@@ -44,11 +48,18 @@ impl Login {
             settings.port,
         )?;
         let run = RunDir::new(&settings.run_dir);
+        let path_env = std::env::var("PATH").ok();
+        let identity = identity::choose(
+            settings.client,
+            settings.key.as_deref(),
+            &settings.key_dir,
+            path_env.as_deref(),
+        );
         let target = Target {
             account: settings.account.clone().unwrap_or_else(|| device.account()),
             host,
             port: settings.port,
-            key: settings.key.clone(),
+            key: identity.as_ref().map(|i| i.key.clone()).unwrap_or_default(),
             keepalive: settings.keepalive,
             connect_timeout: settings.timeout,
             known_hosts: run.openssh_known_hosts(),
@@ -58,6 +69,7 @@ impl Login {
             device,
             target,
             keys,
+            identity,
         })
     }
 }
@@ -130,21 +142,11 @@ fn exchange(
     previous: Option<&LastPoll>,
     client_text: &mut Option<String>,
 ) -> Result<Exchange, String> {
-    let path_env = std::env::var("PATH").ok();
-    let client = ssh::detect(
-        settings.client,
-        path_env.as_deref(),
-        &login.run.client_cache(),
-    )?;
+    let id = login.identity.as_ref().map_err(|e| e.to_string())?;
+    log::debug!("client {}, key {}", id.program.display(), id.key.display());
+    let client = ssh::detect(id.kind, &id.program, &login.run.client_cache())?;
     *client_text = Some(client.description.clone());
     pin_host_keys(login, &client)?;
-    if !settings.key.is_file() {
-        return Err(format!(
-            "private key {} not found: create it with `dropbearkey -t ed25519 -f {}` and add its public key on the server",
-            settings.key.display(),
-            settings.key.display()
-        ));
-    }
     let observed = tunnels::repair(&login.run);
     let status = report::build(
         Some(&client.description),

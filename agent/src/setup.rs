@@ -1,10 +1,12 @@
 //! `phonehome setup`: turn the one line printed by the server's `add-device` into the
 //! config file and the pinned known_hosts file of a generic Linux device. Every value
-//! was validated by `config` before it gets here; files are written atomically.
+//! was validated by `config` before it gets here; files are written atomically. It
+//! says which client and key the poll will use (`identity`), or why there are none.
 
 use crate::config::{Settings, DEFAULT_CONFIG};
 use crate::device_id;
 use crate::failure::Failure;
+use crate::identity;
 use crate::known_hosts;
 use phonehome_plumbing::files;
 use std::path::Path;
@@ -44,12 +46,16 @@ pub fn setup(settings: &Settings, given: &[(String, String)]) -> Result<(), Fail
             settings.account.clone().unwrap_or_else(|| id.account())
         );
     }
-    if !settings.key.is_file() {
-        println!(
-            "note: no private key at {} yet: create it with `dropbearkey -t ed25519 -f {}`",
-            settings.key.display(),
-            settings.key.display()
-        );
+    // What the poll will use, or why it cannot log in yet.
+    let path_env = std::env::var("PATH").ok();
+    match identity::choose(
+        settings.client,
+        settings.key.as_deref(),
+        &settings.key_dir,
+        path_env.as_deref(),
+    ) {
+        Ok(id) => println!("client {}, key {}", id.program.display(), id.key.display()),
+        Err(e) => println!("note: {}", e),
     }
     println!("next: run `phonehome poll` once by hand, then every minute from cron");
     Ok(())

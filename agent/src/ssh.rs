@@ -4,8 +4,7 @@
 //! A poll's failure comes back as data ([`PollError`]); its `Display` is the line the
 //! log, `status` and the next report show.
 
-use crate::client::{binary_identity, find_on_path, Client, Target};
-use crate::config::ClientChoice;
+use crate::client::{binary_identity, Client, Kind, Target};
 use crate::ssh_error::SshError;
 use phonehome_plumbing::process::{self, Limits};
 use phonehome_plumbing::{files, text};
@@ -21,42 +20,23 @@ pub const MAX_STDERR_BYTES: usize = 16 * 1024;
 /// How long `-V` may take.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Find the client (`dbclient` or `ssh` on PATH; auto: dbclient first) and what it is,
-/// remembering the answer of its `-V` in `cache` (a file of the run dir): it changes
-/// only with the client's binary, and asking is one more process start every poll.
-/// The cache is keyed by the binary's path, size, mtime and inode.
-pub fn detect(
-    choice: ClientChoice,
-    path_env: Option<&str>,
-    cache: &Path,
-) -> Result<Client, String> {
-    let names: &[&str] = match choice {
-        ClientChoice::Auto => &["dbclient", "ssh"],
-        ClientChoice::Dbclient => &["dbclient"],
-        ClientChoice::Ssh => &["ssh"],
-    };
-    let (program, name) = names
-        .iter()
-        .find_map(|n| find_on_path(n, path_env).map(|p| (p, *n)))
-        .ok_or_else(|| {
-            format!(
-                "no ssh client found: {} not on PATH; install dropbear's dbclient or openssh-client, or set --client",
-                names.join(" or ")
-            )
-        })?;
-    let dropbear = name == "dbclient";
-    let identity = binary_identity(&program);
+/// What the client at `program` (found by `identity`) is, remembering the answer of
+/// its `-V` in `cache` (a file of the run dir): it changes only with the client's
+/// binary, and asking is one more process start every poll. The cache is keyed by the
+/// binary's path, size, mtime and inode.
+pub fn detect(kind: Kind, program: &Path, cache: &Path) -> Result<Client, String> {
+    let identity = binary_identity(program);
     if let Some(id) = &identity {
         let cached = files::read_bounded(cache, 4096).ok().flatten();
         if let Some(c) = cached
             .and_then(|d| String::from_utf8(d).ok())
-            .and_then(|t| Client::from_cache(&t, id, &program))
+            .and_then(|t| Client::from_cache(&t, id, program))
         {
             return Ok(c);
         }
     }
-    let version = probe(&program)?;
-    let client = Client::from_version(program, dropbear, &version);
+    let version = probe(program)?;
+    let client = Client::from_version(program.to_path_buf(), kind, &version);
     if let Some(id) = identity {
         if let Err(e) = files::write(cache, client.cache_text(&id).as_bytes(), 0o600, false) {
             log::debug!(
@@ -253,11 +233,10 @@ mod tests {
                 .count()
         };
         let cache = dir.join("client");
-        let path = bin.to_str().unwrap().to_string();
         // A script just written can be "busy" while another test thread forks: retry.
         let run = || {
             (0..50)
-                .find_map(|_| match detect(ClientChoice::Auto, Some(&path), &cache) {
+                .find_map(|_| match detect(Kind::Dbclient, &fake, &cache) {
                     Err(e) if e.contains("busy") => {
                         std::thread::sleep(std::time::Duration::from_millis(20));
                         None
@@ -290,7 +269,5 @@ mod tests {
         std::fs::write(&cache, "garbage\n").unwrap();
         assert_eq!(run(), upgraded);
         assert_eq!(probes(), 3);
-        let e = detect(ClientChoice::Ssh, Some(&path), &cache).unwrap_err();
-        assert!(e.contains("no ssh client found: ssh not on PATH"), "{}", e);
     }
 }

@@ -873,3 +873,186 @@ fn threat_35_a_tunnel_started_but_not_recorded_is_adopted_not_doubled() {
         == 1));
     assert_eq!(f.status_json()["tunnels"][0]["state"], "running");
 }
+
+/// A dropbear-format and an OpenSSH-format private key, as far as the agent looks
+/// (their first bytes tell the format; the fake client never reads them).
+const DROPBEAR_KEY: &[u8] = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x40fake";
+const OPENSSH_KEY: &[u8] = b"-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n";
+
+/// The setup line as add-device prints it (server, port, account, host keys: no --key,
+/// no --client), plus the test's own paths, into `etc/phonehome.conf` of the temp dir.
+fn setup_as_printed(f: &Fake) -> std::path::PathBuf {
+    let etc = f.dir.join("etc");
+    fs::create_dir_all(&etc).unwrap();
+    let conf = etc.join("phonehome.conf");
+    let mut c = Command::new(BIN);
+    c.args(["setup", "--server", "127.0.0.1", "--port", "2222"])
+        .args([
+            "--account",
+            &format!("device{}", DEVICE),
+            "--host-key",
+            HOST_KEY,
+        ])
+        .args(["--config", conf.to_str().unwrap()])
+        .args(["--known-hosts", etc.join("known_hosts").to_str().unwrap()])
+        .args(["--device-id", DEVICE, "--log", "stderr"])
+        .args(["--run-dir", f.run_dir().to_str().unwrap()])
+        .env("PATH", "/nonexistent");
+    assert_ok(&run(c));
+    conf
+}
+
+/// `phonehome poll --config CONF` with only the fake clients in `dirs` on PATH.
+fn poll_with_clients(f: &Fake, conf: &std::path::Path, dirs: &[&str]) -> std::process::Output {
+    poll_with_clients_and(f, conf, dirs, &[])
+}
+
+fn poll_with_clients_and(
+    f: &Fake,
+    conf: &std::path::Path,
+    dirs: &[&str],
+    extra: &[&str],
+) -> std::process::Output {
+    let path: Vec<String> = dirs
+        .iter()
+        .map(|d| f.dir.join(d).display().to_string())
+        .collect();
+    let mut c = Command::new(BIN);
+    c.args(["poll", "--config", conf.to_str().unwrap()])
+        .args(extra)
+        .env("PATH", path.join(":"))
+        .stdin(Stdio::null());
+    run(c)
+}
+
+/// Which client ran the last poll (OpenSSH's argv starts with -F) and with which key.
+fn last_poll_client_and_key(f: &Fake) -> (&'static str, String) {
+    let argv = f.poll_argvs().pop().expect("no poll ran");
+    let key = argv[argv.iter().position(|a| a == "-i").unwrap() + 1].clone();
+    (if argv[0] == "-F" { "ssh" } else { "dbclient" }, key)
+}
+
+#[test]
+fn the_setup_line_works_unedited_with_either_client() {
+    // Issue 13: the same printed line on an OpenSSH-only box, on OpenWrt (dbclient) and
+    // on a box with both; the agent pairs the client with the key it can read.
+    let f = Fake::new("either");
+    let conf = setup_as_printed(&f);
+    let etc = f.dir.join("etc");
+    let text = fs::read_to_string(&conf).unwrap();
+    assert!(
+        !text.contains("key =") && !text.contains("client ="),
+        "{}",
+        text
+    );
+
+    // An OpenSSH-only box with no key yet: what was looked for, and how to make one.
+    let out = poll_with_clients(&f, &conf, &["ssh-bin"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let k = etc.display();
+    assert!(
+        err.contains(&format!(
+            "no private key found: looked for {k}/id_ed25519, {k}/id_ecdsa, {k}/id_rsa"
+        )) && err.contains(&format!("ssh-keygen -t ed25519 -N '' -f {k}/id_ed25519"))
+            && !err.contains("id_dropbear"),
+        "{}",
+        err
+    );
+    assert!(f.poll_argvs().is_empty(), "no client ran without a key");
+
+    // With its key: ssh and id_ed25519.
+    fs::write(etc.join("id_ed25519"), OPENSSH_KEY).unwrap();
+    assert_ok(&poll_with_clients(&f, &conf, &["ssh-bin"]));
+    assert_eq!(
+        last_poll_client_and_key(&f),
+        ("ssh", format!("{k}/id_ed25519"))
+    );
+    assert!(f.status_json()["last_poll"]["client"]
+        .as_str()
+        .unwrap()
+        .starts_with("ssh OpenSSH_9.2p1"));
+
+    // dbclient on PATH too, but only the OpenSSH key: still ssh.
+    assert_ok(&poll_with_clients(&f, &conf, &["bin", "ssh-bin"]));
+    assert_eq!(last_poll_client_and_key(&f).0, "ssh");
+
+    // OpenWrt: dbclient only, and its dropbear key.
+    fs::write(etc.join("id_dropbear"), DROPBEAR_KEY).unwrap();
+    assert_ok(&poll_with_clients(&f, &conf, &["bin"]));
+    assert_eq!(
+        last_poll_client_and_key(&f),
+        ("dbclient", format!("{k}/id_dropbear"))
+    );
+}
+
+#[test]
+fn a_key_and_a_client_that_do_not_match_say_so() {
+    let f = Fake::new("mismatch");
+    let conf = setup_as_printed(&f);
+    let etc = f.dir.join("etc");
+    // A dropbear key on a box without dbclient.
+    fs::write(etc.join("id_dropbear"), DROPBEAR_KEY).unwrap();
+    let out = poll_with_clients(&f, &conf, &["ssh-bin"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "is in dropbear format, which only dbclient reads, and dbclient is not on PATH"
+        ) && stderr(&out).contains("dropbearconvert dropbear openssh"),
+        "{}",
+        stderr(&out)
+    );
+    // Explicit choices win, and a --key that dbclient cannot read is said to be so.
+    let mine = f.dir.join("mine");
+    fs::write(&mine, OPENSSH_KEY).unwrap();
+    let key = ["--key", mine.to_str().unwrap()];
+    let out = poll_with_clients_and(
+        &f,
+        &conf,
+        &["bin", "ssh-bin"],
+        &[&key[..], &["--client", "dbclient"]].concat(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "private key {} is in OpenSSH format, which dbclient cannot read: use --client ssh",
+            mine.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(f.poll_argvs().is_empty());
+    // The same key with the client left to the agent: the client that reads it.
+    assert_ok(&poll_with_clients_and(&f, &conf, &["bin", "ssh-bin"], &key));
+    assert_eq!(
+        last_poll_client_and_key(&f),
+        ("ssh", mine.display().to_string())
+    );
+    // setup says which pair the poll will use, or why there is none.
+    let mut c = Command::new(BIN);
+    c.args([
+        "setup",
+        "--config",
+        conf.to_str().unwrap(),
+        "--server",
+        "127.0.0.1",
+    ])
+    .args([
+        "--host-key",
+        HOST_KEY,
+        "--known-hosts",
+        etc.join("kh").to_str().unwrap(),
+    ])
+    .env("PATH", f.dir.join("bin").display().to_string());
+    let out = run(c);
+    assert_ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "client {}, key {}/id_dropbear",
+            f.dir.join("bin/dbclient").display(),
+            etc.display()
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -367,6 +367,54 @@ fn full_cycle(client: &str) {
     assert_eq!(srv.status(client)["tunnels"].as_array().unwrap().len(), 0);
 }
 
+/// Issue 13: no --key and no --client, as the setup line leaves them. Each key dir holds
+/// one key; with both real clients on PATH the agent pairs it with the one that reads
+/// it, and the login works.
+#[test]
+fn real_clients_are_paired_with_the_key_they_can_read() {
+    let srv = Server::start("real-auto");
+    srv.set_inbox("");
+    for (name, made_as, client) in [
+        ("id_ed25519", "id_openssh", "ssh OpenSSH_"),
+        ("id_dropbear", "id_dropbear", "dbclient 20"),
+    ] {
+        let keys = srv.dir.join(&format!("keys-{}", name));
+        fs::create_dir_all(&keys).unwrap();
+        fs::copy(srv.dir.join(made_as), keys.join(name)).unwrap();
+        fs::write(keys.join("phonehome.conf"), "").unwrap();
+        let mut c = Command::new(BIN);
+        c.args([
+            "poll",
+            "--config",
+            keys.join("phonehome.conf").to_str().unwrap(),
+        ])
+        .args(["--server", "127.0.0.1", "--port", &srv.port.to_string()])
+        .args([
+            "--account",
+            "root",
+            "--device-id",
+            DEVICE,
+            "--log",
+            "stderr",
+        ])
+        .args(["--host-key", &srv.host_key, "--timeout", "10"])
+        .args([
+            "--run-dir",
+            srv.dir.join(&format!("run-{}", name)).to_str().unwrap(),
+        ])
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::null());
+        assert_ok(&run(c));
+        let report = srv.report();
+        assert!(
+            report.client.as_deref().unwrap().starts_with(client),
+            "{}: {:?}",
+            name,
+            report.client
+        );
+    }
+}
+
 #[test]
 fn real_sshd_with_dbclient_poll_tunnel_withdraw() {
     full_cycle("dbclient");

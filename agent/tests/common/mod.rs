@@ -21,8 +21,11 @@ pub fn write_exec(path: &Path, text: &str) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// The fake client: `bin/dbclient` (answers `-V` as dropbear 2022.83) in a temp dir.
-/// Polls record `polls/<pid>.argv` (one arg per line) and `.stdin`, then act on the file
+/// The fake client: `bin/dbclient` (answers `-V` as dropbear 2022.83) in a temp dir,
+/// and the same script as `ssh-bin/ssh` (answers `-V` as OpenSSH 9.2) for tests that
+/// put only OpenSSH on PATH.
+/// Polls record `polls/<pid>.argv` (one arg per line, renamed into place whole, so a
+/// test never reads half of it) and `.stdin`, then act on the file
 /// `poll-mode` (ok | slow | hang | hostkey | fail, with `poll-stderr` | nogate: exit 0
 /// with no answer, as a client that gave up at a password prompt | raw: the inbox
 /// without the gate's framing) and print `inbox` framed as the gate frames it.
@@ -34,11 +37,18 @@ pub struct Fake {
 
 const FAKE: &str = r#"#!/bin/sh
 D='@DIR@'
-if [ "$1" = -V ]; then echo 'Dropbear v2022.83' >&2; exit 0; fi
+PATH=/usr/bin:/bin
+if [ "$1" = -V ]; then
+  case "${0##*/}" in
+    ssh) echo 'OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL 3.0.15 3 Sep 2024' >&2;;
+    *) echo 'Dropbear v2022.83' >&2;;
+  esac
+  exit 0
+fi
 tunnel=
 for a in "$@"; do [ "$a" = -N ] && tunnel=1; done
 if [ -n "$tunnel" ]; then
-  printf '%s\n' "$@" > "$D/tunnels/$$.argv"
+  printf '%s\n' "$@" > "$D/tunnels/.$$.tmp" && mv "$D/tunnels/.$$.tmp" "$D/tunnels/$$.argv"
   mode=$(cat "$D/tunnel-mode" 2>/dev/null)
   case "$mode" in
     fail) echo "Error: remote port forwarding failed for listen port 9876" >&2; exit 1;;
@@ -47,7 +57,7 @@ if [ -n "$tunnel" ]; then
   trap 'kill $! 2>/dev/null; exit 0' TERM
   while :; do sleep 1 & wait $!; done
 fi
-printf '%s\n' "$@" > "$D/polls/$$.argv"
+printf '%s\n' "$@" > "$D/polls/.$$.tmp" && mv "$D/polls/.$$.tmp" "$D/polls/$$.argv"
 cat > "$D/polls/$$.stdin"
 mode=$(cat "$D/poll-mode" 2>/dev/null)
 case "$mode" in
@@ -67,16 +77,15 @@ exit 0
 impl Fake {
     pub fn new(tag: &str) -> Fake {
         let dir = TempDir::new(tag);
-        for d in ["bin", "polls", "tunnels", "run"] {
+        for d in ["bin", "ssh-bin", "polls", "tunnels", "run"] {
             fs::create_dir_all(dir.join(d)).unwrap();
         }
-        write_exec(
-            &dir.join("bin/dbclient"),
-            &FAKE.replace("@DIR@", dir.path().to_str().unwrap()).replace(
-                "@VERSION@",
-                &phonehome_protocol::PROTOCOL_VERSION.to_string(),
-            ),
+        let script = FAKE.replace("@DIR@", dir.path().to_str().unwrap()).replace(
+            "@VERSION@",
+            &phonehome_protocol::PROTOCOL_VERSION.to_string(),
         );
+        write_exec(&dir.join("bin/dbclient"), &script);
+        write_exec(&dir.join("ssh-bin/ssh"), &script);
         fs::write(dir.join("id_dropbear"), "not a real key\n").unwrap();
         fs::write(dir.join("empty.conf"), "").unwrap();
         Fake { dir }

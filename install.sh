@@ -16,12 +16,15 @@ usage() {
     cat <<'EOF'
 usage: ./install.sh COMMAND [OPTIONS]
 
-  server [--root DIR]        build, then install the server tools, the gate, the device
-                             group, state dirs and the sshd drop-in (server-scripts/install-server.sh)
+  server [--host NAME] [--port N] [--root DIR]
+                             build, then install the server tools, the gate, the device
+                             group, state dirs and the sshd drop-in; NAME and N are what
+                             devices connect to (server-scripts/install-server.sh --help)
   device --server HOST [--root DIR] [--client auto|dbclient|ssh]
          [--interface IF] [--device-id ID]
-                             bootstrap a generic Linux device: install the agent, generate
-                             its key, add the cron line, print the add-device command
+                             bootstrap a generic Linux device: install the agent (router
+                             build), generate its key, add the cron line, print the
+                             add-device command
   demo                       install what is needed, then watch a NATed router call home
                              and an admin log into it through its tunnel (leaves nothing behind)
   test                       install what is needed and run every test: unit, integration,
@@ -33,6 +36,16 @@ say() { printf '%s\n' "$*"; }
 die() {
     printf 'install.sh: %s\n' "$*" >&2
     exit 1
+}
+
+# need_value WHAT OPTION [VALUE...]: OPTION must be followed by a value (not by
+# another option); else say what it needs.
+need_value() {
+    local what=$1
+    shift
+    if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#-}" != "$2" ]; then
+        die "$1 needs a value: $what"
+    fi
 }
 
 need_root() {
@@ -125,9 +138,22 @@ build_release() {
 # --- server ------------------------------------------------------------------------
 
 cmd_server() {
-    [ -x server-scripts/install-server.sh ] || die "server-scripts/install-server.sh is missing from this checkout"
+    local installer=server-scripts/install-server.sh a
+    [ -x "$installer" ] || die "$installer is missing from this checkout"
+    for a in "$@"; do
+        case $a in
+        -h | --help)
+            say "./install.sh server [--host NAME] [--port N] [--root DIR] [--no-reload]: builds the"
+            say "server tools (cargo build --release), then runs $installer with them:"
+            say ""
+            exec "$installer" --help
+            ;;
+        esac
+    done
+    # Bad arguments fail before the build, not after it.
+    "$installer" --check-args "$@" || exit 2
     build_release
-    exec server-scripts/install-server.sh --bin-dir "$PHONEHOME_BIN_DIR" "$@"
+    exec "$installer" --bin-dir "$PHONEHOME_BIN_DIR" "$@"
 }
 
 # --- device ------------------------------------------------------------------------
@@ -136,11 +162,11 @@ cmd_device() {
     local server='' root=/ client=auto iface='' devid=''
     while [ $# -gt 0 ]; do
         case $1 in
-        --server) server=${2:?--server needs a host}; shift 2 ;;
-        --root) root=${2:?--root needs a directory}; shift 2 ;;
-        --client) client=${2:?--client needs auto, dbclient or ssh}; shift 2 ;;
-        --interface) iface=${2:?--interface needs a name}; shift 2 ;;
-        --device-id) devid=${2:?--device-id needs an id}; shift 2 ;;
+        --server) need_value "the name or address of your phonehome server" "$@"; server=$2; shift 2 ;;
+        --root) need_value "a directory" "$@"; root=$2; shift 2 ;;
+        --client) need_value "auto, dbclient or ssh" "$@"; client=$2; shift 2 ;;
+        --interface) need_value "an interface name (its MAC is the device id)" "$@"; iface=$2; shift 2 ;;
+        --device-id) need_value "a device id (12 hex digits)" "$@"; devid=$2; shift 2 ;;
         *) die "device: unknown option '$1' (see ./install.sh --help)" ;;
         esac
     done
@@ -152,11 +178,15 @@ cmd_device() {
     command -v "$client" >/dev/null 2>&1 ||
         die "device: the ssh client '$client' is not installed (Debian: apt-get install $([ "$client" = ssh ] && echo openssh-client || echo dropbear-bin))"
 
-    local agent=$PHONEHOME_BIN_DIR/phonehome
-    if [ ! -x "$agent" ]; then
+    # The router build (size-optimised, as agent/README measures it); without cargo, one
+    # already built here.
+    local agent=$CARGO_TARGET_DIR/router/phonehome
+    if [ -x "$agent" ] && ! command -v cargo >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+        say "no cargo here: installing the router build already in $agent"
+    else
         find_cargo
-        say "== cargo build --release -p phonehome"
-        "$CARGO" build --release --locked -p phonehome </dev/null
+        say "== cargo build --profile router -p phonehome"
+        "$CARGO" build --profile router --locked -p phonehome </dev/null
     fi
     root=${root%/}
     local etc=$root/etc/phonehome key
@@ -165,8 +195,12 @@ cmd_device() {
     install -m 0755 "$agent" "$root/usr/local/bin/phonehome"
     say "installed $root/usr/local/bin/phonehome"
 
-    local pub
+    # The key the agent pairs with this client (agent/src/identity.rs: id_dropbear for
+    # dbclient, id_ed25519 for ssh), so that the setup line add-device prints needs no
+    # --key or --client.
+    local pub other
     if [ "$client" = dbclient ]; then
+        other=$etc/id_ed25519
         key=$etc/id_dropbear
         if [ ! -f "$key" ]; then
             dropbearkey -t ed25519 -f "$key" >/dev/null 2>&1 ||
@@ -175,6 +209,7 @@ cmd_device() {
         fi
         pub=$(dropbearkey -y -f "$key" | grep -m1 '^ssh-\|^ecdsa-' | cut -d' ' -f1,2)
     else
+        other=$etc/id_dropbear
         key=$etc/id_ed25519
         [ -f "$key" ] || ssh-keygen -q -t ed25519 -N '' -C phonehome -f "$key" ||
             die "device: ssh-keygen could not generate $key"
@@ -203,20 +238,25 @@ cmd_device() {
         say "  $cronline"
     fi
 
-    local extra="--key $devkey --client $client"
+    local extra=''
     [ -n "$iface" ] && extra+=" --interface $iface"
     [ -n "$devid" ] && extra+=" --device-id $devid"
+    local run_it="Run it here, as root, as it is"
+    [ -n "$extra" ] && run_it="Run it here, as root, adding:$extra"
     cat <<EOF
 
 Device id: $id
 Next steps:
  1. On the server ($server), as root:
       add-device $id '$pub'
- 2. add-device prints a 'phonehome setup ...' line. Run it here, as root, adding:
-      $extra
-    (it writes /etc/phonehome/phonehome.conf and pins the server's host keys).
+ 2. add-device prints a 'phonehome setup ...' line. $run_it
+    (it writes /etc/phonehome/phonehome.conf and pins the server's host keys; the
+    agent logs in with $client and $devkey).
  3. Within a minute, 'list-devices' on the server shows this device.
 EOF
+    if [ -f "$other" ] && [ "$client" = ssh ]; then
+        say "note: ${other#"$root"} (a dbclient key) is here too and the agent prefers it when dbclient is installed: remove it, or add '--client ssh' to the setup line"
+    fi
 }
 
 # --- demo --------------------------------------------------------------------------

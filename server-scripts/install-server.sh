@@ -1,15 +1,22 @@
 #!/bin/sh
 # install-server.sh: the logic of `install.sh server`. Installs the phonehome server
 # tools, creates the device group and the state directories with their owners and
-# modes, writes server.conf (if missing) and the sshd_config.d drop-in that locks device
-# logins down, checks sshd accepts it (restoring the previous drop-in if not), and
-# reloads sshd only if it is running.
+# modes, writes server.conf (if missing; --host and --port change those two settings of
+# an existing one, and say so) and the sshd_config.d drop-in that locks device logins
+# down, checks sshd accepts it (restoring the previous drop-in if not), and reloads
+# sshd only if it is running.
 #
-# usage: install-server.sh [--root DIR] [--bin-dir DIR] [--no-reload]
+# usage: install-server.sh [--host NAME] [--port N] [--root DIR] [--bin-dir DIR] [--no-reload]
+#   --host NAME    the name or address devices reach this server at (server_host;
+#                  add-device prints it in every setup line). Default for a new
+#                  server.conf: this machine's host name
+#   --port N       the ssh port devices connect to (server_port; default 22)
 #   --root DIR     install under DIR instead of / (tests; every path is prefixed and
 #                  the drop-in and key files point at the prefixed paths)
 #   --bin-dir DIR  where the built binaries are (default: target/release of the repo)
 #   --no-reload    do not reload sshd
+#   --check-args   only check the arguments (install.sh does, before it builds)
+
 set -eu
 
 me=install-server.sh
@@ -17,23 +24,57 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=/
 bin_dir=${CARGO_TARGET_DIR:-$here/../target}/release
 reload=yes
+host=
+port=
+check_only=
 
 die() {
 	echo "$me: $*" >&2
 	exit 1
 }
 
+# The comment block at the top of this file, without its '#'.
+usage() {
+	sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p;}' "$0"
+}
+
 while [ $# -gt 0 ]; do
 	case $1 in
+	--host) [ $# -ge 2 ] || die "--host needs a value: the name or address devices reach this server at"; host=$2; shift 2 ;;
+	--host=*) host=${1#--host=}; shift ;;
+	--port) [ $# -ge 2 ] || die "--port needs a value: the ssh port devices connect to (22)"; port=$2; shift 2 ;;
+	--port=*) port=${1#--port=}; shift ;;
 	--root) [ $# -ge 2 ] || die "--root needs a directory"; root=$2; shift 2 ;;
 	--root=*) root=${1#--root=}; shift ;;
 	--bin-dir) [ $# -ge 2 ] || die "--bin-dir needs a directory"; bin_dir=$2; shift 2 ;;
 	--bin-dir=*) bin_dir=${1#--bin-dir=}; shift ;;
 	--no-reload) reload=no; shift ;;
-	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--check-args) check_only=yes; shift ;;
+	-h | --help) usage; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
 done
+
+# valid_host NAME: the rule of phonehome_protocol::validate_host (the tools check
+# server.conf with it again whenever they read it): an IPv6 literal, or dot-separated
+# labels of letters, digits and '-' that neither start nor end with '-' (which covers
+# IPv4 addresses).
+valid_host() {
+	case $1 in
+	*:*:*) case $1 in *[!0-9A-Fa-f:.]*) return 1 ;; esac; return 0 ;;
+	'' | *:* | .* | *. | *..* | -* | *- | *-.* | *.-* | *[!A-Za-z0-9.-]*) return 1 ;;
+	esac
+}
+if [ -n "$host" ] && ! valid_host "$host"; then
+	die "invalid --host '$host': give the host name (letters, digits, '-' and '.') or IP address devices reach this server at, without a port"
+fi
+if [ -n "$port" ]; then
+	case $port in
+	0* | *[!0-9]* | ??????*) die "invalid --port '$port': a port number from 1 to 65535" ;;
+	esac
+	[ "$port" -le 65535 ] || die "invalid --port '$port': a port number from 1 to 65535"
+fi
+[ -z "$check_only" ] || exit 0
 
 [ "$(id -u)" = 0 ] || die "must run as root: it creates a group, root-owned files and sshd configuration"
 case $root in
@@ -60,15 +101,21 @@ setting() { # setting NAME DEFAULT: the value in server.conf, else DEFAULT
 	echo "${v:-$2}"
 }
 
-# server.conf: written once, never overwritten (the admin owns it afterwards).
+# server.conf: written once; after that the admin owns it. --host and --port change
+# just their own line of an existing file, and say what it held.
 install -d -m 0755 "$P/etc/phonehome" "$P/etc/phonehome/authorized_keys"
 if [ ! -e "$conf" ]; then
-	host=$(hostname -f 2>/dev/null || hostname)
+	guessed=
+	if [ -z "$host" ]; then
+		host=$(hostname -f 2>/dev/null || hostname)
+		guessed=yes
+	fi
 	tmp=$conf.tmp.$$
 	cat >"$tmp" <<EOF
 # phonehome server settings (name = value). See server-scripts/README.md.
+# server_host: the name or address devices reach this server at (install.sh server --host).
 server_host = $host
-server_port = 22
+server_port = ${port:-22}
 port_range = 20000-29999
 poll_interval = 60
 default_ttl = 3600
@@ -78,7 +125,38 @@ gate = $P/usr/local/lib/phonehome/phonehome-gate
 EOF
 	chmod 0644 "$tmp"
 	mv "$tmp" "$conf"
-	echo "wrote $conf (edit server_host and admin_user if needed)"
+	echo "wrote $conf: server_host = $host, server_port = ${port:-22}"
+	if [ -n "$guessed" ]; then
+		echo "$me: note: server_host is this machine's own name, '$host'; if devices cannot resolve it, run again with --host NAME (the public name or address)" >&2
+	fi
+else
+	# set_conf NAME VALUE: replace (or append) NAME's line, atomically; say what it was.
+	set_conf() {
+		old=$(setting "$1" '')
+		if [ "$old" = "$2" ]; then
+			echo "$conf: $1 = $2 (unchanged)"
+			return 0
+		fi
+		tmp=$conf.tmp.$$
+		if grep -Eq "^[[:space:]]*$1[[:space:]]*=" "$conf"; then
+			sed -E "s|^[[:space:]]*$1[[:space:]]*=.*\$|$1 = $2|" "$conf" >"$tmp"
+		else
+			cat "$conf" >"$tmp"
+			printf '%s = %s\n' "$1" "$2" >>"$tmp"
+		fi
+		chmod 0644 "$tmp"
+		mv "$tmp" "$conf"
+		echo "$conf: $1 = $2 (was: ${old:-not set})"
+		changed=yes
+	}
+	changed=
+	[ -z "$host" ] || set_conf server_host "$host"
+	[ -z "$port" ] || set_conf server_port "$port"
+	if [ -n "$changed" ]; then
+		echo "  devices set up before keep the old value: 'add-device --print-setup ID' prints their new setup line"
+	elif [ -z "$host$port" ]; then
+		echo "kept $conf: server_host = $(setting server_host '(not set)'), server_port = $(setting server_port 22) (change them with --host NAME and --port N, or in the file)"
+	fi
 fi
 group=$(setting device_group phonehome-devices)
 # The gate's default lies under the root, as the tools assume (config.rs).

@@ -7,9 +7,21 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 fn install(root: &std::path::Path, path_prefix: Option<&std::path::Path>) -> Out {
+    install_with(root, path_prefix, &[])
+}
+
+fn install_with(
+    root: &std::path::Path,
+    path_prefix: Option<&std::path::Path>,
+    args: &[&str],
+) -> Out {
     let bin_dir = bin_path("phonehome-gate").parent().unwrap().to_path_buf();
     let mut c = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/install-server.sh"));
-    c.arg("--root").arg(root).arg("--bin-dir").arg(&bin_dir);
+    c.arg("--root")
+        .arg(root)
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .args(args);
     if let Some(p) = path_prefix {
         c.env(
             "PATH",
@@ -107,6 +119,140 @@ fn installs_under_a_root_and_the_tools_work_there() {
     assert!(r
         .read("etc/phonehome/server.conf")
         .contains("admin_user = alice"));
+}
+
+/// Issue 13: `install.sh server --host NAME --port N` makes add-device print a setup
+/// line that points at that server; on an existing server.conf only those two lines
+/// change, and the installer says what they held.
+#[test]
+fn host_and_port_reach_server_conf_and_the_setup_line() {
+    if unsafe_free_getuid() != 0 || !std::path::Path::new("/usr/sbin/sshd").exists() {
+        eprintln!("SKIPPED: needs root and sshd");
+        return;
+    }
+    let r = Root::new();
+    let conf = r.path("etc/phonehome/server.conf");
+    std::fs::remove_file(&conf).unwrap();
+    let setup_line = |r: &Root| {
+        let out = Command::new(bin_path("add-device"))
+            .args(["--root", r.dir.to_str().unwrap(), "--print-setup", ID1])
+            .output()
+            .unwrap();
+        Out::new("add-device --print-setup".into(), out).ok().stdout
+    };
+
+    // A new server.conf without --host: this machine's name, and a note saying so.
+    let out = install_with(&r.dir, None, &["--no-reload"]).ok();
+    assert!(
+        out.stderr
+            .contains("server_host is this machine's own name")
+            && out.stderr.contains("--host NAME"),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_file(&conf).unwrap();
+
+    // A new server.conf with --host and --port.
+    let out = install_with(
+        &r.dir,
+        None,
+        &["--host", "ph.example.net", "--port", "2222"],
+    )
+    .ok();
+    assert!(
+        out.stdout
+            .contains("server_host = ph.example.net, server_port = 2222"),
+        "{}",
+        out.stdout
+    );
+    let text = r.read("etc/phonehome/server.conf");
+    assert!(
+        text.contains("\nserver_host = ph.example.net\n")
+            && text.contains("\nserver_port = 2222\n"),
+        "{}",
+        text
+    );
+    Command::new(bin_path("add-device"))
+        .args(["--root", r.dir.to_str().unwrap(), ID1, &key(0)])
+        .output()
+        .unwrap();
+    assert!(
+        setup_line(&r).contains("phonehome setup --server ph.example.net --port 2222 --account"),
+        "{}",
+        setup_line(&r)
+    );
+
+    // Again without them: the file is kept as it is, and its values are shown.
+    std::fs::write(&conf, format!("{}# the admin's own note\n", text)).unwrap();
+    let before = r.read("etc/phonehome/server.conf");
+    let out = install_with(&r.dir, None, &[]).ok();
+    assert!(
+        out.stdout.contains(
+            "server_host = ph.example.net, server_port = 2222 (change them with --host NAME"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(r.read("etc/phonehome/server.conf"), before);
+
+    // A new --host: that line changes, and nothing else; the setup line follows.
+    let out = install_with(&r.dir, None, &["--host", "198.51.100.7"]).ok();
+    assert!(
+        out.stdout
+            .contains("server_host = 198.51.100.7 (was: ph.example.net)")
+            && out.stdout.contains("add-device --print-setup"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        r.read("etc/phonehome/server.conf"),
+        before.replace("server_host = ph.example.net", "server_host = 198.51.100.7")
+    );
+    assert!(setup_line(&r).contains("--server 198.51.100.7 --port 2222 "));
+    let out = install_with(&r.dir, None, &["--host", "198.51.100.7"]).ok();
+    assert!(
+        out.stdout
+            .contains("server_host = 198.51.100.7 (unchanged)"),
+        "{}",
+        out.stdout
+    );
+
+    // Bad values: one clear line, nothing changed.
+    let now = r.read("etc/phonehome/server.conf");
+    for (args, needle) in [
+        (&["--host"][..], "--host needs a value"),
+        (&["--port"][..], "--port needs a value"),
+        (
+            &["--host", "-oProxyCommand=x"][..],
+            "invalid --host '-oProxyCommand=x'",
+        ),
+        (&["--host", "ph.example.org:22"][..], "invalid --host"),
+        (&["--host", "a b"][..], "invalid --host"),
+        (&["--port", "0"][..], "invalid --port '0'"),
+        (&["--port", "65536"][..], "invalid --port"),
+        (&["--port", "22x"][..], "invalid --port"),
+    ] {
+        install_with(&r.dir, None, args).fails(1, needle);
+    }
+    assert_eq!(r.read("etc/phonehome/server.conf"), now);
+}
+
+#[test]
+fn help_is_the_header_and_nothing_else() {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/install-server.sh"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let out = Out::new("install-server.sh --help".into(), out).ok();
+    assert!(out
+        .stdout
+        .starts_with("install-server.sh: the logic of `install.sh server`."));
+    assert!(out.stdout.contains("--host NAME") && out.stdout.contains("--port N"));
+    assert!(
+        !out.stdout.contains("set -eu") && !out.stdout.contains('#'),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]

@@ -40,9 +40,11 @@ lab_enter_sandbox() {
     if [ -n "${PHONEHOME_SANDBOX:-}" ]; then
         # Inside: whatever ends the script (finish, an early exit, a signal), keep the
         # logs. Processes, mounts and namespaces need no trap: the kernel ends them
-        # with the sandbox.
+        # with the sandbox. The interrupt's word goes to the stderr the script started
+        # with: the trap may run while a command's stderr is /dev/null (wait_until).
+        exec {LAB_STDERR}>&2
         trap save_logs EXIT
-        trap 'echo "e2e: interrupted" >&2; exit 130' INT TERM
+        trap lab_interrupted INT TERM
         return 0
     fi
     if [ "$(id -u)" != 0 ]; then
@@ -50,8 +52,29 @@ lab_enter_sandbox() {
         exit 2
     fi
     export PHONEHOME_SANDBOX=1
-    exec unshare --mount --net --pid --fork --kill-child --mount-proc \
-        --propagation private bash "$script" "$@"
+    # SIGINT and TERM back to their defaults: started from a background job they are
+    # ignored, and bash cannot trap a signal ignored on entry (a Ctrl-C would then reach
+    # only the daemons that handle it themselves, and the script would go on).
+    exec env --default-signal=INT,TERM unshare --mount --net --pid --fork --kill-child \
+        --mount-proc --propagation private bash "$script" "$@"
+}
+
+# Ctrl-C or a TERM: say so (never "failed"), and leave; the kernel ends the rest.
+# The lab's daemons do not see a Ctrl-C (lab_daemon), so nothing half-dead is left to
+# fail later if a foreground command swallowed the signal.
+lab_interrupted() {
+    trap - INT TERM
+    printf '\n%s: interrupted: leaving the sandbox, and everything in it goes with it\n' \
+        "$(basename "$0" .sh)" >&"${LAB_STDERR:-2}"
+    exit 130
+}
+
+# lab_daemon CMD...: start a long-lived lab process in the background, in a session of
+# its own so that the terminal's Ctrl-C reaches only the script (which then ends the
+# whole sandbox). `$!` is the process itself: setsid execs it (a background job is no
+# process group leader, so setsid does not fork).
+lab_daemon() {
+    setsid "$@" &
 }
 
 # Private mounts: a tmpfs over /run (the lab's own files, in $LAB), and overlays over
@@ -208,6 +231,7 @@ EOF
 authlog_start() {
     : >>"$SSHD_LOG"
     (
+        trap '' INT # as lab_daemon: a Ctrl-C is the script's to handle
         tail -n 0 -F "$SSHD_LOG" 2>/dev/null | while IFS= read -r line; do
             line=${line%$'\r'} # sshd -E ends its lines with CR LF; syslog has no CR
             printf '%s %s sshd[%s]: %s\n' "$(date '+%b %e %H:%M:%S')" "${HOSTNAME%%.*}" "$BASHPID" "$line"
@@ -218,7 +242,7 @@ authlog_start() {
 sshd_start() {
     : >>"$SSHD_LOG"
     # Not through in_ns: a backgrounded function is a subshell, and $! must be sshd.
-    ip netns exec srv /usr/sbin/sshd -D -E "$SSHD_LOG" -f /etc/ssh/sshd_config &
+    lab_daemon ip netns exec srv /usr/sbin/sshd -D -E "$SSHD_LOG" -f /etc/ssh/sshd_config
     echo $! >$LAB/srv/sshd.pid
     wait_until 10 tcp_open srv 127.0.0.1 22
 }
@@ -297,8 +321,8 @@ lab_device() {
     dropbearkey -t ed25519 -f "$d/dropbear_host_key" >/dev/null 2>&1 || return 1
     echo "$dev $(dropbearkey -y -f "$d/dropbear_host_key" | grep '^ssh-' | cut -d' ' -f1,2)" \
         >"$d/admin_known_hosts"
-    ip netns exec "$dev" dropbear -F -E -s -p 127.0.0.1:22 -r "$d/dropbear_host_key" \
-        -P "$d/dropbear.pid" >"$d/dropbear.log" 2>&1 &
+    lab_daemon ip netns exec "$dev" dropbear -F -E -s -p 127.0.0.1:22 -r "$d/dropbear_host_key" \
+        -P "$d/dropbear.pid" >"$d/dropbear.log" 2>&1
     case $client in
     dbclient)
         dropbearkey -t ed25519 -f "$d/id_dropbear" >/dev/null 2>&1 || return 1
@@ -376,6 +400,7 @@ device_setup() {
 agent_loop_start() {
     local dev=$1 d=$LAB/$1
     (
+        trap '' INT # as lab_daemon: a Ctrl-C is the script's to handle
         while :; do
             echo "--- poll $(date +%T)"
             agent "$dev" poll

@@ -28,7 +28,8 @@ usage: ./install.sh COMMAND [OPTIONS]
   demo                       install what is needed, then watch a NATed router call home
                              and an admin log into it through its tunnel (leaves nothing behind)
   test                       install what is needed and run every test: unit, integration,
-                             shellcheck, end to end (both ssh clients), package, bench smoke
+                             shellcheck, end to end (both ssh clients; the README's own
+                             server and device sections with real cron), package, bench smoke
 EOF
 }
 
@@ -63,7 +64,7 @@ declare -A PKG_OF=(
     [useradd]=passwd [timeout]=coreutils [jq]=jq [conntrack]=conntrack [cc]=gcc
     [shellcheck]=shellcheck [pgrep]=procps [ps]=procps [gzip]=gzip [tar]=tar
     [python3]=python3 [strip]=binutils [taskset]=util-linux [awk]=mawk [/usr/bin/time]=time
-    [openssl]=openssl [script]=bsdutils
+    [openssl]=openssl [script]=bsdutils [cron]=cron
 )
 
 # Commands the lab (demo and tests) runs.
@@ -71,8 +72,10 @@ LAB_COMMANDS=(sshd ssh ssh-keygen dropbear dbclient dropbearkey dropbearconvert 
     iptables ip ss unshare nsenter useradd timeout jq conntrack cc pgrep)
 # And what `test` adds: shellcheck, and what openwrt-package/test.sh and bench/run use
 # (openwrt-package/test.sh builds OpenWrt's opkg, uci and apk with ../shared/openwrt-tools,
-# whose build.sh installs the compilers and libraries it needs itself).
-TEST_COMMANDS=(shellcheck python3 strip taskset awk ps gzip tar /usr/bin/time openssl script)
+# whose build.sh installs the compilers and libraries it needs itself), Debian's cron for
+# tests/e2e/newcomer.sh (it runs only inside that test's nodes), script for
+# tests/e2e/demo-interrupt.sh.
+TEST_COMMANDS=(shellcheck python3 strip taskset awk ps gzip tar /usr/bin/time openssl script cron)
 
 # Install the Debian packages providing any missing command (a name on PATH or in
 # /usr/sbin, or an absolute path). Never asks anything.
@@ -374,6 +377,8 @@ cmd_test() {
     stage "cargo fmt --check" "$CARGO" fmt --all -- --check
     stage "cargo clippy -D warnings" "$CARGO" clippy --workspace --all-targets --locked -- -D warnings
     stage "cargo build --release --workspace" "$CARGO" build --release --workspace --locked
+    # The agent as install.sh device installs it (tests/e2e/newcomer.sh).
+    stage "cargo build --profile router -p phonehome" "$CARGO" build --profile router -p phonehome --locked
     stage "cargo test --workspace" "$CARGO" test --workspace --locked
     stage "shellcheck" run_shellcheck
     local logs=$REPO_DIR/target/e2e-logs
@@ -381,6 +386,8 @@ cmd_test() {
     stage "e2e scenarios (dbclient)" env PHONEHOME_E2E_LOGS="$logs/dbclient" bash tests/e2e/run.sh --client dbclient
     stage "e2e scenarios (OpenSSH ssh)" env PHONEHOME_E2E_LOGS="$logs/ssh" bash tests/e2e/run.sh --client ssh
     stage "e2e stolen device key" env PHONEHOME_E2E_LOGS="$logs/stolen" bash tests/e2e/stolen-key.sh
+    stage "e2e newcomer: README verbatim, real cron" env PHONEHOME_E2E_LOGS="$logs/newcomer" bash tests/e2e/newcomer.sh
+    stage "e2e demo: Ctrl-C says interrupted" bash tests/e2e/demo-interrupt.sh
     if [ -f openwrt-package/test.sh ]; then
         stage "openwrt-package/test.sh" bash openwrt-package/test.sh
     else

@@ -1056,3 +1056,24 @@ fn a_key_and_a_client_that_do_not_match_say_so() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn the_readme_help_is_the_real_one() {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("```\nUsage: phonehome [OPTIONS] COMMAND")
+        .expect("agent/README.md has no --help block")
+        + 4;
+    let len = readme[start..].find("```").unwrap();
+    let out = run({
+        let mut c = Command::new(BIN);
+        c.arg("--help");
+        c
+    });
+    assert_ok(&out);
+    assert_eq!(
+        &readme[start..start + len],
+        String::from_utf8_lossy(&out.stdout),
+        "agent/README.md's usage block differs from `phonehome --help`: paste the real one"
+    );
+}

@@ -259,22 +259,47 @@ pub fn decide(
     key_dir: &Path,
     sys: &System,
 ) -> Result<Identity, IdentityError> {
-    let wanted: Vec<Kind> = match choice {
-        ClientChoice::Auto => Kind::ALL.to_vec(),
-        ClientChoice::Dbclient => vec![Kind::Dbclient],
-        ClientChoice::Ssh => vec![Kind::Ssh],
-    };
-    let on_path: Vec<(Kind, PathBuf)> = wanted
-        .iter()
-        .filter_map(|k| (sys.client)(*k).map(|p| (*k, p)))
-        .collect();
-    let Some(first) = on_path.first().map(|(k, _)| *k) else {
-        return Err(IdentityError::NoClient { looked_for: wanted });
-    };
-    let explicit = choice != ClientChoice::Auto;
-    // `kind` with `key`, if that client is on PATH (and allowed).
-    let pair = |kind: Kind, key: &Path| {
-        on_path
+    let clients = Clients::on_path(choice, sys)?;
+    match key {
+        Some(key) => clients.for_key(key, sys),
+        None => clients.by_key_names(key_dir, sys),
+    }
+}
+
+/// The clients that may be used and are on PATH, in order of preference.
+struct Clients {
+    found: Vec<(Kind, PathBuf)>,
+    /// `--client` named one.
+    explicit: bool,
+}
+
+impl Clients {
+    fn on_path(choice: ClientChoice, sys: &System) -> Result<Clients, IdentityError> {
+        let wanted: Vec<Kind> = match choice {
+            ClientChoice::Auto => Kind::ALL.to_vec(),
+            ClientChoice::Dbclient => vec![Kind::Dbclient],
+            ClientChoice::Ssh => vec![Kind::Ssh],
+        };
+        let found: Vec<(Kind, PathBuf)> = wanted
+            .iter()
+            .filter_map(|k| (sys.client)(*k).map(|p| (*k, p)))
+            .collect();
+        if found.is_empty() {
+            return Err(IdentityError::NoClient { looked_for: wanted });
+        }
+        Ok(Clients {
+            found,
+            explicit: choice != ClientChoice::Auto,
+        })
+    }
+
+    fn first(&self) -> Kind {
+        self.found[0].0
+    }
+
+    /// `kind` with `key`, if that client may be used and is on PATH.
+    fn pair(&self, kind: Kind, key: &Path) -> Option<Identity> {
+        self.found
             .iter()
             .find(|(k, _)| *k == kind)
             .map(|(_, program)| Identity {
@@ -282,80 +307,103 @@ pub fn decide(
                 program: program.clone(),
                 key: key.to_path_buf(),
             })
-    };
-    // The format of the key at `path`, None if there is none.
-    let format_of = |path: &Path| match (sys.key)(path) {
-        KeyState::Missing => Ok(None),
-        KeyState::Present(f) => Ok(Some(f)),
-        KeyState::Unreadable(error) => Err(IdentityError::Unreadable {
-            key: path.to_path_buf(),
-            error,
-        }),
-    };
+    }
 
-    // A key given: the client follows it.
-    if let Some(key) = key {
-        let Some(format) = format_of(key)? else {
+    /// The explicit client, for an error about it.
+    fn using(&self) -> Option<Kind> {
+        self.explicit.then(|| self.first())
+    }
+
+    /// `--key` given: the client follows its format.
+    fn for_key(&self, key: &Path, sys: &System) -> Result<Identity, IdentityError> {
+        let Some(format) = format_of(sys, key)? else {
             return Err(IdentityError::KeyMissing {
                 key: key.to_path_buf(),
-                kind: first,
+                kind: self.first(),
             });
         };
-        return pair(format.reader().unwrap_or(first), key).ok_or(IdentityError::Mismatch {
-            key: key.to_path_buf(),
-            format,
-            using: explicit.then_some(first),
-        });
+        self.pair(format.reader().unwrap_or(self.first()), key)
+            .ok_or(IdentityError::Mismatch {
+                key: key.to_path_buf(),
+                format,
+                using: self.using(),
+            })
     }
 
-    // No key given: each client on PATH with its own key names; a key in the other
-    // client's format goes to that client if it is here (and allowed).
-    let mut looked_for = Vec::new();
-    let mut mismatch = None;
-    for (kind, _) in &on_path {
-        for name in key_names(*kind) {
-            let path = key_dir.join(name);
-            let Some(format) = format_of(&path)? else {
-                looked_for.push(path);
-                continue;
-            };
-            if let Some(id) = pair(format.reader().unwrap_or(*kind), &path) {
-                return Ok(id);
-            }
-            looked_for.push(path.clone());
-            mismatch.get_or_insert(IdentityError::Mismatch {
-                key: path,
-                format,
-                using: explicit.then_some(*kind),
-            });
-        }
-    }
-    // Auto: a key of a client that is not here says more than "no key".
-    if !explicit {
-        for kind in Kind::ALL.iter().filter(|k| pair(**k, key_dir).is_none()) {
+    /// No key given: each client with its own key names in `key_dir`; a key in the other
+    /// client's format goes to that client if it is here (and allowed).
+    fn by_key_names(&self, key_dir: &Path, sys: &System) -> Result<Identity, IdentityError> {
+        let mut looked_for = Vec::new();
+        let mut mismatch = None;
+        for (kind, _) in &self.found {
             for name in key_names(*kind) {
                 let path = key_dir.join(name);
-                if let Some(format) = format_of(&path)? {
+                let Some(format) = format_of(sys, &path)? else {
+                    looked_for.push(path);
+                    continue;
+                };
+                if let Some(id) = self.pair(format.reader().unwrap_or(*kind), &path) {
+                    return Ok(id);
+                }
+                looked_for.push(path.clone());
+                mismatch.get_or_insert(IdentityError::Mismatch {
+                    key: path,
+                    format,
+                    using: self.explicit.then_some(*kind),
+                });
+            }
+        }
+        if mismatch.is_none() && !self.explicit {
+            mismatch = self.key_of_an_absent_client(key_dir, sys)?;
+        }
+        Err(mismatch.unwrap_or(IdentityError::NoKey {
+            looked_for,
+            kind: self.first(),
+            key_dir: key_dir.to_path_buf(),
+        }))
+    }
+
+    /// Auto found nothing: a key of a client that is not here says more than "no key".
+    fn key_of_an_absent_client(
+        &self,
+        key_dir: &Path,
+        sys: &System,
+    ) -> Result<Option<IdentityError>, IdentityError> {
+        for kind in Kind::ALL
+            .iter()
+            .filter(|k| !self.found.iter().any(|(f, _)| f == *k))
+        {
+            for name in key_names(*kind) {
+                let path = key_dir.join(name);
+                if let Some(format) = format_of(sys, &path)? {
                     // An unknown format named for the absent client is taken as its.
                     let format = match (format, kind) {
                         (KeyFormat::Unknown, Kind::Dbclient) => KeyFormat::Dropbear,
                         (KeyFormat::Unknown, Kind::Ssh) => KeyFormat::OpenSsh,
                         (f, _) => f,
                     };
-                    mismatch.get_or_insert(IdentityError::Mismatch {
+                    return Ok(Some(IdentityError::Mismatch {
                         key: path,
                         format,
                         using: None,
-                    });
+                    }));
                 }
             }
         }
+        Ok(None)
     }
-    Err(mismatch.unwrap_or(IdentityError::NoKey {
-        looked_for,
-        kind: first,
-        key_dir: key_dir.to_path_buf(),
-    }))
+}
+
+/// The format of the key at `path`, None if there is none.
+fn format_of(sys: &System, path: &Path) -> Result<Option<KeyFormat>, IdentityError> {
+    match (sys.key)(path) {
+        KeyState::Missing => Ok(None),
+        KeyState::Present(f) => Ok(Some(f)),
+        KeyState::Unreadable(error) => Err(IdentityError::Unreadable {
+            key: path.to_path_buf(),
+            error,
+        }),
+    }
 }
 
 #[cfg(test)]

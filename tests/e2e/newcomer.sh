@@ -226,6 +226,7 @@ check "dev2's agent pairs dbclient with /etc/phonehome/id_dropbear" grep -q 'cli
 
 step "the README's tunnel block on the server, for both devices (cron polls once a minute)"
 t_ask=$SECONDS
+echo "     (asked at $(date -u +%T) UTC; cron runs the agent at second 00 of each minute)"
 for dev in dev1 dev2; do
     printf '%s\n' "${TUNNEL_BLOCK//$EXAMPLE_ID/${ID[$dev]}}" >"$OUT/$dev-tunnel.sh"
     as_newcomer srv "$OUT/$dev-tunnel.sh" "$OUT/$dev-tunnel.log" &
@@ -264,6 +265,7 @@ for dev in dev1 dev2; do
 done
 node_run dev1 phonehome status >"$OUT/dev1-status.log" 2>&1
 node_run dev2 phonehome status >"$OUT/dev2-status.log" 2>&1
+sed 's/^/     > /' "$OUT/dev1-status.log" "$OUT/dev2-status.log"
 check "dev1 polled with OpenSSH's ssh" grep -q 'last poll: ok.*client ssh OpenSSH_' "$OUT/dev1-status.log"
 check "dev2 polled with dbclient" grep -q 'last poll: ok.*client dbclient 20' "$OUT/dev2-status.log"
 [ "$FAILED" = 0 ] || node_report

@@ -53,6 +53,31 @@ pub fn read(paths: &Paths, id: &DeviceId) -> Result<Option<Status>> {
     Ok(store::read(&paths.status_file(id), MAX_STATUS_FILE_BYTES)?.and_then(|d| parse(&d)))
 }
 
+/// Every device's status through one open handle on the status directory (what
+/// list-devices reads for the whole fleet).
+pub struct Reader {
+    dir: Option<phonehome_plumbing::files::Dir>,
+}
+
+impl Reader {
+    pub fn new(paths: &Paths) -> Reader {
+        Reader {
+            dir: phonehome_plumbing::files::Dir::open(&paths.status_dir()).ok(),
+        }
+    }
+
+    /// As [`read`]; the error names the file.
+    pub fn read(&self, paths: &Paths, id: &DeviceId) -> Result<Option<Status>> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        let rel = std::path::Path::new(id.as_str()).join("status.json");
+        dir.read_bounded(&rel, MAX_STATUS_FILE_BYTES)
+            .map(|d| d.and_then(|d| parse(&d)))
+            .map_err(|e| crate::error::Error::io("read", &paths.status_file(id), e))
+    }
+}
+
 pub fn heartbeat(paths: &Paths, id: &DeviceId) -> Result<Option<Heartbeat>> {
     Ok(read(paths, id)?.map(|s| s.heartbeat))
 }

@@ -59,10 +59,34 @@ pub struct Accepted<'a> {
     pub fingerprint: &'a str,
 }
 
+/// `s` split at its first space (found with memchr: this runs for every candidate line).
+fn split_space(s: &str) -> Option<(&str, &str)> {
+    let i = memchr::memchr(b' ', s.as_bytes())?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+/// The words of `s` between single spaces.
+fn words(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match split_space(r) {
+            Some((w, tail)) => {
+                rest = Some(tail);
+                Some(w)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
 /// Parse the message of an sshd line, anchored at both ends.
 pub fn parse_accepted(msg: &str) -> Option<Accepted<'_>> {
     let rest = msg.strip_prefix("Accepted publickey for ")?;
-    let mut w = rest.split(' ');
+    let mut w = words(rest);
     let account = w.next()?;
     phonehome_protocol::DeviceId::from_account(account)?;
     if w.next()? != "from" {
@@ -110,13 +134,20 @@ const MONTHS: [&str; 12] = [
 ];
 
 fn two(s: &str) -> Option<u32> {
-    (s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+    match s.as_bytes() {
+        [a @ b'0'..=b'9', b @ b'0'..=b'9'] => Some(u32::from(a - b'0') * 10 + u32::from(b - b'0')),
+        _ => None,
+    }
 }
 
+/// `23:49:50`.
 fn hms(s: &str) -> Option<(u32, u32, u32)> {
-    let mut p = s.split(':');
-    let t = (two(p.next()?)?, two(p.next()?)?, two(p.next()?)?);
-    (p.next().is_none() && t.0 < 24 && t.1 < 60 && t.2 < 61).then_some(t)
+    let b = s.as_bytes();
+    if b.len() != 8 || b[2] != b':' || b[5] != b':' {
+        return None;
+    }
+    let t = (two(&s[0..2])?, two(&s[3..5])?, two(&s[6..8])?);
+    (t.0 < 24 && t.1 < 60 && t.2 < 61).then_some(t)
 }
 
 /// `Nov 21 23:49:50` in local time, year unknown: the most recent such moment that is
@@ -171,15 +202,11 @@ fn iso_time(s: &str) -> Option<i64> {
 
 /// `sshd[123]:` or `sshd-session[123]:` exactly.
 fn is_sshd_tag(tag: &str) -> bool {
-    let Some(body) = tag.strip_suffix("]:") else {
-        return false;
-    };
-    let Some((prog, pid)) = body.split_once('[') else {
-        return false;
-    };
-    (prog == "sshd" || prog == "sshd-session")
-        && !pid.is_empty()
-        && pid.bytes().all(|b| b.is_ascii_digit())
+    let pid = tag
+        .strip_prefix("sshd[")
+        .or_else(|| tag.strip_prefix("sshd-session["))
+        .and_then(|rest| rest.strip_suffix("]:"));
+    pid.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// An sshd line of a log: when, which host logged it, the message.
@@ -194,18 +221,18 @@ pub struct Entry<'a> {
 /// offset from UTC (seconds east), for timestamps without a zone.
 pub fn parse_syslog_line(line: &str, now: i64, offset: i64) -> Option<Entry<'_>> {
     let (time, rest) = if line.as_bytes().first()?.is_ascii_digit() {
-        let (ts, rest) = line.split_once(' ')?;
+        let (ts, rest) = split_space(line)?;
         (iso_time(ts)?, rest)
     } else {
         // `Nov 21 23:49:50 host sshd[1]: msg`; single-digit days are space-padded.
-        let (month, rest) = line.split_once(' ')?;
+        let (month, rest) = split_space(line)?;
         let rest = rest.trim_start_matches(' ');
-        let (day, rest) = rest.split_once(' ')?;
-        let (time, rest) = rest.split_once(' ')?;
+        let (day, rest) = split_space(rest)?;
+        let (time, rest) = split_space(rest)?;
         (traditional_time(month, day, time, now, offset)?, rest)
     };
-    let (host, rest) = rest.split_once(' ')?;
-    let (tag, msg) = rest.split_once(' ')?;
+    let (host, rest) = split_space(rest)?;
+    let (tag, msg) = split_space(rest)?;
     is_sshd_tag(tag).then_some(Entry {
         time,
         host,
@@ -247,16 +274,126 @@ pub struct Filter {
     pub now: i64,
 }
 
+/// A device's id as a number (its 12 hex digits), the key of the scan's table: cheap
+/// to hash, no string kept per line.
+fn device_number(account: &str) -> Option<u64> {
+    let hex = account.strip_prefix(phonehome_protocol::ACCOUNT_PREFIX)?;
+    (hex.len() == 12).then(|| u64::from_str_radix(hex, 16).ok())?
+}
+
+/// The account of a device number.
+fn account_of(n: u64) -> String {
+    format!("{}{:012x}", phonehome_protocol::ACCOUNT_PREFIX, n)
+}
+
+/// Hashes a device number with one multiplication (the numbers are MAC addresses: their
+/// low bits vary, the multiplication spreads them).
+#[derive(Default)]
+struct NumberHasher(u64);
+
+impl std::hash::Hasher for NumberHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A login's key: the device number and the fingerprint's 43 base64 characters, held
+/// inline so that a look-up touches one place in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    device: u64,
+    fingerprint: [u8; 43],
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.fingerprint[..8]);
+        state.write_u64(self.device ^ u64::from_le_bytes(head));
+    }
+}
+
+impl Key {
+    fn new(device: u64, fingerprint: &str) -> Option<Key> {
+        let b64 = fingerprint.strip_prefix("SHA256:")?;
+        Some(Key {
+            device,
+            fingerprint: b64.as_bytes().try_into().ok()?,
+        })
+    }
+
+    fn fingerprint(&self) -> String {
+        format!("SHA256:{}", String::from_utf8_lossy(&self.fingerprint))
+    }
+}
+
+type Table = HashMap<Key, Login, std::hash::BuildHasherDefault<NumberHasher>>;
+
 /// What the scan of one source found: the newest login per (account, fingerprint),
-/// and what it passed over.
+/// and what it passed over. Kept (`logcache`) as `account -> fingerprint -> login`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredHits", into = "StoredHits")]
 pub struct Hits {
-    /// account -> fingerprint -> the newest login with that key.
-    pub logins: HashMap<String, HashMap<String, Login>>,
+    logins: Table,
     /// Over-long lines that carried the sentence.
     pub skipped_long: u64,
     /// Device logins logged by another host.
     pub skipped_foreign: u64,
+}
+
+/// `Hits` as it is stored: readable, by account.
+#[derive(Serialize, Deserialize)]
+struct StoredHits {
+    logins: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Login>>,
+    skipped_long: u64,
+    skipped_foreign: u64,
+}
+
+impl From<StoredHits> for Hits {
+    fn from(s: StoredHits) -> Hits {
+        let mut logins = Table::default();
+        for (account, keys) in s.logins {
+            let Some(n) = device_number(&account) else {
+                continue;
+            };
+            for (fp, l) in keys {
+                if let Some(k) = Key::new(n, &fp) {
+                    logins.insert(k, l);
+                }
+            }
+        }
+        Hits {
+            logins,
+            skipped_long: s.skipped_long,
+            skipped_foreign: s.skipped_foreign,
+        }
+    }
+}
+
+impl From<Hits> for StoredHits {
+    fn from(h: Hits) -> StoredHits {
+        let mut logins =
+            std::collections::BTreeMap::<String, std::collections::BTreeMap<String, Login>>::new();
+        for (k, l) in h.logins {
+            logins
+                .entry(account_of(k.device))
+                .or_default()
+                .insert(k.fingerprint(), l);
+        }
+        StoredHits {
+            logins,
+            skipped_long: h.skipped_long,
+            skipped_foreign: h.skipped_foreign,
+        }
+    }
 }
 
 impl Hits {
@@ -268,34 +405,35 @@ impl Hits {
             self.skipped_foreign += 1;
             return;
         }
-        let login = Login {
-            time,
-            from: a.from,
-            port: a.port,
+        let Some(k) = device_number(a.account).and_then(|n| Key::new(n, a.fingerprint)) else {
+            return;
         };
-        let by_key = match self.logins.get_mut(a.account) {
-            Some(m) => m,
-            None => self.logins.entry(a.account.to_string()).or_default(),
-        };
-        match by_key.get_mut(a.fingerprint) {
-            Some(l) if l.time >= time => {}
-            Some(l) => *l = login,
-            None => {
-                by_key.insert(a.fingerprint.to_string(), login);
-            }
-        }
+        self.keep(
+            k,
+            Login {
+                time,
+                from: a.from,
+                port: a.port,
+            },
+        );
+    }
+
+    /// Keep `login` under `k` if it is the newest.
+    fn keep(&mut self, k: Key, login: Login) {
+        self.logins
+            .entry(k)
+            .and_modify(|l| {
+                if login.time > l.time {
+                    *l = login
+                }
+            })
+            .or_insert(login);
     }
 
     /// Add what another source found.
     pub fn merge(&mut self, other: &Hits) {
-        for (account, keys) in &other.logins {
-            let mine = self.logins.entry(account.clone()).or_default();
-            for (fp, l) in keys {
-                let e = mine.entry(fp.clone()).or_insert(*l);
-                if l.time > e.time {
-                    *e = *l;
-                }
-            }
+        for (k, l) in &other.logins {
+            self.keep(*k, *l);
         }
         self.skipped_long += other.skipped_long;
         self.skipped_foreign += other.skipped_foreign;
@@ -304,11 +442,13 @@ impl Hits {
     /// The newest login of `account` with `fingerprint`, not dated beyond the clock
     /// skew ahead of `now`; `Err(())` if the only ones are from the future.
     pub fn latest(&self, account: &str, fingerprint: &str, now: i64) -> Option<Result<Login, ()>> {
-        let l = self.logins.get(account)?.get(fingerprint)?;
+        let l = *self
+            .logins
+            .get(&Key::new(device_number(account)?, fingerprint)?)?;
         Some(if l.time > now + MAX_CLOCK_SKEW_SECS {
             Err(())
         } else {
-            Ok(*l)
+            Ok(l)
         })
     }
 
@@ -324,7 +464,11 @@ impl Hits {
             }
             return;
         }
-        let text = String::from_utf8_lossy(line);
+        // Valid UTF-8 is checked fast; only a broken line pays for the lossy copy.
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(line),
+        };
         if let Some(e) = parse_syslog_line(&text, f.now, offset) {
             self.offer(e.time, Some(e.host), &e.msg, f);
         }

@@ -89,6 +89,8 @@ struct Sources {
     conf: ServerConf,
     now: i64,
     scan: Scan,
+    /// The gate's status files.
+    status: gate_status::Reader,
     /// Devices with a requests file (the others have none).
     with_requests: std::collections::HashSet<DeviceId>,
     /// The gate can write its records (the disk is not full).
@@ -192,6 +194,7 @@ fn gather(paths: &Paths, explicit: &[PathBuf], use_cache: bool) -> Result<Source
         conf,
         now,
         scan,
+        status: gate_status::Reader::new(paths),
         with_requests: crate::paths::ids_in(&paths.requests_dir(), "read the requests")?
             .into_iter()
             .collect(),
@@ -211,7 +214,7 @@ fn log_login(src: &Sources, d: &DeviceRecord) -> Option<std::result::Result<logs
 
 fn device_row(paths: &Paths, src: &Sources, d: &DeviceRecord) -> Row {
     let id = &d.id;
-    let (status, status_err) = match gate_status::read(paths, id) {
+    let (status, status_err) = match src.status.read(paths, id) {
         Ok(s) => (s, None),
         Err(e) => (None, Some(e.to_string())),
     };

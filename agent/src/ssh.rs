@@ -433,6 +433,10 @@ const PATTERNS: &[(ErrorKind, &[&str])] = &[
             "bad host key",
             "do you want to continue connecting",
             "host key not accepted",
+            // dbclient 2024.84+ with StrictHostKeyChecking=yes (cli-kex.c), and with
+            // BatchMode alone.
+            "not accepted automatically",
+            "didn't validate host key",
         ],
     ),
     (
@@ -690,6 +694,9 @@ mod tests {
             ("@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@", HostKey),
             ("\nHost '127.0.0.1' is not in the trusted hosts file.\nDo you want to continue connecting? (y/n) ", HostKey),
             ("Host key mismatch for 127.0.0.1 !", HostKey),
+            // dbclient 2024.86 and 2026.94, a host whose key is not pinned.
+            ("/run/bin/dbclient: Connection to root@127.0.0.1:38421 exited: Not accepted automatically", HostKey),
+            ("dbclient: Exited: Didn't validate host key", HostKey),
             ("device1@h: Permission denied (publickey).", Auth),
             ("dbclient: Exited: No auth methods could be used.", Auth),
             ("ssh: connect to host 127.0.0.1 port 1: Connection refused", Refused),

@@ -5,8 +5,9 @@
 # for the nightly, cargo-zigbuild from PyPI) and says plainly which piece could not be
 # had. Then it checks each binary (ELF machine, static, float ABI) and runs its
 # --version, under qemu-user with the router's CPU model where the CPU is not this one.
-# Builds run two at a time, each in its own target dir (target/cross-build/<triple>),
-# which stays as a cache for the next run.
+# Builds run three at a time, the build-std ones first (they are long and mostly one
+# thread: rustc builds core, alloc, std and then the agent's LTO one after the other),
+# each in its own target dir (target/cross-build/<triple>), kept as a cache.
 #
 # usage: cross/build.sh [ARCH...]      ARCH: x86_64 aarch64 armv7 mipsel mips
 set -uo pipefail
@@ -15,7 +16,7 @@ REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=cross/lib.sh
 . "$REPO_DIR/cross/lib.sh"
 
-JOBS=${PHONEHOME_CROSS_JOBS:-2}
+JOBS=${PHONEHOME_CROSS_JOBS:-3}
 BUILD_DIR=$REPO_DIR/target/cross-build
 MISSING=()
 
@@ -123,6 +124,8 @@ main() {
     for a in "${arches[@]}"; do
         if way_for "$a"; then ways+=("$a:$WAY"); else failed=1; fi
     done
+    # The long build-std builds first, so that the short ones fill in beside them.
+    mapfile -t ways < <(printf '%s\n' "${ways[@]}" | grep ':build-std$'; printf '%s\n' "${ways[@]}" | grep -v ':build-std$')
     for w in "${ways[@]}"; do
         if [ "$running" -ge "$JOBS" ]; then
             wait -n

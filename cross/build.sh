@@ -57,6 +57,8 @@ ensure_build_std() {
         local pip=(python3 -m pip)
         "${pip[@]}" install --quiet cargo-zigbuild >/dev/null 2>&1 ||
             { missing "cargo-zigbuild from PyPI (python3 -m pip install cargo-zigbuild failed)"; return 1; }
+        # pip's scripts dir may not be on PATH (a pyenv without shims, a user install)
+        PATH=$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)
         hash -r
         command -v cargo-zigbuild >/dev/null 2>&1 ||
             { missing "cargo-zigbuild: pip installed it but it is not on PATH ($PATH)"; return 1; }

@@ -124,10 +124,17 @@ main() {
     local -a ways=()
     local failed=0 w running=0
     for a in "${arches[@]}"; do
-        if way_for "$a"; then ways+=("$a:$WAY"); else failed=1; fi
+        if way_for "$a"; then
+            ways+=("$a:$WAY")
+        else
+            # No stale binary of an earlier run may stand in for this one.
+            rm -f "$(cross_agent_path "$a")" "$(dirname "$(cross_agent_path "$a")")/ok"
+            failed=1
+        fi
     done
     # The long build-std builds first, so that the short ones fill in beside them.
-    mapfile -t ways < <(printf '%s\n' "${ways[@]}" | grep ':build-std$'; printf '%s\n' "${ways[@]}" | grep -v ':build-std$')
+    [ ${#ways[@]} -gt 0 ] &&
+        mapfile -t ways < <(printf '%s\n' "${ways[@]}" | grep ':build-std$'; printf '%s\n' "${ways[@]}" | grep -v ':build-std$')
     for w in "${ways[@]}"; do
         if [ "$running" -ge "$JOBS" ]; then
             wait -n
@@ -142,6 +149,7 @@ main() {
         [ -f "$(dirname "$(cross_agent_path "${w%%:*}")")/ok" ] || failed=1
     done
     if [ ${#MISSING[@]} -gt 0 ]; then
+        local IFS=';'
         say "could not have: ${MISSING[*]}"
     fi
     [ "$failed" = 0 ] && [ ${#MISSING[@]} -eq 0 ]

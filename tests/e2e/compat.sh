@@ -97,6 +97,12 @@ cell_agent() {
         --config "$CELL_D/phonehome.conf" "$@"
 }
 
+# The client named by the last status report the server stored for ID (fails if none).
+cell_reported() {
+    in_ns srv list-devices --json |
+        jq -er --arg id "$1" '.devices[] | select(.id == $id) | .report.client // empty'
+}
+
 # No poll of this cell's agent is running (the loop may have been stopped mid-poll).
 cell_no_poll() { ! pgrep -f -- "$CELL_D/phonehome.conf poll" >/dev/null; }
 
@@ -174,8 +180,10 @@ cell_run() {
     ) >>"$CELL_D/agent.log" 2>&1 &
     local loop=$!
     wait_until 30 state_is "$id" online || cell_fail "not online in list-devices: $(dev_state "$id")"
+    # Online may come from sshd's log of the login before the gate has stored the report.
+    wait_until 15 cell_reported "$id"
     local reported
-    reported=$(in_ns srv list-devices --json | jq -r --arg id "$id" '.devices[] | select(.id == $id) | .report.client')
+    reported=$(cell_reported "$id")
     [ "$reported" = "$(expected_client "$client")" ] ||
         cell_fail "the status report names the client '$reported', expected '$(expected_client "$client")'"
     cell_note "ok   online; the server got the report of $reported"
@@ -183,8 +191,12 @@ cell_run() {
     # A tunnel on request; the admin logs in through it and lands on the device.
     in_ns srv timeout 90 forward-device-port "$id" "22:$port" --wait=60 >"$CELL_D/fwd.out" 2>&1 ||
         cell_fail "forward-device-port $id 22:$port --wait: $(cat "$CELL_D/fwd.out")"
-    wait_until 20 admin_reaches "$CELL_DEV" "$port" ||
-        cell_fail "admin login through $port: $(admin_ssh "$CELL_DEV" "$port" true 2>&1 | tail -n1)"
+    if ! wait_until 45 admin_reaches "$CELL_DEV" "$port"; then
+        local out rc=0
+        out=$(admin_ssh "$CELL_DEV" "$port" ip -o -4 addr show dev eth0 2>&1) || rc=$?
+        cell_fail "admin login through $port: exit $rc: $(printf '%s' "$out" | tail -n 3 | tr '\n' ' ')" \
+            "(dropbear: $(tail -n 3 "$CELL_D/dropbear.log" | tr '\n' ' '))"
+    fi
     cell_note "ok   tunnel 22:$port up; the admin logged into the device's dropbear and saw $(dev_ip "$CELL_DEV")"
     if [ -n "$version" ]; then
         local tpid argv
@@ -292,9 +304,12 @@ for cell in "${CELLS[@]}"; do
         sed 's/^/     /' "$LAB/dev$n/cell.log"
         OUTCOME[$a|$c]=ok
     else
-        fail "$name: ${r#FAIL }"
+        # Not lib.sh's fail: its dump of every device's logs would bury this cell's.
+        FAILED=$((FAILED + 1))
+        FAILED_NAMES+=("$name: ${r#FAIL }")
+        printf 'FAIL %s\n' "$name: ${r#FAIL }"
         sed 's/^/     /' "$LAB/dev$n/cell.log"
-        for f in "$LAB/dev$n/agent.log" "$LAB/dev$n"/run/tunnels/*.log; do
+        for f in "$LAB/dev$n/agent.log" "$LAB/dev$n"/run/tunnels/*.log "$LAB/dev$n/dropbear.log"; do
             [ -f "$f" ] && { echo "     ---- $f"; tail -n 8 "$f" | sed 's/^/     | /'; }
         done
         OUTCOME[$a|$c]=FAIL

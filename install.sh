@@ -27,9 +27,15 @@ usage: ./install.sh COMMAND [OPTIONS]
                              add-device command
   demo                       install what is needed, then watch a NATed router call home
                              and an admin log into it through its tunnel (leaves nothing behind)
+  cross [ARCH...]            build the agent for router CPUs (router profile, static musl) into
+                             target/cross/<triple>/phonehome: x86_64 aarch64 armv7 mipsel mips
+                             (default: all); installs the rustup targets, rust-src, cargo-zigbuild
+                             and qemu-user-static it needs, and runs each under qemu
   test                       install what is needed and run every test: unit, integration,
                              shellcheck, end to end (both ssh clients; the README's own
-                             server and device sections with real cron), package, bench smoke
+                             server and device sections with real cron), the cross builds
+                             under qemu and every dropbear release (compatibility matrix),
+                             package, bench smoke
 EOF
 }
 
@@ -65,6 +71,9 @@ declare -A PKG_OF=(
     [shellcheck]=shellcheck [pgrep]=procps [ps]=procps [gzip]=gzip [tar]=tar
     [python3]=python3 [strip]=binutils [taskset]=util-linux [awk]=mawk [/usr/bin/time]=time
     [openssl]=openssl [script]=bsdutils [cron]=cron
+    [readelf]=binutils [flock]=util-linux [qemu-aarch64-static]=qemu-user-static
+    [qemu-arm-static]=qemu-user-static [qemu-mipsel-static]=qemu-user-static
+    [qemu-mips-static]=qemu-user-static
 )
 
 # Commands the lab (demo and tests) runs.
@@ -76,6 +85,9 @@ LAB_COMMANDS=(sshd ssh ssh-keygen dropbear dbclient dropbearkey dropbearconvert 
 # tests/e2e/newcomer.sh (it runs only inside that test's nodes), script for
 # tests/e2e/demo-interrupt.sh.
 TEST_COMMANDS=(shellcheck python3 strip taskset awk ps gzip tar /usr/bin/time openssl script cron)
+# What the cross builds and their runs under emulation need from apt (the Rust pieces are
+# cross/build.sh's business).
+CROSS_COMMANDS=(readelf flock qemu-aarch64-static qemu-arm-static qemu-mipsel-static qemu-mips-static)
 
 # Install the Debian packages providing any missing command (a name on PATH or in
 # /usr/sbin, or an absolute path). Never asks anything.
@@ -272,6 +284,16 @@ cmd_demo() {
     exec bash tests/e2e/demo.sh
 }
 
+# --- cross -------------------------------------------------------------------------
+
+cmd_cross() {
+    need_root cross
+    exec </dev/null
+    ensure_commands "${CROSS_COMMANDS[@]}"
+    find_cargo
+    exec bash cross/build.sh "$@"
+}
+
 # --- test --------------------------------------------------------------------------
 
 RESULTS=()
@@ -362,11 +384,51 @@ snapshot_self_check() {
     return "$rc"
 }
 
+# The agent for every router CPU and every dropbear release, built side by side (the
+# dropbear builds use the core the cargo builds leave idle during their long one-thread
+# link steps). Both cache in target/.
+build_matrix_parts() {
+    local rc=0 db_log=$REPO_DIR/target/dropbear-build.log
+    mkdir -p "$REPO_DIR/target"
+    bash cross/dropbear.sh >"$REPO_DIR/target/dropbear-versions" 2>"$db_log" &
+    local db=$!
+    bash cross/build.sh || rc=1
+    if wait "$db"; then
+        say "dropbear releases built in target/dropbear: $(tr '\n' ' ' <"$REPO_DIR/target/dropbear-versions")"
+    else
+        say "the dropbear releases did not build:"
+        tail -n 20 "$db_log"
+        rc=1
+    fi
+    return "$rc"
+}
+
+# The agent's real-sshd tests with each dropbear release's dbclient.
+dbclient_matrix_tests() {
+    local v bad=0 n=0
+    [ -s "$REPO_DIR/target/dropbear-versions" ] || { say "no dropbear release was built"; return 1; }
+    "$CARGO" test --locked -p phonehome --test real_sshd --no-run >/dev/null 2>&1
+    local log=$REPO_DIR/target/dbclient-matrix.log
+    while read -r v; do
+        n=$((n + 1))
+        if PHONEHOME_TEST_DBCLIENT=$REPO_DIR/target/dropbear/$v/dbclient \
+            "$CARGO" test --locked -p phonehome --test real_sshd >"$log" 2>&1; then
+            say "ok     dbclient $v (PHONEHOME_TEST_DBCLIENT): $(grep -m1 '^test result' "$log")"
+        else
+            bad=$((bad + 1))
+            say "FAILED dbclient $v (PHONEHOME_TEST_DBCLIENT): cargo test -p phonehome --test real_sshd"
+            grep -E '^test |panicked|^---- ' "$log" | tail -n 30
+        fi
+    done <"$REPO_DIR/target/dropbear-versions"
+    say "dbclient releases: $((n - bad)) passed, $bad failed"
+    [ "$bad" = 0 ]
+}
+
 cmd_test() {
     need_root test
     exec </dev/null
     local t0=$SECONDS
-    ensure_commands "${LAB_COMMANDS[@]}" "${TEST_COMMANDS[@]}"
+    ensure_commands "${LAB_COMMANDS[@]}" "${TEST_COMMANDS[@]}" "${CROSS_COMMANDS[@]}"
     find_cargo
     ensure_rust_components
     # Everything installed above; from here on the host must stay as it is.
@@ -388,6 +450,10 @@ cmd_test() {
     stage "e2e stolen device key" env PHONEHOME_E2E_LOGS="$logs/stolen" bash tests/e2e/stolen-key.sh
     stage "e2e newcomer: README verbatim, real cron" env PHONEHOME_E2E_LOGS="$logs/newcomer" bash tests/e2e/newcomer.sh
     stage "e2e demo: Ctrl-C says interrupted" bash tests/e2e/demo-interrupt.sh
+    stage "cross builds + dropbear releases" build_matrix_parts
+    stage "dbclient releases: agent real-sshd tests" dbclient_matrix_tests
+    stage "e2e compat matrix (arches x clients)" env PHONEHOME_E2E_LOGS="$logs/compat" \
+        bash tests/e2e/compat.sh --table "$REPO_DIR/target/compat-table.md"
     if [ -f openwrt-package/test.sh ]; then
         stage "openwrt-package/test.sh" bash openwrt-package/test.sh
     else
@@ -424,6 +490,7 @@ case $command in
 server) cmd_server "$@" ;;
 device) cmd_device "$@" ;;
 demo) cmd_demo "$@" ;;
+cross) cmd_cross "$@" ;;
 test) cmd_test "$@" ;;
 -h | --help | help) usage ;;
 *)

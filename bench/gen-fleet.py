@@ -2,8 +2,10 @@
 """Synthetic fleet for the list-devices benchmark (bench/run section 4).
 
 Writes, under ROOT, a server registry of N devices in the exact format the server tools
-read (var/lib/phonehome/devices/<id>.json: id, alias, key, fingerprint, created), the
-gate's records for each (var/lib/phonehome/status/<id>/heartbeat.json), and an sshd log
+read (var/lib/phonehome/devices.json: id, alias, key, fingerprint, created), the
+accounts of a real server (etc/passwd and etc/group with every device's account), the
+gate's status file for each (var/lib/phonehome/status/<id>/status.json: heartbeat and
+last report), a few devices with requests, and an sshd log
 of about SIZE MiB in two forms: an auth.log of ISO-timestamped syslog lines and a
 `journalctl -o json` export of about the same size (JSON lines are about five times
 longer, so it carries an evenly spread fifth of the events). The mix is what a server sees: every
@@ -14,7 +16,8 @@ are registered but never poll: they appear only in forged lines, so list-devices
 show them never-seen.
 
 usage: gen-fleet.py ROOT N FORGED SIZE_MIB
-Prints "events devices_polling forged_lines" on stdout.
+Prints "events devices_polling forged_lines" on stdout. Also writes ROOT/auth.more: 1 MiB
+of later polls, for the incremental run (appended to auth.log by the benchmark).
 """
 import base64
 import hashlib
@@ -38,20 +41,31 @@ def main():
     rng = random.Random(5)
     now = int(time.time())
     lib = os.path.join(root, "var/lib/phonehome")
-    os.makedirs(os.path.join(lib, "devices"), exist_ok=True)
+    os.makedirs(lib, exist_ok=True)
     os.makedirs(os.path.join(root, "etc/phonehome"), exist_ok=True)
     with open(os.path.join(root, "etc/phonehome/server.conf"), "w") as f:
-        f.write("poll_interval = 60\n")
+        f.write("poll_interval = 60\nlog_hosts = srv\n")
     devs = []
+    records = []
     for i in range(n + forged):
         dev_id = "%012x" % (0x02AA00000000 + i)
         key, fp = key_and_fp(rng)
-        rec = {"id": dev_id, "alias": None, "key": key, "fingerprint": fp, "created": now - 86400}
-        path = os.path.join(lib, "devices", dev_id + ".json")
-        with open(path, "w") as f:
-            json.dump(rec, f)
-        os.chmod(path, 0o600)
+        records.append({"id": dev_id, "alias": None, "key": key, "fingerprint": fp, "created": now - 86400})
         devs.append((dev_id, fp, "10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255)))
+    path = os.path.join(lib, "devices.json")
+    with open(path, "w") as f:
+        json.dump({"devices": records}, f)
+    os.chmod(path, 0o600)
+    # a real server's accounts: the base system, then one account per device
+    etc = os.path.join(root, "etc")
+    with open(os.path.join(etc, "passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
+        f.write("sshd:x:100:65534::/run/sshd:/usr/sbin/nologin\n")
+        for i, (dev_id, _, _) in enumerate(devs):
+            f.write("device%s:x:%d:998:phonehome device:/var/lib/phonehome/status/%s:/bin/sh\n"
+                    % (dev_id, 20000 + i, dev_id))
+    with open(os.path.join(etc, "group"), "w") as f:
+        f.write("root:x:0:\nphonehome-devices:x:998:\n")
     polling, ghosts = devs[:n], devs[n:]
     # the gate's last heartbeats: older than the log, so that with a log the log decides
     # (and is checked), and the gate-only run still reads 10,000 records
@@ -60,12 +74,23 @@ def main():
     polls = max(n, target // per_poll)
     span = max(120, (polls // n) * 60)  # seconds covered: one poll a minute per device
     start = now - span
-    for dev_id, _, ip in polling:
+    for i, (dev_id, _, ip) in enumerate(polling):
         d = os.path.join(lib, "status", dev_id)
         os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, "heartbeat.json"), "w") as f:
-            json.dump({"received": start - rng.randrange(60, 120), "from": ip, "port": 40000,
-                       "report_error": None}, f)
+        seen = start - rng.randrange(60, 120)
+        report = {"protocol": 2, "agent_version": "0.2.0", "client": "dbclient 2024.86",
+                  "uptime_secs": rng.randrange(60, 10**7), "load1": 0.05, "mem_available_kb": 21000,
+                  "tunnels": [], "inbox_errors": [], "last_error": None}
+        with open(os.path.join(d, "status.json"), "w") as f:
+            json.dump({"heartbeat": {"received": seen, "from": ip, "port": 40000, "report_error": None},
+                       "report": {"received": seen, "report": report}}, f)
+        if i % 100 == 0:
+            # one device in a hundred has a tunnel requested
+            req = os.path.join(lib, "requests")
+            os.makedirs(req, exist_ok=True)
+            with open(os.path.join(req, dev_id + ".json"), "w") as f:
+                json.dump({"device": dev_id, "requests": [{"local": 22, "remote": 20000 + i // 100,
+                                                           "created": now - 60, "expires": now + 3600}]}, f)
 
     plain = open(os.path.join(root, "auth.log"), "w")
     journal = open(os.path.join(root, "journal.json"), "w")
@@ -134,6 +159,17 @@ def main():
     journal.write("".join(buf_j))
     plain.close()
     journal.close()
+    # 1 MiB of later polls, in the same form
+    with open(os.path.join(root, "auth.more"), "w") as more:
+        size, j = 0, 0
+        while size < 1024 * 1024:
+            dev_id, fp, ip = polling[j % n]
+            t = now + 1 + j // 1000
+            line = "%s.000000+00:00 srv sshd[%d]: Accepted publickey for device%s from %s port %d ssh2: ED25519 %s\n" % (
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)), 90000 + j, dev_id, ip, 40000 + j % 20000, fp)
+            more.write(line)
+            size += len(line)
+            j += 1
     print(events, min(i, n), forged_lines)
 
 

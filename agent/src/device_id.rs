@@ -62,7 +62,10 @@ pub fn choose(
         })
 }
 
-/// The system's interfaces in kernel (ifindex) order, MACs read with `mac_address`.
+/// The system's interfaces in kernel (ifindex) order, each MAC read from sysfs
+/// (`/sys/class/net/<name>/address`): one small file per interface, where asking
+/// netlink meant a dump of every interface per interface (and hung under qemu-user for
+/// big-endian MIPS, whose netlink translation is broken).
 pub fn system_interfaces() -> Vec<Interface> {
     let mut names: Vec<(u64, String)> = std::fs::read_dir("/sys/class/net")
         .map(|rd| {
@@ -82,13 +85,27 @@ pub fn system_interfaces() -> Vec<Interface> {
     names
         .into_iter()
         .map(|(_, name)| Interface {
-            mac: mac_address::mac_address_by_name(&name)
+            mac: std::fs::read_to_string(format!("/sys/class/net/{}/address", name))
                 .ok()
-                .flatten()
-                .map(|m| m.bytes()),
+                .and_then(|text| parse_mac(&text)),
             name,
         })
         .collect()
+}
+
+/// `64:66:b3:4b:de:54` (sysfs' format, newline included) as bytes; `None` for anything
+/// else (no link address, or one that is not 6 bytes: tun, InfiniBand).
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim_end().split(':');
+    for byte in mac.iter_mut() {
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
 }
 
 #[cfg(test)]
@@ -104,6 +121,36 @@ mod tests {
 
     fn id(last: u8) -> DeviceId {
         DeviceId::from_mac([0x64, 0x66, 0xb3, 0x4b, 0xde, last])
+    }
+
+    #[test]
+    fn macs_as_sysfs_writes_them() {
+        assert_eq!(
+            parse_mac("64:66:b3:4b:de:54\n"),
+            Some([0x64, 0x66, 0xb3, 0x4b, 0xde, 0x54])
+        );
+        assert_eq!(parse_mac("02:00:00:00:0a:02"), Some([2, 0, 0, 0, 10, 2]));
+        for bad in [
+            "",
+            "\n",
+            "64:66:b3:4b:de",
+            "64:66:b3:4b:de:54:00",
+            "80:00:02:08:fe:80:00:00:00:00:00:00:00:02:c9:03:00:0f:1c:4d",
+            "6:66:b3:4b:de:54",
+            "64:66:b3:4b:de:5g",
+            "+4:66:b3:4b:de:54",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{:?}", bad);
+        }
+    }
+
+    #[test]
+    fn the_system_lists_loopback_with_its_zero_mac() {
+        let lo = system_interfaces()
+            .into_iter()
+            .find(|i| i.name == "lo")
+            .expect("lo in /sys/class/net");
+        assert_eq!(lo.mac, Some([0; 6]));
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! key, refused key, refused connection, refused forward). The sshd is a throwaway one
 //! (own config, host key, authorized_keys and gate script in a temp dir), killed by a
 //! Drop guard even when a test panics. Needs root (sshd must switch users).
+//!
+//! `PHONEHOME_TEST_DBCLIENT=/path/to/dbclient` runs the dbclient tests with that binary
+//! (the dropbear matrix of `./install.sh test` runs them with every release routers
+//! ship) instead of the one on PATH; the tests then check that it is the one that ran.
 
 mod common;
 use common::*;
@@ -43,6 +47,34 @@ fn sh(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The dbclient these tests must use: `$PHONEHOME_TEST_DBCLIENT` if set, else the one
+/// on PATH (`None`).
+fn chosen_dbclient() -> Option<PathBuf> {
+    let path = std::env::var_os("PHONEHOME_TEST_DBCLIENT")?;
+    let path = PathBuf::from(path);
+    assert!(
+        path.is_absolute() && path.is_file(),
+        "PHONEHOME_TEST_DBCLIENT={} is not an absolute path to a file",
+        path.display()
+    );
+    Some(path)
+}
+
+/// What the agent must report as its client when `$PHONEHOME_TEST_DBCLIENT` is set:
+/// `dbclient YYYY.NN` from that binary's own `-V`.
+fn chosen_dbclient_description() -> Option<String> {
+    let path = chosen_dbclient()?;
+    let out = Command::new(&path).arg("-V").output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .split("Dropbear v")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{} -V said {:?}", path.display(), text));
+    Some(format!("dbclient {}", version))
 }
 
 /// A throwaway sshd and the device side of the test.
@@ -138,6 +170,10 @@ impl Server {
         )
         .unwrap();
         fs::write(dir.join("empty.conf"), "").unwrap();
+        fs::create_dir_all(dir.join("bin")).unwrap();
+        if let Some(dbclient) = chosen_dbclient() {
+            std::os::unix::fs::symlink(dbclient, dir.join("bin/dbclient")).unwrap();
+        }
 
         let port = free_port();
         let conf = dir.join("sshd_config");
@@ -207,6 +243,15 @@ impl Server {
             "id_dropbear"
         };
         let mut c = Command::new(BIN);
+        // The chosen dbclient, if any, comes first on PATH.
+        c.env(
+            "PATH",
+            format!(
+                "{}:{}",
+                self.dir.join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
         c.arg(command)
             .args(["--config", self.dir.join("empty.conf").to_str().unwrap()])
             .args([
@@ -238,6 +283,16 @@ impl Server {
             );
         }
         out
+    }
+
+    /// The chosen dbclient (`$PHONEHOME_TEST_DBCLIENT`) is the one the last poll used.
+    fn assert_chosen_client(&self, client: &str) {
+        if let (Some(expected), "dbclient") = (chosen_dbclient_description(), client) {
+            assert_eq!(
+                self.status(client)["last_poll"]["client"].as_str(),
+                Some(expected.as_str())
+            );
+        }
     }
 
     fn report(&self) -> phonehome_protocol::StatusReport {
@@ -333,6 +388,11 @@ fn full_cycle(client: &str) {
         "{:?}",
         report.client
     );
+    if client == "dbclient" {
+        if let Some(expected) = chosen_dbclient_description() {
+            assert_eq!(report.client.as_deref(), Some(expected.as_str()));
+        }
+    }
     assert!(report.tunnels.is_empty());
 
     // Ask for a tunnel to the echo service: it appears on the server's loopback.
@@ -402,12 +462,20 @@ fn real_clients_are_paired_with_the_key_they_can_read() {
             "--run-dir",
             srv.dir.join(&format!("run-{}", name)).to_str().unwrap(),
         ])
-        .env("PATH", "/usr/bin:/bin")
+        // The dropbear matrix's dbclient (PHONEHOME_TEST_DBCLIENT), if any, first.
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", srv.dir.join("bin").display()),
+        )
         .stdin(Stdio::null());
         assert_ok(&run(c));
+        let expected = match (client, chosen_dbclient_description()) {
+            ("dbclient 20", Some(chosen)) => chosen,
+            _ => client.to_string(),
+        };
         let report = srv.report();
         assert!(
-            report.client.as_deref().unwrap().starts_with(client),
+            report.client.as_deref().unwrap().starts_with(&expected),
             "{}: {:?}",
             name,
             report.client
@@ -452,6 +520,7 @@ fn threat_16_real_clients_refuse_an_unknown_host_key_without_hanging() {
             .unwrap()
             .to_string();
         assert!(err.contains("host key"), "{}: {}", client, err);
+        srv.assert_chosen_client(client);
         assert!(
             !srv.dir.join("command").exists(),
             "{} logged in despite the wrong host key",
@@ -479,6 +548,7 @@ fn threat_15_real_clients_report_refused_connections_and_refused_keys() {
             client,
             err
         );
+        srv.assert_chosen_client(client);
     }
     // Nothing listening.
     if let Some(mut c) = srv.sshd.take() {
@@ -495,6 +565,7 @@ fn threat_15_real_clients_report_refused_connections_and_refused_keys() {
             .unwrap()
             .to_string();
         assert!(err.contains("connection refused"), "{}: {}", client, err);
+        srv.assert_chosen_client(client);
     }
 }
 
@@ -532,6 +603,7 @@ fn threat_14_real_forward_refused_by_the_server_is_reported() {
             err
         );
         assert!(TcpStream::connect(("127.0.0.1", other)).is_err());
+        srv.assert_chosen_client(client);
     }
 }
 

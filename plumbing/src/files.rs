@@ -164,20 +164,79 @@ pub fn open_regular(path: &Path, follow: Follow) -> io::Result<File> {
 /// Read a regular file of at most `max` bytes without following a symlink.
 /// `Ok(None)` when it does not exist; larger files are an `InvalidData` error.
 pub fn read_bounded(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
-    let f = match open_regular(path, Follow::No) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut data = Vec::new();
-    f.take(max + 1).read_to_end(&mut data)?;
-    if data.len() as u64 > max {
+    match open_regular(path, Follow::No) {
+        Ok(f) => read_sized(f, max).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// What an open regular file holds, at most `max` bytes: sized by its metadata, so that
+/// the usual case is one read (files here are replaced by rename, never grown in place).
+fn read_sized(mut f: File, max: u64) -> io::Result<Vec<u8>> {
+    let len = f.metadata()?.len();
+    if len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("larger than {} bytes", max),
         ));
     }
-    Ok(Some(data))
+    let mut data = vec![0u8; len as usize];
+    let mut got = 0;
+    while got < data.len() {
+        match f.read(&mut data[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    data.truncate(got);
+    Ok(data)
+}
+
+/// A directory held open, to read many files in it without walking its path each time
+/// (list-devices reads a status file per device).
+#[derive(Debug)]
+pub struct Dir(File);
+
+impl Dir {
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(path)
+            .map(Dir)
+    }
+
+    /// As [`read_bounded`], for `rel` inside this directory.
+    #[allow(unsafe_code)]
+    pub fn read_bounded(&self, rel: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(rel.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        // SAFETY: a live directory descriptor, a NUL-terminated path, plain flags.
+        let fd = unsafe { libc::openat(self.0.as_raw_fd(), c.as_ptr(), flags) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::NotFound {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        // SAFETY: a descriptor openat just returned, owned by nobody else.
+        let f = unsafe { File::from_raw_fd(fd) };
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        read_sized(f, max).map(Some)
+    }
 }
 
 /// Create `dir` (and its parents) if missing, the last one with exactly `mode`. An
@@ -317,6 +376,29 @@ mod tests {
         let e = open_regular(&fifo, Follow::Yes).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(read_bounded(&t.join("."), 10).is_err(), "a directory");
+    }
+
+    #[test]
+    fn directories_read_files_relative_to_them() {
+        let t = TempDir::new("files-dirfd");
+        std::fs::create_dir(t.join("a")).unwrap();
+        std::fs::write(t.join("a/f"), b"hello").unwrap();
+        std::os::unix::fs::symlink(t.join("a/f"), t.join("a/link")).unwrap();
+        let d = Dir::open(t.path()).unwrap();
+        assert_eq!(
+            d.read_bounded(Path::new("a/f"), 5).unwrap().unwrap(),
+            b"hello"
+        );
+        assert!(d.read_bounded(Path::new("a/f"), 4).is_err());
+        assert!(d.read_bounded(Path::new("a/none"), 4).unwrap().is_none());
+        assert!(
+            d.read_bounded(Path::new("a/link"), 9).is_err(),
+            "a symlink is not followed"
+        );
+        assert!(
+            d.read_bounded(Path::new("a"), 9).is_err(),
+            "a directory is not a file"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod gate_status;
 pub mod keys;
 pub mod listeners;
 pub mod lock;
+pub mod logcache;
 pub mod logscan;
 pub mod paths;
 pub mod registry;

@@ -7,19 +7,26 @@
 //! in journald, by the `_COMM` field journald itself sets, never by the identifier a
 //! client chooses —, it was logged by this server (its host field is one of
 //! `log_hosts`: logs gathered from several hosts, or lines anyone can send to syslog,
-//! name others), it is not dated beyond a small clock skew into the future, the message
-//! STARTS with the sentence and ends right after the fingerprint, and the fingerprint
-//! is the device's registered key: pre-auth usernames reach the log verbatim, so a
-//! crafted name must never forge a heartbeat. Input is streamed line by line with a
-//! cap on line length (the rest of an over-long line is skipped), invalid UTF-8 is
-//! tolerated, so gigabytes of log are read in bounded memory. Each file is opened once
-//! (a rotation between two opens would read two different files) and must be a regular
-//! file (a FIFO or a device would block or never end).
+//! name others), the message STARTS with the sentence and ends right after the
+//! fingerprint; list-devices then keeps only logins with the device's registered
+//! fingerprint and not dated beyond a small clock skew (`Hits::latest`). Pre-auth user
+//! names reach the log verbatim, so a crafted name must never forge a heartbeat.
+//!
+//! The scan is built for gigabytes: the input is read in large blocks, searched for the
+//! sentence with a vectorised substring search, and only the lines that carry it are
+//! parsed, without allocating; lines over `MAX_LOG_LINE` are skipped; invalid UTF-8 is
+//! tolerated. Each file is opened once (a rotation between two opens would read two
+//! different files) and must be a regular file (a FIFO or a device would block or never
+//! end). What a scan finds is kept per (account, fingerprint), so that `logcache` can
+//! keep it between runs whatever the registry later says.
 
+use memchr::memmem;
 use phonehome_plumbing::clock::{civil_from_days, local_offset, unix_from_civil};
 use phonehome_plumbing::files::{self, Follow};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 /// Longest log line considered (journald JSON lines included); longer ones are skipped.
@@ -27,29 +34,65 @@ pub const MAX_LOG_LINE: usize = 64 * 1024;
 /// How far into the future a log line may be dated and still count (clock skew
 /// between the log's writer and this reader).
 pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
+/// The sentence of a successful key login, as sshd logs it.
+const SENTENCE: &[u8] = b"Accepted publickey for ";
+/// How a journald export writes a message that is not UTF-8: a byte array.
+const BYTE_MESSAGE: &[u8] = b"\"MESSAGE\":[";
+/// How much of a log is read at a time.
+const BLOCK: usize = 1 << 20;
 
-/// A successful device login found in a log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A login of a device account, as far as the log says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Login {
     pub time: i64,
-    pub account: String,
-    pub from: String,
+    pub from: IpAddr,
     pub port: u16,
-    pub key_type: String,
-    pub fingerprint: String,
+}
+
+/// The parts of an accepted-publickey message, borrowed from the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted<'a> {
+    pub account: &'a str,
+    pub from: IpAddr,
+    pub port: u16,
+    pub key_type: &'a str,
+    pub fingerprint: &'a str,
+}
+
+/// `s` split at its first space (found with memchr: this runs for every candidate line).
+fn split_space(s: &str) -> Option<(&str, &str)> {
+    let i = memchr::memchr(b' ', s.as_bytes())?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+/// The words of `s` between single spaces.
+fn words(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match split_space(r) {
+            Some((w, tail)) => {
+                rest = Some(tail);
+                Some(w)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 /// Parse the message of an sshd line, anchored at both ends.
-pub fn parse_accepted(msg: &str) -> Option<(String, String, u16, String, String)> {
+pub fn parse_accepted(msg: &str) -> Option<Accepted<'_>> {
     let rest = msg.strip_prefix("Accepted publickey for ")?;
-    let mut w = rest.split(' ');
+    let mut w = words(rest);
     let account = w.next()?;
     phonehome_protocol::DeviceId::from_account(account)?;
     if w.next()? != "from" {
         return None;
     }
-    let from = w.next()?;
-    from.parse::<std::net::IpAddr>().ok()?;
+    let from = w.next()?.parse::<IpAddr>().ok()?;
     if w.next()? != "port" {
         return None;
     }
@@ -65,8 +108,8 @@ pub fn parse_accepted(msg: &str) -> Option<(String, String, u16, String, String)
     {
         return None;
     }
-    let fp = w.next()?;
-    let b64 = fp.strip_prefix("SHA256:")?;
+    let fingerprint = w.next()?;
+    let b64 = fingerprint.strip_prefix("SHA256:")?;
     if b64.len() != 43
         || !b64
             .bytes()
@@ -77,13 +120,13 @@ pub fn parse_accepted(msg: &str) -> Option<(String, String, u16, String, String)
     if w.next().is_some() {
         return None;
     }
-    Some((
-        account.into(),
-        from.into(),
+    Some(Accepted {
+        account,
+        from,
         port,
-        key_type.into(),
-        fp.into(),
-    ))
+        key_type,
+        fingerprint,
+    })
 }
 
 const MONTHS: [&str; 12] = [
@@ -91,13 +134,20 @@ const MONTHS: [&str; 12] = [
 ];
 
 fn two(s: &str) -> Option<u32> {
-    (s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+    match s.as_bytes() {
+        [a @ b'0'..=b'9', b @ b'0'..=b'9'] => Some(u32::from(a - b'0') * 10 + u32::from(b - b'0')),
+        _ => None,
+    }
 }
 
+/// `23:49:50`.
 fn hms(s: &str) -> Option<(u32, u32, u32)> {
-    let mut p = s.split(':');
-    let t = (two(p.next()?)?, two(p.next()?)?, two(p.next()?)?);
-    (p.next().is_none() && t.0 < 24 && t.1 < 60 && t.2 < 61).then_some(t)
+    let b = s.as_bytes();
+    if b.len() != 8 || b[2] != b':' || b[5] != b':' {
+        return None;
+    }
+    let t = (two(&s[0..2])?, two(&s[3..5])?, two(&s[6..8])?);
+    (t.0 < 24 && t.1 < 60 && t.2 < 61).then_some(t)
 }
 
 /// `Nov 21 23:49:50` in local time, year unknown: the most recent such moment that is
@@ -152,15 +202,11 @@ fn iso_time(s: &str) -> Option<i64> {
 
 /// `sshd[123]:` or `sshd-session[123]:` exactly.
 fn is_sshd_tag(tag: &str) -> bool {
-    let Some(body) = tag.strip_suffix("]:") else {
-        return false;
-    };
-    let Some((prog, pid)) = body.split_once('[') else {
-        return false;
-    };
-    (prog == "sshd" || prog == "sshd-session")
-        && !pid.is_empty()
-        && pid.bytes().all(|b| b.is_ascii_digit())
+    let pid = tag
+        .strip_prefix("sshd[")
+        .or_else(|| tag.strip_prefix("sshd-session["))
+        .and_then(|rest| rest.strip_suffix("]:"));
+    pid.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// An sshd line of a log: when, which host logged it, the message.
@@ -175,18 +221,18 @@ pub struct Entry<'a> {
 /// offset from UTC (seconds east), for timestamps without a zone.
 pub fn parse_syslog_line(line: &str, now: i64, offset: i64) -> Option<Entry<'_>> {
     let (time, rest) = if line.as_bytes().first()?.is_ascii_digit() {
-        let (ts, rest) = line.split_once(' ')?;
+        let (ts, rest) = split_space(line)?;
         (iso_time(ts)?, rest)
     } else {
         // `Nov 21 23:49:50 host sshd[1]: msg`; single-digit days are space-padded.
-        let (month, rest) = line.split_once(' ')?;
+        let (month, rest) = split_space(line)?;
         let rest = rest.trim_start_matches(' ');
-        let (day, rest) = rest.split_once(' ')?;
-        let (time, rest) = rest.split_once(' ')?;
+        let (day, rest) = split_space(rest)?;
+        let (time, rest) = split_space(rest)?;
         (traditional_time(month, day, time, now, offset)?, rest)
     };
-    let (host, rest) = rest.split_once(' ')?;
-    let (tag, msg) = rest.split_once(' ')?;
+    let (host, rest) = split_space(rest)?;
+    let (tag, msg) = split_space(rest)?;
     is_sshd_tag(tag).then_some(Entry {
         time,
         host,
@@ -221,211 +267,388 @@ pub fn parse_journal_line(line: &[u8]) -> Option<(i64, Option<String>, String)> 
     Some((micros.div_euclid(1_000_000), host, msg))
 }
 
-/// Reads lines of at most MAX_LOG_LINE bytes; longer ones are consumed and skipped.
-pub struct BoundedLines<R> {
-    inner: R,
-    buf: Vec<u8>,
-    pub skipped: u64,
-}
-
-impl<R: BufRead> BoundedLines<R> {
-    pub fn new(inner: R) -> Self {
-        BoundedLines {
-            inner,
-            buf: Vec::new(),
-            skipped: 0,
-        }
-    }
-
-    /// The next line (without its newline), or None at the end of input.
-    pub fn next_line(&mut self) -> std::io::Result<Option<&[u8]>> {
-        self.buf.clear();
-        let mut overlong = false;
-        let mut any = false;
-        loop {
-            let chunk = self.inner.fill_buf()?;
-            if chunk.is_empty() {
-                if !any {
-                    return Ok(None);
-                }
-                break;
-            }
-            any = true;
-            let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
-                Some(i) => (i, true),
-                None => (chunk.len(), false),
-            };
-            if !overlong {
-                if self.buf.len() + take > MAX_LOG_LINE {
-                    overlong = true;
-                    self.buf.clear();
-                } else {
-                    self.buf.extend_from_slice(&chunk[..take]);
-                }
-            }
-            self.inner.consume(if done { take + 1 } else { take });
-            if done {
-                break;
-            }
-        }
-        if overlong {
-            self.skipped += 1;
-            self.buf.clear();
-        }
-        Ok(Some(&self.buf))
-    }
-}
-
-/// What a scan looks for: the registered fingerprint of each device account, the
-/// names this server logs under, and the time now.
-#[derive(Debug)]
+/// What a scan keeps: the names this server logs under, and the time now.
+#[derive(Debug, Clone)]
 pub struct Filter {
-    /// account -> registered fingerprint
-    pub keys: HashMap<String, String>,
     pub hosts: Vec<String>,
     pub now: i64,
 }
 
-/// What a scan found: the newest valid login per account, and what was read.
-#[derive(Debug, Default)]
-pub struct Scan {
-    pub latest: HashMap<String, Login>,
-    /// Sources read successfully (file names, or `journald`).
-    pub read: Vec<String>,
-    /// Sources that could not be read, with why.
-    pub failed: Vec<String>,
-    pub lines: u64,
+/// A device's id as a number (its 12 hex digits), the key of the scan's table: cheap
+/// to hash, no string kept per line.
+fn device_number(account: &str) -> Option<u64> {
+    let hex = account.strip_prefix(phonehome_protocol::ACCOUNT_PREFIX)?;
+    (hex.len() == 12).then(|| u64::from_str_radix(hex, 16).ok())?
+}
+
+/// The account of a device number.
+fn account_of(n: u64) -> String {
+    format!("{}{:012x}", phonehome_protocol::ACCOUNT_PREFIX, n)
+}
+
+/// Hashes a device number with one multiplication (the numbers are MAC addresses: their
+/// low bits vary, the multiplication spreads them).
+#[derive(Default)]
+struct NumberHasher(u64);
+
+impl std::hash::Hasher for NumberHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A login's key: the device number and the fingerprint's 43 base64 characters, held
+/// inline so that a look-up touches one place in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    device: u64,
+    fingerprint: [u8; 43],
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.fingerprint[..8]);
+        state.write_u64(self.device ^ u64::from_le_bytes(head));
+    }
+}
+
+impl Key {
+    fn new(device: u64, fingerprint: &str) -> Option<Key> {
+        let b64 = fingerprint.strip_prefix("SHA256:")?;
+        Some(Key {
+            device,
+            fingerprint: b64.as_bytes().try_into().ok()?,
+        })
+    }
+
+    fn fingerprint(&self) -> String {
+        format!("SHA256:{}", String::from_utf8_lossy(&self.fingerprint))
+    }
+}
+
+type Table = HashMap<Key, Login, std::hash::BuildHasherDefault<NumberHasher>>;
+
+/// What the scan of one source found: the newest login per (account, fingerprint),
+/// and what it passed over. Kept (`logcache`) as `account -> fingerprint -> login`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredHits", into = "StoredHits")]
+pub struct Hits {
+    logins: Table,
+    /// Over-long lines that carried the sentence.
     pub skipped_long: u64,
-    /// Logins dated too far into the future to be true.
-    pub skipped_future: u64,
-    /// Logins of device accounts logged by another host.
+    /// Device logins logged by another host.
     pub skipped_foreign: u64,
 }
 
-impl Scan {
-    /// Consider one sshd message.
+/// `Hits` as it is stored: readable, by account.
+#[derive(Serialize, Deserialize)]
+struct StoredHits {
+    logins: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Login>>,
+    skipped_long: u64,
+    skipped_foreign: u64,
+}
+
+impl From<StoredHits> for Hits {
+    fn from(s: StoredHits) -> Hits {
+        let mut logins = Table::default();
+        for (account, keys) in s.logins {
+            let Some(n) = device_number(&account) else {
+                continue;
+            };
+            for (fp, l) in keys {
+                if let Some(k) = Key::new(n, &fp) {
+                    logins.insert(k, l);
+                }
+            }
+        }
+        Hits {
+            logins,
+            skipped_long: s.skipped_long,
+            skipped_foreign: s.skipped_foreign,
+        }
+    }
+}
+
+impl From<Hits> for StoredHits {
+    fn from(h: Hits) -> StoredHits {
+        let mut logins =
+            std::collections::BTreeMap::<String, std::collections::BTreeMap<String, Login>>::new();
+        for (k, l) in h.logins {
+            logins
+                .entry(account_of(k.device))
+                .or_default()
+                .insert(k.fingerprint(), l);
+        }
+        StoredHits {
+            logins,
+            skipped_long: h.skipped_long,
+            skipped_foreign: h.skipped_foreign,
+        }
+    }
+}
+
+impl Hits {
     fn offer(&mut self, time: i64, host: Option<&str>, msg: &str, f: &Filter) {
-        let Some((account, from, port, key_type, fp)) = parse_accepted(msg) else {
+        let Some(a) = parse_accepted(msg) else {
             return;
         };
-        if f.keys.get(&account) != Some(&fp) {
-            return;
-        }
         if host.is_some_and(|h| !f.hosts.iter().any(|o| o == h)) {
             self.skipped_foreign += 1;
             return;
         }
-        if time > f.now + MAX_CLOCK_SKEW_SECS {
-            self.skipped_future += 1;
+        let Some(k) = device_number(a.account).and_then(|n| Key::new(n, a.fingerprint)) else {
             return;
-        }
-        if self.latest.get(&account).is_some_and(|l| l.time >= time) {
-            return;
-        }
-        self.latest.insert(
-            account.clone(),
+        };
+        self.keep(
+            k,
             Login {
                 time,
-                account,
-                from,
-                port,
-                key_type,
-                fingerprint: fp,
+                from: a.from,
+                port: a.port,
             },
         );
     }
 
-    /// Scan a stream of syslog or journald JSON lines (detected per line).
-    pub fn read_stream<R: Read>(&mut self, input: R, f: &Filter) -> std::io::Result<()> {
-        let mut lines = BoundedLines::new(BufReader::with_capacity(64 * 1024, input));
-        let offset = local_offset(f.now);
-        while let Some(line) = lines.next_line()? {
-            self.lines += 1;
-            if line.first() == Some(&b'{') {
-                // Parse JSON only where a heartbeat can be: the sentence, or a MESSAGE
-                // journald exported as a byte array (not UTF-8).
-                if !contains(line, b"Accepted publickey for ") && !contains(line, b"\"MESSAGE\":[")
-                {
-                    continue;
+    /// Keep `login` under `k` if it is the newest.
+    fn keep(&mut self, k: Key, login: Login) {
+        self.logins
+            .entry(k)
+            .and_modify(|l| {
+                if login.time > l.time {
+                    *l = login
                 }
-                if let Some((t, host, msg)) = parse_journal_line(line) {
-                    self.offer(t, host.as_deref(), &msg, f);
-                }
-                continue;
-            }
-            // Cheap pre-filter before any parsing: the sentence must be there.
-            if !contains(line, b"Accepted publickey for ") {
-                continue;
-            }
-            let text = String::from_utf8_lossy(line);
-            if let Some(e) = parse_syslog_line(&text, f.now, offset) {
-                self.offer(e.time, Some(e.host), &e.msg, f);
-            }
-        }
-        self.skipped_long += lines.skipped;
-        Ok(())
+            })
+            .or_insert(login);
     }
 
-    /// Scan a file, opened once, gunzipping it when it starts with the gzip magic.
-    pub fn read_file(&mut self, path: &Path, f: &Filter) {
-        let result = files::open_regular(path, Follow::Yes).and_then(|file| {
-            let mut input = BufReader::with_capacity(64 * 1024, file);
-            if input.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
-                self.read_stream(flate2::bufread::MultiGzDecoder::new(input), f)
-            } else {
-                self.read_stream(input, f)
-            }
-        });
-        match result {
-            Ok(()) => self.read.push(path.display().to_string()),
-            Err(e) => self.failed.push(format!("{}: {}", path.display(), e)),
+    /// Add what another source found.
+    pub fn merge(&mut self, other: &Hits) {
+        for (k, l) in &other.logins {
+            self.keep(*k, *l);
         }
+        self.skipped_long += other.skipped_long;
+        self.skipped_foreign += other.skipped_foreign;
     }
 
-    /// Scan sshd's entries in journald (`journalctl -o json`), streaming its output.
-    pub fn read_journal(&mut self, f: &Filter) {
-        let mut cmd = std::process::Command::new("journalctl");
-        cmd.args([
-            "-o",
-            "json",
-            "--no-pager",
-            "-q",
-            "_COMM=sshd",
-            "_COMM=sshd-session",
-        ]);
-        let mut journal = match phonehome_plumbing::process::stream(&mut cmd, 4096) {
-            Ok(j) => j,
-            Err(e) => return self.failed.push(format!("journald: {}", e)),
+    /// The newest login of `account` with `fingerprint`, not dated beyond the clock
+    /// skew ahead of `now`; `Err(())` if the only ones are from the future.
+    pub fn latest(&self, account: &str, fingerprint: &str, now: i64) -> Option<Result<Login, ()>> {
+        let l = *self
+            .logins
+            .get(&Key::new(device_number(account)?, fingerprint)?)?;
+        Some(if l.time > now + MAX_CLOCK_SKEW_SECS {
+            Err(())
+        } else {
+            Ok(l)
+        })
+    }
+
+    /// Scan one line (without its newline).
+    fn line(&mut self, line: &[u8], f: &Filter, offset: i64) {
+        if line.len() > MAX_LOG_LINE {
+            self.skipped_long += 1;
+            return;
+        }
+        if line.first() == Some(&b'{') {
+            if let Some((t, host, msg)) = parse_journal_line(line) {
+                self.offer(t, host.as_deref(), &msg, f);
+            }
+            return;
+        }
+        // Valid UTF-8 is checked fast; only a broken line pays for the lossy copy.
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(line),
         };
-        let lines_before = self.lines;
-        if let Err(e) = self.read_stream(&mut journal.stdout, f) {
-            // Dropping `journal` kills and reaps journalctl.
-            return self.failed.push(format!("journald: {}", e));
+        if let Some(e) = parse_syslog_line(&text, f.now, offset) {
+            self.offer(e.time, Some(e.host), &e.msg, f);
         }
-        match journal.finish() {
-            Ok(()) if self.lines > lines_before => self.read.push("journald".into()),
-            Ok(()) => self.failed.push(
-                "journald: no sshd entries at all (is journald running and sshd logging to it?)"
-                    .into(),
-            ),
-            Err(e) => self.failed.push(format!("journald: {}", e)),
+    }
+
+    /// Scan the complete lines of `block`: only those that carry the sentence (or, in
+    /// a journald export, a byte-array message) are parsed.
+    fn block(&mut self, block: &[u8], f: &Filter, offset: i64, json: bool) {
+        let mut done = 0;
+        for at in memmem::find_iter(block, SENTENCE) {
+            done = self.line_at(block, at, done, f, offset);
+        }
+        if json {
+            let mut done = 0;
+            for at in memmem::find_iter(block, BYTE_MESSAGE) {
+                done = self.line_at(block, at, done, f, offset);
+            }
+        }
+    }
+
+    /// Scan the line of `block` around byte `at`, unless it ends before `done` (a
+    /// second hit on a line already scanned); returns where the next line starts.
+    fn line_at(&mut self, block: &[u8], at: usize, done: usize, f: &Filter, offset: i64) -> usize {
+        let start = memchr::memrchr(b'\n', &block[..at]).map_or(0, |i| i + 1);
+        if start < done {
+            return done;
+        }
+        let end = memchr::memchr(b'\n', &block[at..]).map_or(block.len(), |i| at + i);
+        self.line(&block[start..end], f, offset);
+        end + 1
+    }
+}
+
+/// What reading one source gave: its hits, and how far it was read (the end of its
+/// last complete line: a line being written is read again next time).
+#[derive(Debug, Default)]
+pub struct Scanned {
+    pub hits: Hits,
+    pub complete: u64,
+}
+
+/// An over-long line being skipped: how much of it went by, and whether it carried
+/// the sentence (then it is counted).
+#[derive(Default)]
+struct Skipping {
+    bytes: u64,
+    carried: bool,
+}
+
+/// Scan `input` to its end, in blocks.
+pub fn scan(mut input: impl Read, f: &Filter) -> std::io::Result<Scanned> {
+    let offset = local_offset(f.now);
+    let mut out = Scanned::default();
+    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + MAX_LOG_LINE);
+    let mut json = None;
+    let mut skipping: Option<Skipping> = None;
+    // What a sentence cut by a read boundary needs kept while skipping.
+    let keep = SENTENCE.len() - 1;
+    loop {
+        let have = buf.len();
+        buf.resize(have + BLOCK, 0);
+        let n = loop {
+            match input.read(&mut buf[have..]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        buf.truncate(have + n);
+        let at_end = n == 0;
+        if json.is_none() && !buf.is_empty() {
+            json = Some(buf[0] == b'{');
+        }
+        if let Some(sk) = &mut skipping {
+            let Some(i) = memchr::memchr(b'\n', &buf) else {
+                sk.carried |= memmem::find(&buf, SENTENCE).is_some();
+                if at_end {
+                    out.hits.skipped_long += u64::from(sk.carried);
+                    return Ok(out);
+                }
+                let drop = buf.len().saturating_sub(keep);
+                sk.bytes += drop as u64;
+                buf.drain(..drop);
+                continue;
+            };
+            sk.carried |= memmem::find(&buf[..i], SENTENCE).is_some();
+            out.hits.skipped_long += u64::from(sk.carried);
+            out.complete += sk.bytes + i as u64 + 1;
+            buf.drain(..=i);
+            skipping = None;
+        }
+        // Complete lines are scanned now; at the end, the unterminated last one too
+        // (but `complete` stops before it: it is read again next time).
+        let lines_end = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
+        let cut = if at_end { buf.len() } else { lines_end };
+        out.hits.block(&buf[..cut], f, offset, json == Some(true));
+        out.complete += lines_end as u64;
+        if at_end {
+            return Ok(out);
+        }
+        buf.drain(..cut);
+        if buf.len() > MAX_LOG_LINE {
+            // No newline in sight: an over-long line, skipped up to its newline.
+            let mut sk = Skipping {
+                carried: memmem::find(&buf, SENTENCE).is_some(),
+                bytes: 0,
+            };
+            let drop = buf.len() - keep;
+            sk.bytes += drop as u64;
+            buf.drain(..drop);
+            skipping = Some(sk);
         }
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, rest)) = needle.split_first() else {
-        return true;
-    };
-    let mut i = 0;
-    while let Some(p) = hay[i..].iter().position(|b| *b == first) {
-        let start = i + p + 1;
-        if hay[start..].starts_with(rest) {
-            return true;
-        }
-        i = start;
+/// Scan an open log file from byte `from`, gunzipping it when it starts with the gzip
+/// magic (then all of it, whatever `from` says).
+pub fn scan_file(file: &mut std::fs::File, from: u64, f: &Filter) -> std::io::Result<Scanned> {
+    use std::io::{BufRead, BufReader, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
+    let mut input = BufReader::with_capacity(64 * 1024, &mut *file);
+    if input.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
+        let mut r = scan(flate2::bufread::MultiGzDecoder::new(input), f)?;
+        r.complete = file.metadata()?.len();
+        return Ok(r);
     }
-    false
+    drop(input);
+    file.seek(SeekFrom::Start(from))?;
+    let mut r = scan(&mut *file, f)?;
+    r.complete += from;
+    Ok(r)
+}
+
+/// Open a log: a regular file, opened once, a symlink followed (an admin's path).
+pub fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    files::open_regular(path, Follow::Yes)
+}
+
+/// Which file a path names now: its device and inode survive a rename (rotation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    #[serde(default)]
+    pub gzip: bool,
+}
+
+impl FileId {
+    pub fn of(f: &std::fs::File) -> std::io::Result<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = f.metadata()?;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            gzip: false,
+        })
+    }
+}
+
+/// Scan sshd's entries in journald (`journalctl -o json`), streaming its output.
+pub fn scan_journal(f: &Filter) -> Result<Hits, String> {
+    let mut cmd = std::process::Command::new("journalctl");
+    cmd.args([
+        "-o",
+        "json",
+        "--no-pager",
+        "-q",
+        "_COMM=sshd",
+        "_COMM=sshd-session",
+    ]);
+    let mut journal =
+        phonehome_plumbing::process::stream(&mut cmd, 4096).map_err(|e| e.to_string())?;
+    // On an error, dropping `journal` kills and reaps journalctl.
+    let read = scan(&mut journal.stdout, f).map_err(|e| e.to_string())?;
+    journal.finish().map_err(|e| e.to_string())?;
+    if read.complete == 0 {
+        return Err("no sshd entries at all (is journald running and sshd logging to it?)".into());
+    }
+    Ok(read.hits)
 }
 
 /// The default log files under `<root>/var/log`: `auth.log*` (Debian) and `secure*`
@@ -462,9 +685,10 @@ mod tests {
     fn accepted_sentence_is_anchored() {
         let ok = format!("Accepted publickey for device6466b34bde54 from 198.51.100.2 port 40022 ssh2: ED25519 {}", FP);
         let p = parse_accepted(&ok).unwrap();
-        assert_eq!(p.0, "device6466b34bde54");
-        assert_eq!(p.1, "198.51.100.2");
-        assert_eq!(p.2, 40022);
+        assert_eq!(p.account, "device6466b34bde54");
+        assert_eq!(p.from.to_string(), "198.51.100.2");
+        assert_eq!(p.port, 40022);
+        assert_eq!(p.fingerprint, FP);
         for bad in [
             format!("Invalid user x {}", ok),
             format!("{} extra", ok),
@@ -517,29 +741,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bounded_lines_skip_overlong() {
-        let mut data = b"short\n".to_vec();
-        data.extend(vec![b'x'; MAX_LOG_LINE * 3]);
-        data.extend(b"\nlast");
-        let mut l = BoundedLines::new(std::io::BufReader::with_capacity(1000, &data[..]));
-        assert_eq!(l.next_line().unwrap().unwrap(), b"short");
-        assert_eq!(l.next_line().unwrap().unwrap(), b"");
-        assert_eq!(l.next_line().unwrap().unwrap(), b"last");
-        assert!(l.next_line().unwrap().is_none());
-        assert_eq!(l.skipped, 1);
-    }
-}
-
-#[cfg(test)]
-mod hostile {
-    use super::*;
-
-    const FP: &str = "SHA256:PtMtRWVHKuGrzuX9RFxdUS3m8k7hxmSwH+iceMIwDeM";
-
     fn filter(now: i64) -> Filter {
         Filter {
-            keys: [("device6466b34bde54".to_string(), FP.to_string())].into(),
             hosts: vec!["srv".into()],
             now,
         }
@@ -555,24 +758,30 @@ mod hostile {
     #[test]
     fn threat_28_other_hosts_and_the_future_do_not_count() {
         let now = unix_from_civil(2026, 11, 21, 12, 0, 0);
-        let f = filter(now);
-        let mut scan = Scan::default();
         let text = [
             line("2026-11-21T11:00:00Z", "srv"),
             line("2026-11-21T11:30:00Z", "otherhost"),
-            line("2099-01-01T00:00:00Z", "srv"),
             line("2026-11-21T12:04:00Z", "srv"),
         ]
         .concat();
-        scan.read_stream(text.as_bytes(), &f).unwrap();
-        let login = &scan.latest["device6466b34bde54"];
-        assert_eq!(login.time, now + 240, "a few minutes of skew are accepted");
-        assert_eq!(scan.skipped_foreign, 1);
-        assert_eq!(scan.skipped_future, 1);
-        let mut scan = Scan::default();
-        scan.read_stream(line("2026-11-21T12:06:00Z", "srv").as_bytes(), &f)
+        let r = scan(text.as_bytes(), &filter(now)).unwrap();
+        let l = r
+            .hits
+            .latest("device6466b34bde54", FP, now)
+            .unwrap()
             .unwrap();
-        assert!(scan.latest.is_empty(), "beyond the skew");
+        assert_eq!(l.time, now + 240, "a few minutes of skew are accepted");
+        assert_eq!(r.hits.skipped_foreign, 1);
+        let r = scan(line("2099-01-01T00:00:00Z", "srv").as_bytes(), &filter(now)).unwrap();
+        assert_eq!(
+            r.hits.latest("device6466b34bde54", FP, now),
+            Some(Err(())),
+            "beyond the skew"
+        );
+        assert_eq!(
+            r.hits.latest("device6466b34bde54", "SHA256:other", now),
+            None
+        );
     }
 
     #[test]
@@ -599,14 +808,39 @@ mod hostile {
 
     #[test]
     fn threat_31_a_fifo_or_a_device_is_refused_at_once() {
-        let f = filter(0);
-        let mut scan = Scan::default();
-        scan.read_file(Path::new("/dev/zero"), &f);
-        assert!(scan.read.is_empty());
-        assert!(
-            scan.failed[0].contains("not a regular file"),
-            "{:?}",
-            scan.failed
+        let e = open_log(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{}", e);
+    }
+
+    #[test]
+    fn blocks_and_their_edges() {
+        // Lines cut across block boundaries, a partial last line, an over-long line
+        // that carries the sentence, and one that does not.
+        let now = unix_from_civil(2026, 11, 21, 12, 0, 0);
+        let good = line("2026-11-21T11:00:00Z", "srv");
+        let mut text = Vec::new();
+        for _ in 0..(BLOCK / good.len() + 3) {
+            text.extend_from_slice(good.as_bytes());
+        }
+        text.extend(vec![b'x'; MAX_LOG_LINE * 2]);
+        text.extend_from_slice(b"\n");
+        text.extend(vec![b'y'; MAX_LOG_LINE]);
+        text.extend_from_slice(good.trim_end().as_bytes());
+        text.extend_from_slice(b"\n");
+        let last = line("2026-11-21T11:59:00Z", "srv");
+        text.extend_from_slice(last.trim_end().as_bytes());
+        let r = scan(&text[..], &filter(now)).unwrap();
+        assert_eq!(r.hits.skipped_long, 1);
+        let l = r
+            .hits
+            .latest("device6466b34bde54", FP, now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.time, now - 60, "the partial last line counts");
+        assert_eq!(
+            r.complete as usize,
+            text.len() - last.trim_end().len(),
+            "but is read again next time"
         );
     }
 }

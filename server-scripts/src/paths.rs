@@ -75,11 +75,9 @@ impl Paths {
     pub fn state(&self) -> PathBuf {
         self.join("var/lib/phonehome")
     }
-    pub fn devices_dir(&self) -> PathBuf {
-        self.state().join("devices")
-    }
-    pub fn device_record(&self, id: &DeviceId) -> PathBuf {
-        self.devices_dir().join(format!("{}.json", id))
+    /// The registry: every device's record (`registry.rs`).
+    pub fn registry(&self) -> PathBuf {
+        self.state().join("devices.json")
     }
     pub fn revoked(&self) -> PathBuf {
         self.state().join("revoked")
@@ -95,6 +93,14 @@ impl Paths {
     }
     pub fn status(&self, id: &DeviceId) -> PathBuf {
         self.status_dir().join(id.as_str())
+    }
+    /// What the gate records of a device's polls (`gate_status.rs`).
+    pub fn status_file(&self, id: &DeviceId) -> PathBuf {
+        self.status(id).join("status.json")
+    }
+    /// Root-only state that can be rebuilt at any time (list-devices' log cursors).
+    pub fn cache(&self) -> PathBuf {
+        self.join("var/cache/phonehome")
     }
     pub fn locks_dir(&self) -> PathBuf {
         self.state().join("locks")

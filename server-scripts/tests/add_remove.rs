@@ -76,8 +76,7 @@ fn add_device_creates_account_record_and_key_file() {
     let meta =
         std::fs::metadata(r.path(&format!("etc/phonehome/authorized_keys/device{}", ID1))).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o644);
-    let rec: serde_json::Value =
-        serde_json::from_str(&r.read(&format!("var/lib/phonehome/devices/{}.json", ID1))).unwrap();
+    let rec = r.record(ID1).unwrap();
     assert_eq!(rec["key"], key(0));
     assert_eq!(rec["fingerprint"], FP1);
     assert_eq!(rec["alias"], "kitchen");
@@ -201,11 +200,7 @@ fn remove_device_revokes_kills_and_keeps_history() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
-    std::fs::write(
-        r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", ID1)),
-        br#"{"received":1795304990,"from":"198.51.100.2"}"#,
-    )
-    .unwrap();
+    r.set_heartbeat(ID1, r#"{"received":1795304990,"from":"198.51.100.2"}"#);
 
     let out = r.run("remove-device", &["kitchen"]).ok();
     assert!(out.stdout.contains("1 process(es) ended"), "{}", out.stdout);
@@ -223,17 +218,11 @@ fn remove_device_revokes_kills_and_keeps_history() {
         .read("var/lib/phonehome/revoked")
         .starts_with(&format!("{} {} ", FP1, ID1)));
     assert!(!r.read("etc/passwd").contains("device6466b34bde54"));
-    assert!(!r
-        .path(&format!("var/lib/phonehome/devices/{}.json", ID1))
-        .exists());
+    assert!(r.record(ID1).is_none());
     assert!(!r
         .path(&format!("var/lib/phonehome/requests/{}.json", ID1))
         .exists());
-    assert!(
-        r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", ID1))
-            .exists(),
-        "history kept"
-    );
+    assert!(r.status(ID1).is_some(), "history kept");
 
     // list-devices still shows its history, as removed.
     let list = r.run("list-devices", &["--json"]).ok().json();

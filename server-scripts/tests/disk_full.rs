@@ -13,11 +13,7 @@ fn threat_20_disk_full_leaves_everything_intact() {
     let r = Root::new();
     r.add(ID1, &key(0));
     r.run("forward-device-port", &[ID1, "22:23001"]).ok();
-    std::fs::write(
-        r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", ID1)),
-        br#"{"received":1000}"#,
-    )
-    .unwrap();
+    r.set_heartbeat(ID1, r#"{"received":1000}"#);
     let g = Root::new();
     g.add(ID1, &key(0));
     g.run("forward-device-port", &[ID1, "22:23002"]).ok();

@@ -132,6 +132,7 @@ fn expired_requests_are_dropped_on_write() {
     let r = Root::new();
     r.add(ID1, &key(0));
     let path = r.path(&format!("var/lib/phonehome/requests/{}.json", ID1));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, format!(r#"{{"device":"{}","requests":[{{"local":22,"remote":21300,"created":1,"expires":2}}]}}"#, ID1)).unwrap();
     assert!(keyfile(&r, ID1).starts_with("restrict,command="));
     // --prune rewrites the key file of a device whose grant expired.
@@ -320,24 +321,15 @@ fn wait_fails_with_the_reason() {
     r.run("forward-device-port", &[ID1, "22:21800", "--wait=1"])
         .fails(1, "device 6466b34bde54 has never called in");
     // Called in long ago.
-    let status = format!("var/lib/phonehome/status/{}", ID1);
-    std::fs::write(
-        r.path(&format!("{}/heartbeat.json", status)),
-        br#"{"received":1795304990}"#,
-    )
-    .unwrap();
+    r.set_heartbeat(ID1, r#"{"received":1795304990}"#);
     r.run("forward-device-port", &[ID1, "22:21800", "--wait=1"])
         .fails(1, "has not called in since 2026-11-21 23:49:50 UTC");
     // The device reports the tunnel's failure.
     let now = phonehome_plumbing::clock::now() + 5;
-    std::fs::write(
-        r.path(&format!("{}/report.json", status)),
-        format!(r#"{{"received":{},"report":{{"protocol":1,"agent_version":"0.1.0","tunnels":[{{"local":22,"remote":21800,"state":"failed","last_error":"remote port forwarding failed for listen port 21800"}}]}}}}"#, now),
-    )
-    .unwrap();
+    r.set_report(ID1, &format!(r#"{{"received":{},"report":{{"protocol":1,"agent_version":"0.1.0","tunnels":[{{"local":22,"remote":21800,"state":"failed","last_error":"remote port forwarding failed for listen port 21800"}}]}}}}"#, now));
     r.run("forward-device-port", &[ID1, "22:21800", "--wait=5"]).fails(1, "reports that tunnel 22:21800 failed: remote port forwarding failed for listen port 21800");
     // Another process grabbed the port after the request was recorded.
-    std::fs::remove_file(r.path(&format!("{}/report.json", status))).unwrap();
+    r.clear_report(ID1);
     let mut cmd = r.cmd("forward-device-port");
     cmd.args([ID1, "22:21801", "--wait=10"]);
     let child = cmd
@@ -399,6 +391,7 @@ fn threat_27_every_crash_point_between_the_renames_is_safe() {
     r.add(ID1, &key(0));
     r.add(ID2, &key(3));
     r.run("forward-device-port", &[ID1, "22:22200"]).ok();
+    r.run("forward-device-port", &[ID2, "22:22300"]).ok();
     // A crash while adding 22:22201 (grant renamed, request not), and one while
     // closing 22:22200 (request renamed, grant not): the key file grants ports no
     // request names. And a crash before either rename leaves a temp file.
@@ -423,7 +416,7 @@ fn threat_27_every_crash_point_between_the_renames_is_safe() {
         .set_modified(old)
         .unwrap();
     // What a remove-device interrupted after the registry record went leaves.
-    std::fs::remove_file(r.path(&format!("var/lib/phonehome/devices/{}.json", ID2))).unwrap();
+    r.unregister(ID2);
 
     let out = r.run("forward-device-port", &["--prune"]).ok();
     assert_eq!(

@@ -13,8 +13,10 @@ const REPORT_2: &str = r#"{"protocol":2,"agent_version":"0.2.0","uptime_secs":72
 /// The answer in protocol 2's framing.
 const FRAMED: &str = "phonehome-inbox 2\n22:22100\n80:22101\nend\n";
 
-fn status(r: &Root, id: &str, file: &str) -> Option<String> {
-    std::fs::read_to_string(r.path(&format!("var/lib/phonehome/status/{}/{}", id, file))).ok()
+/// The heartbeat or the report part of a device's status file, as JSON text.
+fn status(r: &Root, id: &str, part: &str) -> Option<String> {
+    let v = r.status(id)?[part].clone();
+    (!v.is_null()).then(|| v.to_string())
 }
 
 fn setup() -> Root {
@@ -38,13 +40,12 @@ fn poll_records_heartbeat_and_report_and_answers_requests() {
     );
     assert_eq!(out.stderr, "");
     let hb: serde_json::Value =
-        serde_json::from_str(&status(&r, ID1, "heartbeat.json").unwrap()).unwrap();
+        serde_json::from_str(&status(&r, ID1, "heartbeat").unwrap()).unwrap();
     assert_eq!(hb["from"], "198.51.100.2");
     assert_eq!(hb["port"], 40022);
     assert!((hb["received"].as_i64().unwrap() - phonehome_plumbing::clock::now()).abs() < 10);
     assert_eq!(hb["report_error"], serde_json::Value::Null);
-    let rep: serde_json::Value =
-        serde_json::from_str(&status(&r, ID1, "report.json").unwrap()).unwrap();
+    let rep: serde_json::Value = serde_json::from_str(&status(&r, ID1, "report").unwrap()).unwrap();
     assert_eq!(rep["report"]["uptime_secs"], 7200);
     // list-devices sees it online, with its requests and report.
     let list = r.run("list-devices", &["--json"]).ok().json();
@@ -93,7 +94,7 @@ fn only_poll_is_accepted() {
         assert_eq!(out.stdout, "");
     }
     assert!(
-        status(&r, ID1, "heartbeat.json").is_none(),
+        status(&r, ID1, "heartbeat").is_none(),
         "a refused command is no heartbeat"
     );
 }
@@ -143,19 +144,19 @@ fn threat_03_identity_comes_from_the_uid_only() {
         out.stdout, "22:22100\n80:22101\n",
         "answered as device 1, the uid's"
     );
-    assert!(status(&r, ID1, "heartbeat.json").is_some());
+    assert!(status(&r, ID1, "heartbeat").is_some());
     assert!(
-        status(&r, ID2, "heartbeat.json").is_none(),
+        status(&r, ID2, "heartbeat").is_none(),
         "the other device's records untouched"
     );
-    assert!(status(&r, ID2, "report.json").is_none());
+    assert!(status(&r, ID2, "report").is_none());
 }
 
 #[test]
 fn threat_04_hostile_reports_are_rejected_but_the_heartbeat_counts() {
     let r = setup();
     r.gate(Some("poll"), REPORT.as_bytes()).ok();
-    let good = status(&r, ID1, "report.json").unwrap();
+    let good = status(&r, ID1, "report").unwrap();
     let mut huge = REPORT.as_bytes().to_vec();
     huge.resize(MAX_STATUS_BYTES * 4, b' ');
     let cases: Vec<(Vec<u8>, &str)> = vec![
@@ -178,11 +179,11 @@ fn threat_04_hostile_reports_are_rejected_but_the_heartbeat_counts() {
             out.stderr
         );
         let hb: serde_json::Value =
-            serde_json::from_str(&status(&r, ID1, "heartbeat.json").unwrap()).unwrap();
+            serde_json::from_str(&status(&r, ID1, "heartbeat").unwrap()).unwrap();
         assert!(hb["report_error"].as_str().unwrap().contains(why), "{}", hb);
         assert!(hb["report_error"].as_str().unwrap().len() <= 200);
         assert_eq!(
-            status(&r, ID1, "report.json").unwrap(),
+            status(&r, ID1, "report").unwrap(),
             good,
             "the last good report is kept"
         );
@@ -192,7 +193,7 @@ fn threat_04_hostile_reports_are_rejected_but_the_heartbeat_counts() {
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert_eq!(files.len(), 2, "nothing else written: {:?}", files);
+    assert_eq!(files.len(), 1, "nothing else written: {:?}", files);
 }
 
 #[test]
@@ -201,8 +202,7 @@ fn threat_21_symlinks_in_the_device_writable_dir_are_not_followed() {
     let victim = r.path("victim");
     std::fs::write(&victim, "precious").unwrap();
     let dir = r.path(&format!("var/lib/phonehome/status/{}", ID1));
-    std::os::unix::fs::symlink(&victim, dir.join("heartbeat.json")).unwrap();
-    std::os::unix::fs::symlink(&victim, dir.join("report.json")).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("status.json")).unwrap();
     // list-devices (as root) does not read through the planted links.
     let list = r.run("list-devices", &["--json"]).ok();
     assert!(!list.stdout.contains("precious"));
@@ -210,12 +210,10 @@ fn threat_21_symlinks_in_the_device_writable_dir_are_not_followed() {
     // The gate replaces the links with files and never writes through them.
     r.gate(Some("poll"), REPORT.as_bytes()).ok();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
-    for f in ["heartbeat.json", "report.json"] {
-        assert!(std::fs::symlink_metadata(dir.join(f))
-            .unwrap()
-            .file_type()
-            .is_file());
-    }
+    assert!(std::fs::symlink_metadata(dir.join("status.json"))
+        .unwrap()
+        .file_type()
+        .is_file());
     // A symlink planted at a lock file is not followed either.
     let lock = r.path(&format!("var/lib/phonehome/locks/{}.lock", ID2));
     let _ = std::fs::remove_file(&lock);
@@ -259,7 +257,7 @@ fn stdin_never_closed_still_answers_after_the_read_timeout() {
         out.stderr
     );
     let hb: serde_json::Value =
-        serde_json::from_str(&status(&r, ID1, "heartbeat.json").unwrap()).unwrap();
+        serde_json::from_str(&status(&r, ID1, "heartbeat").unwrap()).unwrap();
     assert!(
         hb["report_error"]
             .as_str()
@@ -268,10 +266,7 @@ fn stdin_never_closed_still_answers_after_the_read_timeout() {
         "{}",
         hb
     );
-    assert!(
-        status(&r, ID1, "report.json").is_none(),
-        "no report recorded"
-    );
+    assert!(status(&r, ID1, "report").is_none(), "no report recorded");
 }
 
 #[test]
@@ -297,13 +292,9 @@ fn threat_25_a_report_with_terminal_controls_is_refused_and_never_shown() {
     let hostile = r#"{"protocol":2,"agent_version":"0.2\u001b]0;owned\u0007\u001b[2J\u009b31m\u202e","uptime_secs":1}"#;
     let out = r.gate(Some("poll"), hostile.as_bytes()).ok();
     assert!(out.stderr.contains("control character"), "{}", out.stderr);
-    assert!(status(&r, ID1, "report.json").is_none(), "not stored");
+    assert!(status(&r, ID1, "report").is_none(), "not stored");
     // A record written before the rule (or by hand) still never reaches the terminal.
-    std::fs::write(
-        r.path(&format!("var/lib/phonehome/status/{}/report.json", ID1)),
-        format!(r#"{{"received":1,"report":{}}}"#, hostile),
-    )
-    .unwrap();
+    r.set_report(ID1, &format!(r#"{{"received":1,"report":{}}}"#, hostile));
     let table = r.run("list-devices", &[]).ok().stdout;
     for c in table.chars() {
         assert!(

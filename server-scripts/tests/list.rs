@@ -214,11 +214,7 @@ fn threat_22_invalid_utf8_huge_lines_and_forgeries() {
 fn no_log_data_is_said_never_offline() {
     let r = two_devices();
     // Device 1 called in long ago (gate record), device 2 never did; no sshd log exists.
-    std::fs::write(
-        r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", ID1)),
-        br#"{"received":1000}"#,
-    )
-    .unwrap();
+    r.set_heartbeat(ID1, r#"{"received":1000}"#);
     let out = r.run("list-devices", &[]).ok();
     assert!(out.stdout.contains("note: no log data"), "{}", out.stdout);
     assert!(
@@ -297,24 +293,12 @@ fn states_from_age() {
     let r = two_devices();
     let now = phonehome_plumbing::clock::now();
     // poll_interval = 2 in the test root: online within 19 s, stale within 1 h.
-    std::fs::write(
-        r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", ID1)),
-        format!(r#"{{"received":{}}}"#, now - 3),
-    )
-    .unwrap();
-    std::fs::write(
-        r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", ID2)),
-        format!(r#"{{"received":{}}}"#, now - 600),
-    )
-    .unwrap();
+    r.set_heartbeat(ID1, &format!(r#"{{"received":{}}}"#, now - 3));
+    r.set_heartbeat(ID2, &format!(r#"{{"received":{}}}"#, now - 600));
     let list = r.run("list-devices", &["--json"]).ok().json();
     assert_eq!(device(&list, ID1)["state"], "online");
     assert_eq!(device(&list, ID2)["state"], "stale");
-    std::fs::write(
-        r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", ID2)),
-        format!(r#"{{"received":{}}}"#, now - 86400 * 3),
-    )
-    .unwrap();
+    r.set_heartbeat(ID2, &format!(r#"{{"received":{}}}"#, now - 86400 * 3));
     assert_eq!(
         device(&r.run("list-devices", &["--json"]).ok().json(), ID2)["state"],
         "offline"
@@ -336,11 +320,7 @@ fn threat_23_everything_went_stale_at_once() {
     r.add("0242ac110003", &key(2));
     let now = phonehome_plumbing::clock::now();
     for (id, ago) in [(ID1, 900), (ID2, 905), ("0242ac110003", 898)] {
-        std::fs::write(
-            r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", id)),
-            format!(r#"{{"received":{}}}"#, now - ago),
-        )
-        .unwrap();
+        r.set_heartbeat(id, &format!(r#"{{"received":{}}}"#, now - ago));
     }
     let out = r.run("list-devices", &[]).ok();
     assert!(
@@ -353,14 +333,126 @@ fn threat_23_everything_went_stale_at_once() {
         .stdout
         .contains("the server, its sshd or its network is the likely cause"));
     // One device still online: no such note.
-    std::fs::write(
-        r.path(&format!("var/lib/phonehome/status/{}/heartbeat.json", ID1)),
-        format!(r#"{{"received":{}}}"#, now),
-    )
-    .unwrap();
+    r.set_heartbeat(ID1, &format!(r#"{{"received":{}}}"#, now));
     assert!(!r
         .run("list-devices", &[])
         .ok()
         .stdout
         .contains("stopped calling in"));
+}
+
+/// What a listing concluded, without the fields that move with the clock.
+fn conclusions(out: &Out) -> Vec<serde_json::Value> {
+    let v = out.json();
+    let mut c: Vec<serde_json::Value> = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            serde_json::json!([
+                d["id"],
+                d["state"],
+                d["last_seen_unix"],
+                d["seen_by"],
+                d["from"]
+            ])
+        })
+        .collect();
+    c.push(v["notes"].clone());
+    c
+}
+
+fn accepted(r: &Root, path: &str, t: i64, id: &str, fp: &str, from: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(r.path(path))
+        .unwrap();
+    let ts = phonehome_plumbing::clock::format_iso(t);
+    writeln!(
+        f,
+        "{} srv sshd[9]: Accepted publickey for device{} from {} port 40022 ssh2: ED25519 {}",
+        ts, id, from, fp
+    )
+    .unwrap();
+    writeln!(
+        f,
+        "{} srv sshd[9]: Received disconnect from {} port 40022:11: disconnected by user",
+        ts, from
+    )
+    .unwrap();
+}
+
+#[test]
+fn incremental_listing_equals_a_full_scan_and_changes_no_state() {
+    let r = two_devices();
+    std::fs::create_dir_all(r.path("var/log")).unwrap();
+    let now = phonehome_plumbing::clock::now();
+    let state_before = snapshot(&r.path("var/lib/phonehome"));
+    let both = |step: &str, reuse: bool| {
+        let inc = r.run("list-devices", &["--json", "-v"]).ok();
+        let full = r.run("list-devices", &["--json", "--no-cache"]).ok();
+        assert_eq!(conclusions(&inc), conclusions(&full), "{}", step);
+        let reused: u64 = inc
+            .stderr
+            .split(" bytes known from earlier runs")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{}: {}", step, inc.stderr));
+        assert_eq!(reused > 0, reuse, "{}: {}", step, inc.stderr);
+        conclusions(&inc)
+    };
+    accepted(&r, "var/log/auth.log", now - 900, ID1, FP1, "192.0.2.1");
+    both("first run", false);
+    // Appended: only the new bytes are read, the answer moves on.
+    accepted(&r, "var/log/auth.log", now - 600, ID2, FP4, "192.0.2.2");
+    let c = both("appended", true);
+    // Rows by id: [0] is device 2, [1] device 1.
+    assert_eq!(c[0][2], now - 600, "{:?}", c);
+    // Rotated by rename, and a new file.
+    std::fs::rename(r.path("var/log/auth.log"), r.path("var/log/auth.log.1")).unwrap();
+    accepted(&r, "var/log/auth.log", now - 300, ID1, FP1, "192.0.2.3");
+    let c = both("rotated", true);
+    assert_eq!(c[1][4], "192.0.2.3");
+    // The older one gzipped (a new file), then copytruncate of the current one.
+    let gz = std::process::Command::new("gzip")
+        .arg(r.path("var/log/auth.log.1"))
+        .status()
+        .unwrap();
+    assert!(gz.success());
+    std::fs::rename(
+        r.path("var/log/auth.log.1.gz"),
+        r.path("var/log/auth.log.2.gz"),
+    )
+    .unwrap();
+    std::fs::copy(r.path("var/log/auth.log"), r.path("var/log/auth.log.1")).unwrap();
+    std::fs::write(r.path("var/log/auth.log"), "").unwrap();
+    accepted(&r, "var/log/auth.log", now - 120, ID2, FP4, "192.0.2.4");
+    // Every file is new or shrank: all read again, nothing reused.
+    let c = both("copytruncate", false);
+    assert_eq!(c[0][2], now - 120, "{:?}", c);
+    // A line rewritten before the cursor: that file is read whole again.
+    let text = r.read("var/log/auth.log").replace("192.0.2.4", "192.0.2.5");
+    std::fs::write(r.path("var/log/auth.log"), text).unwrap();
+    let c = both("rewritten", true);
+    assert_eq!(c[0][4], "192.0.2.5");
+    // Another host's line appended counts as foreign in both.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(r.path("var/log/auth.log"))
+        .unwrap();
+    use std::io::Write;
+    writeln!(f, "{} elsewhere sshd[9]: Accepted publickey for device{} from 192.0.2.9 port 1 ssh2: ED25519 {}", phonehome_plumbing::clock::format_iso(now - 60), ID1, FP1).unwrap();
+    drop(f);
+    both("foreign", true);
+    // Listing wrote nothing in the state directory; the cursors are in the cache.
+    assert_eq!(snapshot(&r.path("var/lib/phonehome")), state_before);
+    let cache = r.path("var/cache/phonehome/logscan.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }

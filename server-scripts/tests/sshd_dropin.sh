@@ -81,7 +81,7 @@ answer=$(echo '{"protocol":1,"agent_version":"test"}' | S "$dev@127.0.0.1" poll 
 	fail "poll: $(cat "$work/err")"
 [ "$answer" = "22:$rport" ] || fail "poll answered '$answer'"
 pass "poll through the real sshd answers the request (key line accepted)"
-grep -q '"agent_version":"test"' "/var/lib/phonehome/status/$id/report.json" || fail "no report recorded"
+grep -q '"agent_version":"test"' "/var/lib/phonehome/status/$id/status.json" || fail "no report recorded"
 
 # 5. Nothing but poll: a shell, another command, a pty, sftp.
 if S "$dev@127.0.0.1" </dev/null >/dev/null 2>&1; then fail "a shell login succeeded"; fi
@@ -156,7 +156,9 @@ ssh-keygen -q -t rsa -b 2048 -N '' -f "$work/rsakey"
 padded=$(reencode "$work/rsakey.pub" 3 0)
 [ "$padded" != "$(cut -d' ' -f1,2 "$work/rsakey.pub")" ] || fail "the re-encoded key is the same text"
 out=$(/usr/local/bin/add-device "$id2" "$padded") || fail "add-device with a padded exponent: $out"
-fp=$(sed -n 's/.*"fingerprint": "\(SHA256:[^"]*\)".*/\1/p' "/var/lib/phonehome/devices/$id2.json")
+fp=$(python3 -c 'import json, sys
+print(next(d["fingerprint"] for d in json.load(open(sys.argv[1]))["devices"] if d["id"] == sys.argv[2]))' \
+	/var/lib/phonehome/devices.json "$id2")
 answer=$(echo '{"protocol":2,"agent_version":"test"}' |
 	ssh -i "$work/rsakey" -p "$sshd_port" -o BatchMode=yes -o StrictHostKeyChecking=no \
 		-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "device$id2@127.0.0.1" poll 2>"$work/err") ||
@@ -190,7 +192,7 @@ for round in 1 2 3 4 5; do
 	jobs -p | xargs -r kill 2>/dev/null || true
 	wait 2>/dev/null || true
 	if getent passwd "device$id3" >/dev/null; then fail "round $round: the account is left"; fi
-	[ ! -e "/var/lib/phonehome/devices/$id3.json" ] || fail "round $round: the registry record is left"
+	! grep -q "\"id\":\"$id3\"" /var/lib/phonehome/devices.json || fail "round $round: the registry record is left"
 	[ ! -e "/etc/phonehome/authorized_keys/device$id3" ] || fail "round $round: the key file is left"
 done
 pass "THREATS 29: remove-device during concurrent logins removed everything, 5 rounds of 6 clients"

@@ -310,8 +310,9 @@ admin_reaches() {
 # --- the devices -------------------------------------------------------------------
 
 dev_ip() { echo "10.0.${1#dev}.2"; }
-# The device id: the MAC of its eth0 (02:00:00:00:0N:02), as the agent derives it.
-dev_id() { echo "020000000${1#dev}02"; }
+# The device id: the MAC of its eth0 (02:00:00:00:NN:02, NN in hex), as the agent
+# derives it.
+dev_id() { printf '02000000%02x02\n' "${1#dev}"; }
 
 # Per device: its own config, run dir, key and a dropbear on its 127.0.0.1:22.
 # CLIENT is dbclient (dropbear key) or ssh (OpenSSH key).

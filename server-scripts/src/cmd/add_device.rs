@@ -12,7 +12,6 @@ use crate::keys::{self, fingerprint};
 use crate::lock;
 use crate::paths::Paths;
 use crate::registry::{self, DeviceRecord};
-use crate::requests;
 use crate::say;
 use crate::store;
 use phonehome_plumbing::clock;
@@ -192,12 +191,12 @@ fn make_status_dir(paths: &Paths, id: &DeviceId) -> Result<()> {
         .map_err(|e| Error::io("hand over", &status, e))
 }
 
-/// An empty requests file, the registry record and the key file, written but not
-/// renamed; committed in this order, the key file (the grant of a login) last.
+/// The registry with the device and its key file, written but not renamed; committed
+/// in this order, the key file (the grant of a login) last. Any requests file an
+/// earlier device of this id left is removed first: a new device starts with none.
 fn prepare_files(paths: &Paths, conf: &ServerConf, req: &Request) -> Result<Vec<Pending>> {
-    store::ensure_dir(&paths.devices_dir(), 0o700)?;
     store::ensure_dir(&paths.keys_dir(), 0o755)?;
-    store::ensure_dir(&paths.requests_dir(), 0o755)?;
+    store::remove(&paths.requests(&req.id))?;
     let rec = DeviceRecord {
         id: req.id.clone(),
         alias: req.alias.clone(),
@@ -205,18 +204,9 @@ fn prepare_files(paths: &Paths, conf: &ServerConf, req: &Request) -> Result<Vec<
         fingerprint: fingerprint(&req.key),
         created: clock::now(),
     };
-    // A new device starts with no requests, whatever an earlier one with this id left.
-    let id = &req.id;
     let line = keys::key_line(&rec.key, &keys::gate_command(&conf.gate, paths), &[]);
-    Ok(vec![
-        store::prepare(&paths.requests(id), &requests::file_bytes(id, &[]), 0o644)?,
-        store::prepare(
-            &paths.device_record(id),
-            &registry::record_bytes(&rec),
-            0o600,
-        )?,
-        store::prepare(&paths.key_file(id), line.as_bytes(), 0o644)?,
-    ])
+    let keyfile = store::prepare(&paths.key_file(&req.id), line.as_bytes(), 0o644)?;
+    Ok(vec![registry::prepare_with(paths, rec)?, keyfile])
 }
 
 /// The line that configures the agent: every host key the agent accepts, one per type.

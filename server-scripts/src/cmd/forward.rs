@@ -237,6 +237,7 @@ fn prepare_grant(
 }
 
 fn prepare_requests(paths: &Paths, id: &DeviceId, reqs: &[Request]) -> Result<Pending> {
+    store::ensure_dir(&paths.requests_dir(), 0o755)?;
     store::prepare(&paths.requests(id), &requests::file_bytes(id, reqs), 0o644)
 }
 
@@ -527,12 +528,7 @@ fn prune(out: &mut Out, paths: &Paths, conf: &ServerConf) -> Result<()> {
         prune_device(paths, conf, rec, &mut done)?;
     }
     done.leftovers += remove_leftovers(paths, &devices)?;
-    for dir in [
-        paths.keys_dir(),
-        paths.requests_dir(),
-        paths.devices_dir(),
-        paths.state(),
-    ] {
+    for dir in [paths.keys_dir(), paths.requests_dir(), paths.state()] {
         match files::remove_stale_temps(&dir, STALE_TEMP_AGE) {
             Ok(n) => done.temps += n,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

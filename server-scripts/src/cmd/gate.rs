@@ -15,7 +15,7 @@
 use crate::accounts::Db;
 use crate::cli::Out;
 use crate::error::{Error, Result};
-use crate::gate_status::{Heartbeat, StoredReport, HEARTBEAT_FILE, REPORT_FILE};
+use crate::gate_status::{self, Heartbeat, Status, StoredReport, MAX_STATUS_FILE_BYTES};
 use crate::paths::Paths;
 use crate::requests;
 use phonehome_plumbing::{clock, files};
@@ -115,17 +115,9 @@ fn check_report(
     StatusReport::from_device(&data).map_err(|e| truncate_text(&e.0, 200))
 }
 
-fn write_record<T: serde::Serialize>(
-    paths: &Paths,
-    id: &DeviceId,
-    file: &str,
-    value: &T,
-) -> std::io::Result<()> {
-    let json = serde_json::to_vec(value).expect("records always serialise");
-    files::write(&paths.status(id).join(file), &json, 0o600, false)
-}
-
-/// The heartbeat (always) and the report (when valid), in the device's status dir.
+/// The heartbeat (always) and the report (when valid; else the last valid one is
+/// kept), in the device's status file: one write a poll, and a read only when the
+/// report was refused.
 fn record(
     paths: &Paths,
     id: &DeviceId,
@@ -143,20 +135,23 @@ fn record(
         port: words.next().and_then(|p| p.parse().ok()),
         report_error: report.as_ref().err().cloned(),
     };
-    if let Err(e) = write_record(paths, id, HEARTBEAT_FILE, &heartbeat) {
-        eprintln!("{}: warning: heartbeat not recorded: {}", NAME, e);
-    }
-    match report {
-        Ok(r) => {
-            let stored = StoredReport {
-                received: now,
-                report: r.clone(),
-            };
-            if let Err(e) = write_record(paths, id, REPORT_FILE, &stored) {
-                eprintln!("{}: warning: status report not recorded: {}", NAME, e);
-            }
+    let report = match report {
+        Ok(r) => Some(StoredReport {
+            received: now,
+            report: r.clone(),
+        }),
+        Err(why) => {
+            eprintln!("{}: warning: status report refused: {}", NAME, why);
+            files::read_bounded(&paths.status_file(id), MAX_STATUS_FILE_BYTES)
+                .ok()
+                .flatten()
+                .and_then(|d| gate_status::parse(&d))
+                .and_then(|s| s.report)
         }
-        Err(why) => eprintln!("{}: warning: status report refused: {}", NAME, why),
+    };
+    let json = serde_json::to_vec(&Status { heartbeat, report }).expect("a status serialises");
+    if let Err(e) = files::write(&paths.status_file(id), &json, 0o600, false) {
+        eprintln!("{}: warning: heartbeat not recorded: {}", NAME, e);
     }
 }
 

@@ -11,9 +11,10 @@ use crate::accounts::Db;
 use crate::cli::{self, Out};
 use crate::config::ServerConf;
 use crate::error::{Error, Result};
-use crate::gate_status::{self, Heartbeat, StoredReport};
+use crate::gate_status::{self, Heartbeat, Status, StoredReport};
 use crate::listeners::{self, Listener};
-use crate::logscan::{self, Filter, Scan};
+use crate::logcache;
+use crate::logscan::{self, Filter, Hits};
 use crate::paths::Paths;
 use crate::registry::{self, DeviceRecord};
 use crate::requests;
@@ -76,11 +77,22 @@ struct Row {
     error: Option<String>,
 }
 
+/// What the logs gave.
+struct Scan {
+    hits: Hits,
+    read: Vec<String>,
+    failed: Vec<String>,
+}
+
 /// Everything the rows are made of, read once.
 struct Sources {
     conf: ServerConf,
     now: i64,
     scan: Scan,
+    /// The gate's status files.
+    status: gate_status::Reader,
+    /// Devices with a requests file (the others have none).
+    with_requests: std::collections::HashSet<DeviceId>,
     /// The gate can write its records (the disk is not full).
     gate_writable: bool,
     passwd: Db,
@@ -96,19 +108,28 @@ pub fn run(args: &[String], out: &mut Out) -> Result<()> {
         "read sshd's log from FILE (repeatable; gzip recognised); replaces the default sources",
         "FILE",
     );
+    opts.optflag(
+        "",
+        "no-cache",
+        "read every log whole, without the cursors of earlier runs (and keep none)",
+    );
     let Some(m) = cli::parse(out, NAME, &opts, args, "list-devices [OPTIONS]", ABOUT)? else {
         return Ok(());
     };
     let paths = Paths::resolve(m.opt_str("root").as_deref())?;
     let explicit = explicit_logs(&m.opt_strs("log"))?;
     let devices = registry::list(&paths)?;
-    let src = gather(&paths, &devices, &explicit)?;
+    let src = gather(&paths, &explicit, !m.opt_present("no-cache"))?;
     let mut rows: Vec<Row> = devices
         .iter()
         .map(|d| device_row(&paths, &src, d))
         .collect();
     rows.extend(removed_rows(&paths, &devices));
-    let notes = notes(&paths, &src, &rows);
+    let future = devices
+        .iter()
+        .filter(|d| matches!(log_login(&src, d), Some(Err(()))))
+        .count();
+    let notes = notes(&paths, &src, &rows, future);
     let mut sources = vec!["gate records".to_string()];
     sources.extend(src.scan.read.iter().cloned());
     if m.opt_present("json") {
@@ -137,62 +158,87 @@ fn explicit_logs(names: &[String]) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
-fn gather(paths: &Paths, devices: &[DeviceRecord], explicit: &[PathBuf]) -> Result<Sources> {
+fn gather(paths: &Paths, explicit: &[PathBuf], use_cache: bool) -> Result<Sources> {
     let conf = ServerConf::load(paths)?;
     let now = now();
     let filter = Filter {
-        keys: devices
-            .iter()
-            .map(|d| (d.id.account(), d.fingerprint.clone()))
-            .collect(),
         hosts: conf.log_hosts.clone(),
         now,
     };
-    let mut scan = Scan::default();
-    if !explicit.is_empty() {
-        for f in explicit {
-            scan.read_file(f, &filter);
-        }
+    let files = if explicit.is_empty() {
+        logscan::default_files(&paths.log_dir())
     } else {
-        let files = logscan::default_files(&paths.log_dir());
-        for f in &files {
-            scan.read_file(f, &filter);
-        }
-        if files.is_empty() && paths.is_system() {
-            scan.read_journal(&filter);
+        explicit.to_vec()
+    };
+    let out = logcache::scan(paths, &files, &filter, use_cache);
+    log::info!(
+        "logs: {} bytes read, {} bytes known from earlier runs",
+        out.bytes_read,
+        out.bytes_reused
+    );
+    let mut scan = Scan {
+        hits: out.hits,
+        read: out.read,
+        failed: out.failed,
+    };
+    if files.is_empty() && paths.is_system() {
+        match logscan::scan_journal(&filter) {
+            Ok(h) => {
+                scan.hits.merge(&h);
+                scan.read.push("journald".into());
+            }
+            Err(e) => scan.failed.push(format!("journald: {}", e)),
         }
     }
     Ok(Sources {
         conf,
         now,
         scan,
+        status: gate_status::Reader::new(paths),
+        with_requests: crate::paths::ids_in(&paths.requests_dir(), "read the requests")?
+            .into_iter()
+            .collect(),
         gate_writable: !disk_full(paths),
         passwd: Db::load(paths).unwrap_or_default(),
         listening: listeners::all(),
     })
 }
 
+/// The newest heartbeat in sshd's log: a login with the device's registered key, not
+/// from the future. `Err(())` when the log holds only logins from the future.
+fn log_login(src: &Sources, d: &DeviceRecord) -> Option<std::result::Result<logscan::Login, ()>> {
+    src.scan
+        .hits
+        .latest(&d.id.account(), &d.fingerprint, src.now)
+}
+
 fn device_row(paths: &Paths, src: &Sources, d: &DeviceRecord) -> Row {
     let id = &d.id;
-    let (hb, hb_err) = match gate_status::heartbeat(paths, id) {
-        Ok(h) => (h, None),
+    let (status, status_err) = match src.status.read(paths, id) {
+        Ok(s) => (s, None),
         Err(e) => (None, Some(e.to_string())),
     };
-    let report = gate_status::report(paths, id).ok().flatten();
-    let login = src.scan.latest.get(&id.account());
-    let (last_seen, seen_by, from) = newest(hb.as_ref(), login);
-    let sources_readable = (hb_err.is_none() && src.gate_writable) || !src.scan.read.is_empty();
+    let (hb, report) = match status {
+        Some(Status { heartbeat, report }) => (Some(heartbeat), report),
+        None => (None, None),
+    };
+    let login = log_login(src, d).and_then(|l| l.ok());
+    let (last_seen, seen_by, from) = newest(hb.as_ref(), login.as_ref());
+    let sources_readable = (status_err.is_none() && src.gate_writable) || !src.scan.read.is_empty();
     let state = state(src, last_seen, sources_readable);
-    let requested: Vec<String> =
+    let requested: Vec<String> = if src.with_requests.contains(id) {
         requests::unexpired(requests::load(paths, id).unwrap_or_default(), src.now)
             .iter()
             .map(|r| r.pair().to_string())
-            .collect();
+            .collect()
+    } else {
+        Vec::new()
+    };
     let open = match src.passwd.by_name(&id.account()).map(|a| a.uid) {
         Some(uid) if uid != 0 => open_ports(&src.listening, uid),
         _ => Vec::new(),
     };
-    let error = current_error(hb.as_ref(), report.as_ref()).or(hb_err);
+    let error = current_error(hb.as_ref(), report.as_ref()).or(status_err);
     Row {
         id: id.clone(),
         alias: d.alias.clone(),
@@ -235,10 +281,10 @@ fn newest(
 ) -> (Option<i64>, Option<&'static str>, Option<String>) {
     match (hb, login) {
         (Some(h), Some(l)) if l.time > h.received => {
-            (Some(l.time), Some("sshd log"), Some(l.from.clone()))
+            (Some(l.time), Some("sshd log"), Some(l.from.to_string()))
         }
         (Some(h), _) => (Some(h.received), Some("gate"), h.from.clone()),
-        (None, Some(l)) => (Some(l.time), Some("sshd log"), Some(l.from.clone())),
+        (None, Some(l)) => (Some(l.time), Some("sshd log"), Some(l.from.to_string())),
         (None, None) => (None, None, None),
     }
 }
@@ -276,9 +322,10 @@ fn removed_rows(paths: &Paths, devices: &[DeviceRecord]) -> Vec<Row> {
         .filter_map(|e| DeviceId::parse(e.file_name().to_str()?).ok())
         .filter(|id| !registered.contains(id))
         .map(|id| {
-            let hb = gate_status::heartbeat(paths, &id).ok().flatten();
+            let status = gate_status::read(paths, &id).ok().flatten();
+            let hb = status.as_ref().map(|s| s.heartbeat.clone());
             Row {
-                report: gate_status::report(paths, &id).ok().flatten(),
+                report: status.and_then(|s| s.report),
                 id,
                 alias: None,
                 state: State::Removed,
@@ -301,7 +348,8 @@ fn disk_full(paths: &Paths) -> bool {
     phonehome_plumbing::files::free_bytes(&paths.status_dir()).is_some_and(|free| free < 4096)
 }
 
-fn notes(paths: &Paths, src: &Sources, rows: &[Row]) -> Vec<String> {
+/// `future`: devices whose only logins in the log are dated in the future.
+fn notes(paths: &Paths, src: &Sources, rows: &[Row], future: usize) -> Vec<String> {
     let scan = &src.scan;
     let mut notes = Vec::new();
     if !src.gate_writable {
@@ -325,24 +373,24 @@ fn notes(paths: &Paths, src: &Sources, rows: &[Row]) -> Vec<String> {
             notes.push(format!("could not read {}", for_terminal(f, 200)));
         }
     }
-    if scan.skipped_long > 0 {
+    if scan.hits.skipped_long > 0 {
         notes.push(format!(
             "{} over-long log line(s) skipped",
-            scan.skipped_long
+            scan.hits.skipped_long
         ));
     }
-    if scan.skipped_foreign > 0 {
+    if scan.hits.skipped_foreign > 0 {
         notes.push(format!(
             "{} device login(s) logged by other hosts ignored (this server logs as: {}; set log_hosts in {} if that is wrong)",
-            scan.skipped_foreign,
+            scan.hits.skipped_foreign,
             src.conf.log_hosts.join(" "),
             paths.conf().display()
         ));
     }
-    if scan.skipped_future > 0 {
+    if future > 0 {
         notes.push(format!(
-            "{} device login(s) dated more than {} s in the future ignored",
-            scan.skipped_future,
+            "{} device(s) have only logins dated more than {} s in the future in the log: ignored",
+            future,
             logscan::MAX_CLOCK_SKEW_SECS
         ));
     }

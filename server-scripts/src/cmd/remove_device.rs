@@ -70,7 +70,7 @@ fn remove(paths: &Paths, rec: &DeviceRecord) -> Result<usize> {
         None => 0,
     };
     store::remove(&paths.requests(id))?;
-    store::remove(&paths.device_record(id))?;
+    store::commit_all(vec![registry::prepare_without(paths, id)?])?;
     log::info!("removed the requests and the registry record of {}", id);
     Ok(ended)
 }

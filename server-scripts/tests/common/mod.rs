@@ -152,6 +152,67 @@ impl Root {
 }
 
 impl Root {
+    /// A device's record in the registry.
+    pub fn record(&self, id: &str) -> Option<serde_json::Value> {
+        let reg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.path("var/lib/phonehome/devices.json")).ok()?,
+        )
+        .ok()?;
+        reg["devices"]
+            .as_array()?
+            .iter()
+            .find(|d| d["id"] == id)
+            .cloned()
+    }
+
+    /// Take device `id` out of the registry behind the tools' back (what a crash of
+    /// remove-device after that step leaves).
+    pub fn unregister(&self, id: &str) {
+        let p = self.path("var/lib/phonehome/devices.json");
+        let mut reg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        reg["devices"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|d| d["id"] != id);
+        std::fs::write(p, reg.to_string()).unwrap();
+    }
+
+    /// The gate's status file of a device, parsed.
+    pub fn status(&self, id: &str) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.status_path(id)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn status_path(&self, id: &str) -> PathBuf {
+        self.path(&format!("var/lib/phonehome/status/{}/status.json", id))
+    }
+
+    /// Write the heartbeat part of a device's status file (the report part kept).
+    pub fn set_heartbeat(&self, id: &str, heartbeat: &str) {
+        let mut st = self.status(id).unwrap_or_else(|| serde_json::json!({}));
+        st["heartbeat"] = serde_json::from_str(heartbeat).unwrap();
+        std::fs::write(self.status_path(id), st.to_string()).unwrap();
+    }
+
+    /// Write the report part (`{"received":..,"report":{..}}`) of a device's status
+    /// file; a heartbeat at the same time is made if there is none.
+    pub fn set_report(&self, id: &str, stored: &str) {
+        let stored: serde_json::Value = serde_json::from_str(stored).unwrap();
+        let mut st = self
+            .status(id)
+            .unwrap_or_else(|| serde_json::json!({"heartbeat": {"received": stored["received"]}}));
+        st["report"] = stored;
+        std::fs::write(self.status_path(id), st.to_string()).unwrap();
+    }
+
+    /// Remove the report part of a device's status file.
+    pub fn clear_report(&self, id: &str) {
+        let mut st = self.status(id).unwrap();
+        st["report"] = serde_json::Value::Null;
+        std::fs::write(self.status_path(id), st.to_string()).unwrap();
+    }
+
     /// The forced command the key lines of this root carry.
     pub fn gate_command(&self) -> String {
         format!(

@@ -158,7 +158,7 @@ cmd_server() {
     for a in "$@"; do
         case $a in
         -h | --help)
-            say "./install.sh server [--host NAME] [--port N] [--root DIR] [--no-reload]: builds the"
+            say "./install.sh server [--host NAME] [--port N] [--device-sshd PORT] [--root DIR] [--no-reload]: builds the"
             say "server tools (cargo build --release), then runs $installer with them:"
             say ""
             exec "$installer" --help
@@ -448,6 +448,8 @@ cmd_test() {
     stage "e2e scenarios (dbclient)" env PHONEHOME_E2E_LOGS="$logs/dbclient" bash tests/e2e/run.sh --client dbclient
     stage "e2e scenarios (OpenSSH ssh)" env PHONEHOME_E2E_LOGS="$logs/ssh" bash tests/e2e/run.sh --client ssh
     stage "e2e stolen device key" env PHONEHOME_E2E_LOGS="$logs/stolen" bash tests/e2e/stolen-key.sh
+    stage "e2e stolen device key (the devices' own sshd)" env PHONEHOME_E2E_LOGS="$logs/stolen-lean" \
+        PHONEHOME_E2E_DEVICE_SSHD=2222 bash tests/e2e/stolen-key.sh
     stage "e2e newcomer: README verbatim, real cron" env PHONEHOME_E2E_LOGS="$logs/newcomer" bash tests/e2e/newcomer.sh
     stage "e2e demo: Ctrl-C says interrupted" bash tests/e2e/demo-interrupt.sh
     stage "cross builds + dropbear releases" build_matrix_parts

@@ -6,11 +6,18 @@
 # down, checks sshd accepts it (restoring the previous drop-in if not), and reloads
 # sshd only if it is running.
 #
-# usage: install-server.sh [--host NAME] [--port N] [--root DIR] [--bin-dir DIR] [--no-reload]
+# usage: install-server.sh [--host NAME] [--port N] [--device-sshd PORT] [--root DIR]
+#                          [--bin-dir DIR] [--no-reload]
 #   --host NAME    the name or address devices reach this server at (server_host;
 #                  add-device prints it in every setup line). Default for a new
 #                  server.conf: this machine's host name
 #   --port N       the ssh port devices connect to (server_port; default 22)
+#   --device-sshd PORT
+#                  also run a lean sshd of its own on PORT for device logins only (no
+#                  PAM, no motd, the ed25519 host key only, the drop-in's restrictions
+#                  for everyone it lets in), as phonehome-sshd.service, or started
+#                  directly where systemd does not run; devices connect there
+#                  (server_port = PORT). The admin's sshd and its config stay as they are
 #   --root DIR     install under DIR instead of / (tests; every path is prefixed and
 #                  the drop-in and key files point at the prefixed paths)
 #   --bin-dir DIR  where the built binaries are (default: target/release of the repo)
@@ -26,6 +33,7 @@ bin_dir=${CARGO_TARGET_DIR:-$here/../target}/release
 reload=yes
 host=
 port=
+device_sshd=
 check_only=
 
 die() {
@@ -44,6 +52,8 @@ while [ $# -gt 0 ]; do
 	--host=*) host=${1#--host=}; shift ;;
 	--port) [ $# -ge 2 ] || die "--port needs a value: the ssh port devices connect to (22)"; port=$2; shift 2 ;;
 	--port=*) port=${1#--port=}; shift ;;
+	--device-sshd) [ $# -ge 2 ] || die "--device-sshd needs a value: the port of the devices' own sshd"; device_sshd=$2; shift 2 ;;
+	--device-sshd=*) device_sshd=${1#--device-sshd=}; shift ;;
 	--root) [ $# -ge 2 ] || die "--root needs a directory"; root=$2; shift 2 ;;
 	--root=*) root=${1#--root=}; shift ;;
 	--bin-dir) [ $# -ge 2 ] || die "--bin-dir needs a directory"; bin_dir=$2; shift 2 ;;
@@ -68,11 +78,19 @@ valid_host() {
 if [ -n "$host" ] && ! valid_host "$host"; then
 	die "invalid --host '$host': give the host name (letters, digits, '-' and '.') or IP address devices reach this server at, without a port"
 fi
-if [ -n "$port" ]; then
-	case $port in
-	0* | *[!0-9]* | ??????*) die "invalid --port '$port': a port number from 1 to 65535" ;;
+valid_port() { # valid_port OPTION VALUE
+	case $2 in
+	'' | 0* | *[!0-9]* | ??????*) die "invalid $1 '$2': a port number from 1 to 65535" ;;
 	esac
-	[ "$port" -le 65535 ] || die "invalid --port '$port': a port number from 1 to 65535"
+	[ "$2" -le 65535 ] || die "invalid $1 '$2': a port number from 1 to 65535"
+}
+[ -z "$port" ] || valid_port --port "$port"
+if [ -n "$device_sshd" ]; then
+	valid_port --device-sshd "$device_sshd"
+	[ "$device_sshd" != 22 ] || die "--device-sshd 22: the admin's sshd has port 22; give the device sshd another port"
+	[ -z "$port" ] || [ "$port" = "$device_sshd" ] ||
+		die "--port $port and --device-sshd $device_sshd disagree: devices connect to the device sshd; give one of them"
+	port=$device_sshd
 fi
 [ -z "$check_only" ] || exit 0
 
@@ -187,7 +205,7 @@ fi
 # the device); status/<id> are made per device by add-device, owned by the device.
 state=$P/var/lib/phonehome
 install -d -m 0755 "$state" "$state/requests" "$state/status"
-install -d -m 0700 "$state/devices" "$state/locks"
+install -d -m 0700 "$state/locks"
 [ -e "$state/revoked" ] || install -m 0600 /dev/null "$state/revoked"
 
 # The drop-in. Debian's sshd_config includes sshd_config.d/*.conf at its top, and the
@@ -263,6 +281,66 @@ fi
 [ -z "$backup" ] || rm -f "$backup"
 echo "wrote $dropin (sshd -t: ok)"
 
+# The devices' own sshd (--device-sshd): a second instance that lets only the device
+# group in, with everything the drop-in's Match block says set for everyone, and none of
+# what a login of a person needs (PAM sessions, motd, last log, every host key type).
+device_conf=$P/etc/phonehome/sshd_config
+device_pidfile=$P/run/phonehome-sshd.pid
+if [ -n "$device_sshd" ]; then
+	hostkey=$P/etc/ssh/ssh_host_ed25519_key
+	if [ ! -e "$hostkey" ]; then
+		install -d -m 0755 "$P/etc/ssh"
+		ssh-keygen -q -t ed25519 -N '' -f "$hostkey" || die "ssh-keygen could not make $hostkey"
+		echo "made the ed25519 host key $hostkey"
+	fi
+	new=$device_conf.new.$$
+	cat >"$new" <<CONF
+# phonehome: the devices' own sshd (install-server.sh --device-sshd $device_sshd); re-run
+# 'install.sh server --device-sshd PORT' to change it. Only group $group gets in: public
+# key only, keys from the files add-device and forward-device-port generate, the gate as
+# the only command, remote forwarding only to the ports each key line grants.
+Port $device_sshd
+HostKey $hostkey
+PidFile $device_pidfile
+AllowGroups $group
+UsePAM no
+UseDNS no
+PrintMotd no
+PrintLastLog no
+SyslogFacility AUTH
+LogLevel INFO
+MaxStartups 200:30:1000
+AuthorizedKeysFile $P/etc/phonehome/authorized_keys/%u
+AuthorizedKeysCommand none
+AuthorizedPrincipalsFile none
+AuthenticationMethods publickey
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+HostbasedAuthentication no
+PermitRootLogin no
+ForceCommand $gate_cmd
+PermitTTY no
+PermitUserRC no
+PermitTunnel no
+X11Forwarding no
+AllowAgentForwarding no
+AllowStreamLocalForwarding no
+AllowTcpForwarding remote
+PermitOpen none
+GatewayPorts no
+ClientAliveInterval 15
+ClientAliveCountMax 3
+CONF
+	chmod 0644 "$new"
+	if ! err=$("$sshd_bin" -t -f "$new" 2>&1); then
+		rm -f "$new"
+		die "sshd rejected the device sshd's configuration, nothing changed: $(echo "$err" | tr '\n' ' ')"
+	fi
+	mv "$new" "$device_conf"
+	echo "wrote $device_conf (sshd -t: ok)"
+fi
+
 # Expired requests stop being served at once (the gate checks), but their listen
 # grants stay in the key file until it is rewritten: prune them every minute.
 if [ -d "$P/etc/cron.d" ]; then
@@ -281,6 +359,57 @@ if [ -z "$P" ]; then
 	main=/etc/ssh/sshd_config
 	if ! grep -Eq '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\.d/\*\.conf' "$main"; then
 		echo "$me: WARNING: $main does not include /etc/ssh/sshd_config.d/*.conf: add 'Include /etc/ssh/sshd_config.d/*.conf' at its top or device logins are NOT locked down" >&2
+	fi
+fi
+
+# start_device_sshd: as a systemd service where systemd runs, else directly (and from
+# cron at boot); a running one reloads its configuration.
+start_device_sshd() {
+	unit=/etc/systemd/system/phonehome-sshd.service
+	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+		cat >"$unit.tmp" <<UNIT
+[Unit]
+Description=phonehome: the devices' own sshd (port $device_sshd)
+After=network.target
+
+[Service]
+ExecStartPre=$sshd_bin -t -f $device_conf
+ExecStart=$sshd_bin -D -f $device_conf
+ExecReload=$sshd_bin -t -f $device_conf
+ExecReload=/bin/kill -HUP \$MAINPID
+Restart=on-failure
+RuntimeDirectory=sshd
+RuntimeDirectoryPreserve=yes
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+		mv "$unit.tmp" "$unit"
+		systemctl daemon-reload && systemctl enable --quiet phonehome-sshd.service &&
+			systemctl restart phonehome-sshd.service && echo "started phonehome-sshd.service (port $device_sshd)"
+		return
+	fi
+	pid=$(cat "$device_pidfile" 2>/dev/null || true)
+	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+		kill -HUP "$pid" && echo "reloaded the device sshd (pid $pid, port $device_sshd)"
+	else
+		"$sshd_bin" -f "$device_conf" && echo "started the device sshd (port $device_sshd; no systemd here)"
+	fi
+	if [ -d /etc/cron.d ]; then
+		printf '# phonehome: the devices'"'"' own sshd at boot (no systemd here; install-server.sh)\n@reboot root %s -f %s\n' \
+			"$sshd_bin" "$device_conf" >/etc/cron.d/phonehome-sshd.tmp
+		chmod 0644 /etc/cron.d/phonehome-sshd.tmp
+		mv /etc/cron.d/phonehome-sshd.tmp /etc/cron.d/phonehome-sshd
+		echo "wrote /etc/cron.d/phonehome-sshd (starts it at boot)"
+	else
+		echo "$me: note: start '$sshd_bin -f $device_conf' at boot yourself (no systemd, no cron.d)" >&2
+	fi
+}
+if [ -n "$device_sshd" ]; then
+	if [ -z "$P" ] && [ "$reload" = yes ]; then
+		start_device_sshd
+	else
+		echo "the device sshd is configured, not started (--no-reload or --root): $sshd_bin -D -f $device_conf"
 	fi
 fi
 

@@ -16,6 +16,26 @@ FIX_ACCOUNT=          # dev1's server account
 # The short poll interval of section 5 (the lab reads it when sourced).
 export PHONEHOME_E2E_POLL=${PHONEHOME_E2E_POLL:-2}
 
+# The port of the devices' own sshd in section 3.
+LEAN_PORT=2222
+
+# lean_sshd_start: the devices' own sshd as install-server.sh --device-sshd configures it,
+# on LEAN_PORT beside the lab's sshd; sets LEAN_SSHD to its pid.
+lean_sshd_start() {
+	"$REPO_DIR/server-scripts/install-server.sh" --bin-dir "$BIN_DIR" --device-sshd "$LEAN_PORT" \
+		--no-reload >>"$BENCH_ERRLOG" 2>&1 || return 1
+	ip netns exec srv /usr/sbin/sshd -D -E "$LAB/srv/lean-sshd.log" -f /etc/phonehome/sshd_config &
+	LEAN_SSHD=$!
+	wait_until 10 tcp_open srv 127.0.0.1 "$LEAN_PORT"
+}
+
+lean_sshd_stop() {
+	[[ -n ${LEAN_SSHD:-} ]] || return 0
+	kill "$LEAN_SSHD" 2>/dev/null
+	wait "$LEAN_SSHD" 2>/dev/null || true
+	LEAN_SSHD=
+}
+
 fixture_setup() {
 	# shellcheck source=tests/e2e/lib.sh
 	. "$BENCH_REPO/tests/e2e/lib.sh"
@@ -98,6 +118,8 @@ fixture_commands() {
 	BASE_SSH_X=("${BASE_SSH[@]:0:${#BASE_SSH[@]}-2}" -o KexAlgorithms=curve25519-sha256 "benchcat@$host" cat)
 	# the same login as a device's poll, with the bare dbclient (what the gate costs sshd)
 	GATE_DB=(env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/22" poll)
+	# the same through the devices' own sshd (install-server.sh --device-sshd)
+	GATE_LEAN=(env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/$LEAN_PORT" poll)
 }
 
 # agent_cmd CLIENT: the agent's poll as dev1 runs it (the lab's dev_flags, client chosen here)

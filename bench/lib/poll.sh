@@ -147,11 +147,22 @@ section_server_poll() {
 	per=$(((n + rounds - 1) / rounds))
 	kq=$(((per + 3) / 4))
 	[[ $FIX_PHONEHOME == yes ]] || why=$FIX_PHONEHOME_WHY
-	bench_log "server poll: sshd CPU, $rounds rounds of $per dbclient logins (cat, gate) and $kq OpenSSH logins (each kex)"
+	local t_lean=0 lean_why="" main_sshd=$FIX_SSHD
+	if [[ -n $why ]]; then
+		lean_why=$why
+	elif ! lean_sshd_start; then
+		lean_why="the devices' own sshd did not start (see the error log)"
+	fi
+	bench_log "server poll: sshd CPU, $rounds rounds of $per dbclient logins (cat, gate${LEAN_SSHD:+, gate on the device sshd}) and $kq OpenSSH logins (each kex)"
 	for ((r = 0; r < rounds; r++)); do
 		t_cat=$((t_cat + $(server_cpu_batch "$per" "${BASE_DB[@]}")))
 		if [[ -z $why ]]; then
 			t_gate=$((t_gate + $(server_cpu_batch "$per" "${GATE_DB[@]}")))
+		fi
+		if [[ -z $lean_why ]]; then
+			FIX_SSHD=$LEAN_SSHD
+			t_lean=$((t_lean + $(server_cpu_batch "$per" "${GATE_LEAN[@]}")))
+			FIX_SSHD=$main_sshd
 		fi
 		t_x=$((t_x + $(server_cpu_batch "$kq" "${BASE_SSH_X[@]}")))
 		t_pq=$((t_pq + $(server_cpu_batch "$kq" "${BASE_SSH[@]}")))
@@ -159,6 +170,8 @@ section_server_poll() {
 	n=$((per * rounds))
 	cat_ms=$(calc "$t_cat / $n" 1)
 	if [[ -z $why ]]; then gate_ms=$(calc "$t_gate / $n" 1); fi
+	local lean_ms="" lean_tp=""
+	if [[ -z $lean_why ]]; then lean_ms=$(calc "$t_lean / $n" 1); fi
 	local x_ms pq_ms
 	x_ms=$(calc "$t_x / ($kq * $rounds)" 1)
 	pq_ms=$(calc "$t_pq / ($kq * $rounds)" 1)
@@ -177,7 +190,17 @@ section_server_poll() {
 		cat_tp=$(calc "$q * 4 / $s_cat" 1)
 		if [[ -n $gate_ms ]]; then gate_tp=$(calc "$q * 4 / $s_gate" 1); fi
 		taskset -pc "0-$((ncpu - 1))" "$FIX_SSHD" >/dev/null
+		if [[ -n $lean_ms ]]; then
+			# the devices' own sshd alone on cpu 0, the same logins
+			taskset -pc 0 "$LEAN_SSHD" >/dev/null
+			local s_lean=0
+			for ((r = 0; r < 4; r++)); do
+				s_lean=$(calc "$s_lean + $(server_elapsed "$q" "${GATE_LEAN[@]}")" 3)
+			done
+			lean_tp=$(calc "$q * 4 / $s_lean" 1)
+		fi
 	fi
+	lean_sshd_stop
 	local cat_cap gate_cap
 	cat_cap=$(calc "1000 / $cat_ms" 1)
 	{
@@ -200,6 +223,11 @@ section_server_poll() {
 		else
 			echo "| phonehome: the gate | not measured: $why | | | |"
 		fi
+		if [[ -n $lean_ms ]]; then
+			echo "| phonehome: the gate on the devices' own sshd (\`--device-sshd\`: no PAM, no motd, ed25519 host key only) | $lean_ms | $(ratio "$lean_ms" "$cat_ms") | $(calc "1000 / $lean_ms" 1) | ${lean_tp:-not measured: one cpu} |"
+		else
+			echo "| phonehome: the gate on the devices' own sshd | not measured: $lean_why | | | |"
+		fi
 		echo "| OpenSSH client, curve25519-sha256, forced \`cat\` ($kq logins) | $x_ms | $(ratio "$x_ms" "$cat_ms") | $(calc "1000 / $x_ms" 1) | |"
 		echo "| OpenSSH client, default kex (sntrup761x25519), forced \`cat\` ($kq logins) | $pq_ms | $(ratio "$pq_ms" "$cat_ms") | $(calc "1000 / $pq_ms" 1) | |"
 		echo
@@ -210,6 +238,11 @@ section_server_poll() {
 		else
 			echo "Devices one core serves at one poll a minute with a bare forced \`cat\` (the floor):"
 			echo "about $(calc "${cat_tp:-$cat_cap} * 60" 0). phonehome's own figure: not measured ($why)."
+		fi
+		if [[ -n $lean_ms ]]; then
+			local lb=${lean_tp:-$(calc "1000 / $lean_ms" 1)}
+			echo "With the devices' own sshd (\`install.sh server --device-sshd PORT\`): about $(calc "$lb * 60" 0)"
+			echo "devices a core at one poll a minute ($(ratio "$lean_ms" "${gate_ms:-$cat_ms}") of the CPU a poll costs the shared sshd)."
 		fi
 		echo "The measured rate: $n logins of each kind in 4 interleaved rounds, 8 at a time (\`xargs -P 8\`), clients pinned to cpu 1 and"
 		echo "sshd (with everything it forks) to cpu 0, so the rate is what one core of sshd sustains."

@@ -292,3 +292,65 @@ fn a_drop_in_sshd_rejects_is_never_left_behind() {
         .collect();
     assert_eq!(leftovers.len(), 1, "{:?}", leftovers);
 }
+
+#[test]
+fn device_sshd_is_a_lean_instance_for_devices_only() {
+    if unsafe_free_getuid() != 0 || !std::path::Path::new("/usr/sbin/sshd").exists() {
+        eprintln!("SKIPPED: needs root and sshd");
+        return;
+    }
+    let r = Root::new();
+    std::fs::remove_file(r.path("etc/phonehome/server.conf")).unwrap();
+    std::fs::remove_file(r.path("etc/ssh/ssh_host_ed25519_key.pub")).unwrap();
+    let out = install_with(&r.dir, None, &["--device-sshd", "2222", "--no-reload"]).ok();
+    assert!(
+        out.stdout.contains("sshd_config (sshd -t: ok)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("configured, not started"),
+        "{}",
+        out.stdout
+    );
+    // Devices are sent to it; the admin's sshd and its drop-in stay as they were.
+    assert!(r
+        .read("etc/phonehome/server.conf")
+        .contains("server_port = 2222\n"));
+    let conf = r.read("etc/phonehome/sshd_config");
+    for want in [
+        "Port 2222\n",
+        "UsePAM no\n",
+        "PrintMotd no\n",
+        &format!("HostKey {}/etc/ssh/ssh_host_ed25519_key\n", r.dir.display()),
+        "AllowGroups phonehome-devices\n",
+        "AuthenticationMethods publickey\n",
+        &format!("ForceCommand {}\n", r.gate_command()),
+        "AllowTcpForwarding remote\n",
+        "PermitOpen none\n",
+        "AllowStreamLocalForwarding no\n",
+        "PermitTTY no\n",
+        "ClientAliveInterval 15\n",
+    ] {
+        assert!(conf.contains(want), "missing {:?} in\n{}", want, conf);
+    }
+    assert_eq!(
+        conf.matches("HostKey ").count(),
+        1,
+        "the ed25519 host key only"
+    );
+    assert!(
+        r.path("etc/ssh/ssh_host_ed25519_key").exists(),
+        "made when missing"
+    );
+    let dropin = r.read("etc/ssh/sshd_config.d/phonehome.conf");
+    assert!(dropin.contains("Match Group phonehome-devices"));
+    // Bad or clashing values are refused before anything changes.
+    for (args, why) in [
+        (&["--device-sshd", "22"][..], "the admin's sshd has port 22"),
+        (&["--device-sshd", "0"][..], "invalid --device-sshd"),
+        (&["--device-sshd", "2222", "--port", "2223"][..], "disagree"),
+    ] {
+        install_with(&r.dir, None, args).fails(1, why);
+    }
+}

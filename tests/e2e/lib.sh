@@ -25,6 +25,11 @@ SRV_IP=198.51.100.1
 GW_WAN_IP=198.51.100.2
 # Short poll interval for the tests; production stays at one minute.
 POLL=${PHONEHOME_E2E_POLL:-3}
+# PHONEHOME_E2E_DEVICE_SSHD=PORT: the server runs the devices' own lean sshd on PORT
+# (install-server.sh --device-sshd) beside the admin's; devices connect there.
+DEVICE_SSHD=${PHONEHOME_E2E_DEVICE_SSHD:-}
+# The port devices (and a thief with a device's key) connect to.
+DEVICE_PORT=${DEVICE_SSHD:-22}
 SSHD_LOG=$LAB/srv/sshd.log
 
 PASSED=0
@@ -209,8 +214,10 @@ device_group = phonehome-devices
 gate = /usr/local/lib/phonehome/phonehome-gate
 EOF
     # PHONEHOME_E2E_INSTALL_SERVER: another installer, only to debug the harness itself.
+    local -a lean=()
+    [ -z "$DEVICE_SSHD" ] || lean=(--device-sshd "$DEVICE_SSHD" --no-reload)
     if ! "${PHONEHOME_E2E_INSTALL_SERVER:-$REPO_DIR/server-scripts/install-server.sh}" \
-        --bin-dir "$BIN_DIR" >"$LAB/srv/install.log" 2>&1; then
+        --bin-dir "$BIN_DIR" "${lean[@]}" >"$LAB/srv/install.log" 2>&1; then
         echo "install-server.sh failed:" >&2
         cat "$LAB/srv/install.log" >&2
         return 1
@@ -244,15 +251,23 @@ sshd_start() {
     # Not through in_ns: a backgrounded function is a subshell, and $! must be sshd.
     lab_daemon ip netns exec srv /usr/sbin/sshd -D -E "$SSHD_LOG" -f /etc/ssh/sshd_config
     echo $! >$LAB/srv/sshd.pid
-    wait_until 10 tcp_open srv 127.0.0.1 22
+    if [ -n "$DEVICE_SSHD" ]; then
+        # The devices' own sshd, as install-server.sh configured it; its log goes where
+        # the admin's does (the syslog stand-in stamps both into auth.log).
+        lab_daemon ip netns exec srv /usr/sbin/sshd -D -E "$SSHD_LOG" -f /etc/phonehome/sshd_config
+        echo $! >$LAB/srv/device-sshd.pid
+    fi
+    wait_until 10 tcp_open srv 127.0.0.1 22 && wait_until 10 tcp_open srv 127.0.0.1 "$DEVICE_PORT"
 }
 
 sshd_stop() {
-    local pid
-    pid=$(cat $LAB/srv/sshd.pid 2>/dev/null) || return 0
-    kill "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    rm -f $LAB/srv/sshd.pid
+    local pid f
+    for f in $LAB/srv/sshd.pid $LAB/srv/device-sshd.pid; do
+        pid=$(cat "$f" 2>/dev/null) || continue
+        kill "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        rm -f "$f"
+    done
 }
 
 sshd_pid() { cat $LAB/srv/sshd.pid; }

@@ -2,14 +2,30 @@
 # THREATS 1, 2 and 5 against the real sshd configured by the project's installer: a
 # device's key in a thief's hands can do nothing but what the gate allows.
 # Usage: tests/e2e/stolen-key.sh   (root; runs in its own sandbox, leaves nothing behind)
+# PHONEHOME_E2E_DEVICE_SSHD=PORT: the same against the devices' own lean sshd on PORT
+# (install-server.sh --device-sshd), which must hold every line of it.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 # shellcheck source=stolen.sh
 . "$(dirname "$0")/stolen.sh"
 lab_enter_sandbox "$0" "$@"
 
-step "lab: server, two devices (OpenSSH-format keys), no agents running"
+step "lab: server${DEVICE_SSHD:+ with a device sshd of its own on port $DEVICE_SSHD}, two devices (OpenSSH-format keys), no agents running"
 lab_up ssh || exit 1
+if [ -n "$DEVICE_SSHD" ]; then
+    if grep -q "^server_port = $DEVICE_SSHD\$" /etc/phonehome/server.conf; then
+        pass "lean sshd: server.conf sends devices to port $DEVICE_SSHD"
+    else
+        fail "lean sshd: server.conf does not say server_port = $DEVICE_SSHD"
+    fi
+    # The admin (root) does not get into the devices' sshd; a device does not need PAM.
+    if ip netns exec srv timeout 10 ssh -F /dev/null -p "$DEVICE_SSHD" -o BatchMode=yes \
+        -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1 true >/dev/null 2>&1; then
+        fail "lean sshd: root logged in on port $DEVICE_SSHD"
+    else
+        pass "lean sshd: no one outside the device group gets in on port $DEVICE_SSHD"
+    fi
+fi
 register dev1 || { fail "add-device dev1"; finish; exit 1; }
 register dev2 || { fail "add-device dev2"; finish; exit 1; }
 OWN=21001 OTHER=21002 NONE=21003

@@ -8,7 +8,7 @@
 # The thief's ssh: the device's key, its account, the server's loopback. thief_argv
 # sets THIEF, so that a backgrounded "${THIEF[@]}" ... & has the real process in $!.
 thief_argv() {
-    THIEF=(ip netns exec srv timeout 20 ssh -F /dev/null -i "$LAB/$1/id_openssh" -p 22 -o IdentitiesOnly=yes
+    THIEF=(ip netns exec srv timeout 20 ssh -F /dev/null -i "$LAB/$1/id_openssh" -p "$DEVICE_PORT" -o IdentitiesOnly=yes
         -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
         -o LogLevel=ERROR -o KexAlgorithms=curve25519-sha256 -o ConnectTimeout=5)
 }
@@ -72,7 +72,7 @@ t1_pty() {
 t1_sftp() {
     local dev=$1 out rc=0
     printf 'ls /\npwd\n' >"$LAB"/sftp.batch
-    out=$(in_ns srv timeout 20 sftp -F /dev/null -b "$LAB"/sftp.batch -i "$LAB/$dev/id_openssh" -P 22 -o IdentitiesOnly=yes \
+    out=$(in_ns srv timeout 20 sftp -F /dev/null -b "$LAB"/sftp.batch -i "$LAB/$dev/id_openssh" -P "$DEVICE_PORT" -o IdentitiesOnly=yes \
         -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
         -o LogLevel=ERROR "$(account_of "$dev")@127.0.0.1" </dev/null 2>&1) || rc=$?
     case $out in

@@ -102,6 +102,10 @@ impl Paths {
     pub fn cache(&self) -> PathBuf {
         self.join("var/cache/phonehome")
     }
+    /// watch-devices' own state: last known device states, outboxes (root 0700).
+    pub fn watch_dir(&self) -> PathBuf {
+        self.state().join("watch")
+    }
     pub fn locks_dir(&self) -> PathBuf {
         self.state().join("locks")
     }

@@ -222,7 +222,9 @@ impl ServerConf {
             "offline_after" => {
                 self.offline_after = Some(parse_ttl(value).map_err(|e| e.to_string())?)
             }
-            "key_refused_after" => self.key_refused_after = count(1000)? as u32,
+            "key_refused_after" => {
+                self.key_refused_after = count(crate::logscan::MAX_REFUSALS as u64)? as u32
+            }
             "webhook_queue" => self.webhook_queue = count(1_000_000)? as usize,
             "webhook_retry_max" => {
                 self.webhook_retry_max = parse_duration(value)

@@ -12,6 +12,8 @@ pub mod accounts;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod deliver;
+pub mod detect;
 pub mod duration;
 pub mod error;
 pub mod events;
@@ -28,6 +30,8 @@ pub mod paths;
 pub mod registry;
 pub mod requests;
 pub mod store;
+pub mod watch;
+pub mod watch_state;
 pub mod webhook;
 
 pub use error::Error;

@@ -116,8 +116,16 @@ impl Outbox {
     /// Queue `ev` under sequence number `seq` (the same number again replaces the file:
     /// re-queueing after a crash is harmless).
     pub fn append(&self, seq: u64, ev: &Event) -> Result<()> {
-        store::ensure_dir(&self.dir, 0o700)?;
+        self.ensure()?;
         self.put(&Entry { seq, notice: false }, ev)
+    }
+
+    /// The directory and its parent, root-only.
+    fn ensure(&self) -> Result<()> {
+        if let Some(parent) = self.dir.parent() {
+            store::ensure_dir(parent, 0o700)?;
+        }
+        store::ensure_dir(&self.dir, 0o700)
     }
 
     fn put(&self, e: &Entry, ev: &Event) -> Result<()> {
@@ -162,7 +170,7 @@ impl Outbox {
 
     /// The delivery lock, without waiting: `None` when another run delivers.
     pub fn try_lock(&self) -> Result<Option<Held>> {
-        store::ensure_dir(&self.dir, 0o700)?;
+        self.ensure()?;
         let path = self.dir.join("deliver.lock");
         let file = lock::open(&path).context("open the lock", &path)?;
         Ok(lock::try_exclusive(&file)

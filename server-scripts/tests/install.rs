@@ -57,9 +57,20 @@ fn installs_under_a_root_and_the_tools_work_there() {
         ("usr/local/bin/add-device", 0o755),
         ("usr/local/lib/phonehome/phonehome-gate", 0o755),
         ("etc/cron.d/phonehome", 0o644),
+        ("usr/local/bin/watch-devices", 0o755),
+        ("var/lib/phonehome/watch", 0o700),
     ] {
         assert_eq!(mode(&r.path(rel)), m, "{}", rel);
     }
+    let cron = r.read("etc/cron.d/phonehome");
+    assert!(
+        cron.contains(&format!(
+            "* * * * * root {d}/usr/local/bin/watch-devices --once --root {d} >/dev/null",
+            d = r.dir.display()
+        )),
+        "{}",
+        cron
+    );
     let dropin = r.read("etc/ssh/sshd_config.d/phonehome.conf");
     for want in [
         "Match Group phonehome-devices",

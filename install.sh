@@ -341,6 +341,7 @@ cmd_test() {
     stage "e2e scenarios (dbclient)" env PHONEHOME_E2E_LOGS="$logs/dbclient" bash tests/e2e/run.sh --client dbclient
     stage "e2e scenarios (OpenSSH ssh)" env PHONEHOME_E2E_LOGS="$logs/ssh" bash tests/e2e/run.sh --client ssh
     stage "e2e stolen device key" env PHONEHOME_E2E_LOGS="$logs/stolen" bash tests/e2e/stolen-key.sh
+    stage "e2e watch-devices" env PHONEHOME_E2E_LOGS="$logs/watch" bash tests/e2e/watch.sh
     if [ -f openwrt-package/test.sh ]; then
         stage "openwrt-package/test.sh" bash openwrt-package/test.sh
     else

@@ -308,7 +308,8 @@ fn tunnel_events(prev: &[TunnelMemo], o: &Observation, r: &Rules) -> Vec<Draft> 
 
 /// Refused logins since the last judgement: an event once there are enough of them.
 fn refused_event(before: Option<&DeviceMemo>, o: &Observation, r: &Rules) -> (i64, Option<Draft>) {
-    let since = before.map_or(o.created, |b| b.refused_until);
+    // A new device: refused logins from the second it was added on (logs count seconds).
+    let since = before.map_or(o.created - 1, |b| b.refused_until);
     let fresh: Vec<&Refusal> = o
         .refusals
         .iter()

@@ -324,9 +324,12 @@ pub enum Tunnel {
     Failed(String),
 }
 
-/// The tunnel of request `req` of `row`: the server's listeners first (another uid on
-/// the port is a failure whatever the device says), then the device's report, if it is
-/// newer than the request.
+/// The tunnel of request `req` of `row`: up when the device's uid, and only it, listens
+/// on the port; failed when the device's report (newer than the request) says so, with
+/// its reason, or when the device got only part of the port (sshd binds `localhost` as
+/// 127.0.0.1 and ::1 and calls a forward good when one of them works) and another
+/// process holds the rest; else pending. (Another process holding the whole port makes
+/// the device's tunnel fail, and the device says why at its next poll.)
 pub fn tunnel(src: &Sources, row: &Row, req: &Request) -> Tunnel {
     let on_port: Vec<Listener> = src
         .listening
@@ -334,24 +337,28 @@ pub fn tunnel(src: &Sources, row: &Row, req: &Request) -> Tunnel {
         .filter(|l| l.port == req.remote)
         .copied()
         .collect();
-    if let Some(uid) = row.uid {
-        if listeners::held_only_by(&on_port, uid) {
-            return Tunnel::Up;
-        }
-        if let Some(l) = on_port.iter().find(|l| l.uid != uid) {
+    let Some(uid) = row.uid else {
+        return Tunnel::Pending;
+    };
+    if listeners::held_only_by(&on_port, uid) {
+        return Tunnel::Up;
+    }
+    if let Some(why) = row.report.as_ref().and_then(|r| reported_failure(r, req)) {
+        return Tunnel::Failed(why);
+    }
+    let other = on_port.iter().find(|l| l.uid != uid);
+    match other {
+        Some(l) if on_port.iter().any(|m| m.uid == uid) => {
             let who = src
                 .passwd
                 .by_uid(l.uid)
                 .map_or_else(|| format!("uid {}", l.uid), |a| a.name.clone());
-            return Tunnel::Failed(format!(
-                "port {} is held by {} on {} of the server",
+            Tunnel::Failed(format!(
+                "port {} is held by {} on {} of the server: the device got only part of it",
                 req.remote, who, l.addr
-            ));
+            ))
         }
-    }
-    match row.report.as_ref().and_then(|r| reported_failure(r, req)) {
-        Some(why) => Tunnel::Failed(why),
-        None => Tunnel::Pending,
+        _ => Tunnel::Pending,
     }
 }
 

@@ -108,7 +108,7 @@ fn once(paths: &Paths, logs: &[PathBuf], out: &mut Out) -> Result<()> {
         .map(|h| spawn_delivery(paths, h, conf.webhook_retry_max, deadline))
         .collect();
     for h in handles {
-        report_delivery(out, join(h))?;
+        report_delivery(out, join(h), false)?;
     }
     metrics(paths, &d)
 }
@@ -159,7 +159,9 @@ fn report_detected(out: &mut Out, d: &Detected) -> Result<()> {
     Ok(())
 }
 
-fn report_delivery(out: &mut Out, r: Result<Delivery>) -> Result<()> {
+/// One line per delivery that did something; `quiet_waits`: not for a webhook that
+/// is only waiting out its backoff (the service would say so every turn).
+fn report_delivery(out: &mut Out, r: Result<Delivery>, quiet_waits: bool) -> Result<()> {
     let d = match r {
         Ok(d) => d,
         Err(e) => {
@@ -169,6 +171,7 @@ fn report_delivery(out: &mut Out, r: Result<Delivery>) -> Result<()> {
     };
     let what = match &d.outcome {
         Outcome::Done if d.sent == 0 => return Ok(()),
+        Outcome::Waiting(_) | Outcome::Busy if quiet_waits => return Ok(()),
         Outcome::Done => format!("{} event(s) delivered", d.sent),
         Outcome::OutOfTime => format!(
             "{} event(s) delivered, {} left for the next run",
@@ -232,7 +235,7 @@ fn run_service_once(
         .collect();
     for k in finished {
         if let Some(h) = running.remove(&k) {
-            report_delivery(out, join(h))?;
+            report_delivery(out, join(h), true)?;
         }
     }
     let d = watch::detect(paths, logs)?;

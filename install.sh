@@ -55,7 +55,7 @@ declare -A PKG_OF=(
 
 # Commands the lab (demo and tests) runs.
 LAB_COMMANDS=(sshd ssh ssh-keygen dropbear dbclient dropbearkey dropbearconvert busybox
-    iptables ip ss unshare nsenter useradd timeout jq conntrack cc pgrep)
+    iptables ip ss unshare nsenter useradd timeout jq conntrack cc pgrep python3)
 # And what `test` adds: shellcheck, and what openwrt-package/test.sh and bench/run use
 # (openwrt-package/test.sh builds OpenWrt's opkg, uci and apk with ../shared/openwrt-tools,
 # whose build.sh installs the compilers and libraries it needs itself).

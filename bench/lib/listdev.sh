@@ -165,9 +165,10 @@ PY
 			echo "device with its last run, commits its state (one file, fsynced) and writes the metrics"
 			echo "file; no webhook is configured here, so queueing (one small file per event and webhook)"
 			echo "is not in these figures. Its first run only records. In the second row each run starts"
-			echo "from the state of a run over the log (every device up); the gate's records alone date"
-			echo "every last heartbeat earlier, so the run turns all $(thousands "$watch_events") devices offline and"
-			echo "makes that many events: what a failure of the server's network would cost."
+			echo "from the state of a run over the log, in which the devices whose last login was within"
+			echo "offline_after were up; the gate's records alone date every heartbeat earlier, so each"
+			echo "run turns those $(thousands "$watch_events") devices offline at once and makes that many events:"
+			echo "what a failure of the server's network would cost."
 			echo
 		fi
 		echo "Reproduce: \`bench/run\` (section 4), \`bench/run --full\` for the 1 GiB log; or by hand"

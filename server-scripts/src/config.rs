@@ -6,7 +6,7 @@
 
 use crate::duration::{parse_duration, parse_ttl};
 use crate::error::{Error, Result};
-use crate::paths::Paths;
+use crate::paths::{is_safe_path, Paths};
 use crate::store;
 use crate::webhook::Webhook;
 use phonehome_plumbing::settings;
@@ -85,14 +85,6 @@ fn hostname() -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| validate_host(s).is_ok())
-}
-
-/// A path safe to put unquoted in sshd_config and inside `command="..."`.
-pub fn is_safe_path(s: &str) -> bool {
-    s.starts_with('/')
-        && !s.contains("..")
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
 }
 
 impl ServerConf {
@@ -361,6 +353,9 @@ mod tests {
         assert_eq!(c.server_host, "ph.example.org");
         assert_eq!(c.default_ttl, 3600);
         assert_eq!(c.log_hosts, ["ph", "ph.example.org"]);
+        assert_eq!(c.webhooks.len(), 2);
+        assert_eq!(c.offline_after(), 180);
+        assert!(c.metrics_file.is_some());
     }
 
     #[test]

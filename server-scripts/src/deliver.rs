@@ -324,7 +324,7 @@ pub fn render(format: Format, ev: &Event) -> (&'static str, Vec<u8>, Vec<(&'stat
         Format::Ntfy => {
             // Headers carry only what we made: the kind, the id and alias (checked
             // names), never device text.
-            let title = format!("phonehome: {} {}", ev.subject(), ev.event.as_str());
+            let title = format!("{}: {}", ev.event.as_str(), ev.subject());
             let headers = vec![
                 ("Title", title),
                 ("Priority", ev.event.priority().to_string()),

@@ -126,6 +126,14 @@ impl Paths {
     }
 }
 
+/// A path safe to put unquoted in sshd_config and inside `command="..."`.
+pub fn is_safe_path(s: &str) -> bool {
+    s.starts_with('/')
+        && !s.contains("..")
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
+}
+
 /// The device ids named by the `<id>.json` files of `dir`, in no particular order; other
 /// names are ignored and a missing directory is empty. `what` names the store in errors.
 pub fn ids_in(dir: &Path, what: &'static str) -> Result<Vec<DeviceId>> {

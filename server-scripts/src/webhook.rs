@@ -15,7 +15,7 @@
 //! Plain `http://` is allowed to a loopback host only, unless the line says
 //! `insecure-http`: events and signatures would otherwise cross the network in clear.
 
-use crate::config::is_safe_path;
+use crate::paths::is_safe_path;
 use phonehome_plumbing::text::quoted;
 use std::net::IpAddr;
 use std::path::PathBuf;

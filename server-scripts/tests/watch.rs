@@ -18,6 +18,12 @@ enum Mode {
     Fail,
     /// Answer after this many milliseconds.
     Slow(u64),
+    /// 302 to this port of 127.0.0.1.
+    Redirect(u16),
+    /// 500 with escape sequences and megabytes of body.
+    Huge,
+    /// Take the request, never answer.
+    Silent,
 }
 
 /// A request the receiver took: its headers (lower-case names) and body.
@@ -110,7 +116,28 @@ fn serve(c: TcpStream, got: &Mutex<Vec<Got>>, mode: Mode) {
         headers,
         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
     });
+    let redirect;
     let answer: &[u8] = match mode {
+        Mode::Redirect(port) => {
+            redirect = format!(
+                "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{}/stolen\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                port
+            );
+            redirect.as_bytes()
+        }
+        Mode::Huge => {
+            let mut a = b"HTTP/1.1 500 Oops\r\nConnection: close\r\n\r\n\x1b]0;pwned\x07 it broke\n".to_vec();
+            a.extend(std::iter::repeat(b'x').take(8 << 20));
+            let _ = (&c).write_all(&a);
+            return;
+        }
+        Mode::Silent => {
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(25));
+                drop(c);
+            });
+            return;
+        }
         Mode::Fail => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 24\r\nConnection: close\r\n\r\nmaintenance until 10:00\n",
         Mode::Slow(ms) => {
             std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -399,4 +426,34 @@ fn threat_43_two_runs_at_once_never_send_an_event_twice() {
     assert_eq!(ids.len(), 3, "{:?}", ids);
     assert_eq!(unique.len(), ids.len(), "an event sent twice: {:?}", ids);
     drop(rx.down());
+}
+
+#[test]
+fn threat_39_a_hostile_receiver_is_bounded() {
+    let elsewhere = Arc::new(Mutex::new(Vec::new()));
+    let target = Receiver::start(0, elsewhere.clone(), Mode::Ok);
+    let redirect = Receiver::start(0, Arc::new(Mutex::new(Vec::new())), Mode::Redirect(target.port));
+    let huge = Receiver::start(0, Arc::new(Mutex::new(Vec::new())), Mode::Huge);
+    let silent = Receiver::start(0, Arc::new(Mutex::new(Vec::new())), Mode::Silent);
+    let r = root_with_hook(&redirect.url("/r"), "");
+    r.set_conf(&format!(
+        "webhook = {} format=slack\nwebhook = {} format=ntfy\n",
+        huge.url("/h"),
+        silent.url("/s")
+    ));
+    let t0 = std::time::Instant::now();
+    let o = r.run("watch-devices", &["--check"]);
+    let took = t0.elapsed();
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    for want in [
+        "format json: FAILED: HTTP 302: a redirect, which is not followed",
+        "format slack: FAILED: HTTP 500: ?]0;pwned? it broke",
+        "format ntfy: FAILED: timed out",
+    ] {
+        assert!(o.stdout.contains(want), "{:?} not in\n{}", want, o.stdout);
+    }
+    assert!(!o.stdout.contains('\u{1b}') && o.stdout.len() < 4000, "{}", o.stdout);
+    assert!(elsewhere.lock().unwrap().is_empty(), "the redirect was followed");
+    assert!(took.as_secs() < 40, "the silent receiver held --check for {:?}", took);
+    drop(target.down());
 }

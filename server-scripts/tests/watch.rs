@@ -432,7 +432,11 @@ fn threat_43_two_runs_at_once_never_send_an_event_twice() {
 fn threat_39_a_hostile_receiver_is_bounded() {
     let elsewhere = Arc::new(Mutex::new(Vec::new()));
     let target = Receiver::start(0, elsewhere.clone(), Mode::Ok);
-    let redirect = Receiver::start(0, Arc::new(Mutex::new(Vec::new())), Mode::Redirect(target.port));
+    let redirect = Receiver::start(
+        0,
+        Arc::new(Mutex::new(Vec::new())),
+        Mode::Redirect(target.port),
+    );
     let huge = Receiver::start(0, Arc::new(Mutex::new(Vec::new())), Mode::Huge);
     let silent = Receiver::start(0, Arc::new(Mutex::new(Vec::new())), Mode::Silent);
     let r = root_with_hook(&redirect.url("/r"), "");
@@ -452,8 +456,19 @@ fn threat_39_a_hostile_receiver_is_bounded() {
     ] {
         assert!(o.stdout.contains(want), "{:?} not in\n{}", want, o.stdout);
     }
-    assert!(!o.stdout.contains('\u{1b}') && o.stdout.len() < 4000, "{}", o.stdout);
-    assert!(elsewhere.lock().unwrap().is_empty(), "the redirect was followed");
-    assert!(took.as_secs() < 40, "the silent receiver held --check for {:?}", took);
+    assert!(
+        !o.stdout.contains('\u{1b}') && o.stdout.len() < 4000,
+        "{}",
+        o.stdout
+    );
+    assert!(
+        elsewhere.lock().unwrap().is_empty(),
+        "the redirect was followed"
+    );
+    assert!(
+        took.as_secs() < 40,
+        "the silent receiver held --check for {:?}",
+        took
+    );
     drop(target.down());
 }

@@ -170,15 +170,15 @@ if wait_until $((3 * POLL + 20)) grep -q "device.offline.*$ID1" "$WATCH_LOG"; th
 else
     fail "no device.offline for dev1: $(tail -n 5 "$WATCH_LOG")"
 fi
-reconnect
-wait_until $((3 * POLL + 10)) grep -q "agent.error.*$ID1" "$WATCH_LOG" ||
-    fail "no agent.error after dev1 came back: $(tail -n 5 "$WATCH_LOG")"
 hook=$(grep -n '/hook ' /etc/phonehome/server.conf | cut -d: -f1)
-if grep -q "line $hook .*FAILED: cannot connect.*kept" "$WATCH_LOG"; then
+if wait_until 15 grep -q "line $hook .*FAILED: cannot connect.*kept" "$WATCH_LOG"; then
     pass "the receiver is down: $(grep "line $hook .*FAILED: cannot connect" "$WATCH_LOG" | tail -n1 | cut -c1-170)"
 else
     fail "the receiver is down, but watch-devices said: $(grep "line $hook " "$WATCH_LOG" | tail -n 3)"
 fi
+reconnect
+wait_until $((3 * POLL + 10)) grep -q "agent.error.*$ID1" "$WATCH_LOG" ||
+    fail "no agent.error after dev1 came back: $(tail -n 5 "$WATCH_LOG")"
 before=$(got /hook | wc -l)
 receiver_start || fail "the receiver did not come back"
 expect "device.offline (within offline_after + one run of the last heartbeat)" 15 /hook device.offline "$ID1" \

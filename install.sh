@@ -78,7 +78,7 @@ declare -A PKG_OF=(
 
 # Commands the lab (demo and tests) runs.
 LAB_COMMANDS=(sshd ssh ssh-keygen dropbear dbclient dropbearkey dropbearconvert busybox
-    iptables ip ss unshare nsenter useradd timeout jq conntrack cc pgrep)
+    iptables ip ss unshare nsenter useradd timeout jq conntrack cc pgrep python3)
 # And what `test` adds: shellcheck, and what openwrt-package/test.sh and bench/run use
 # (openwrt-package/test.sh builds OpenWrt's opkg, uci and apk with ../shared/openwrt-tools,
 # whose build.sh installs the compilers and libraries it needs itself), Debian's cron for
@@ -456,6 +456,7 @@ cmd_test() {
     stage "dbclient releases: agent real-sshd tests" dbclient_matrix_tests
     stage "e2e compat matrix (arches x clients)" env PHONEHOME_E2E_LOGS="$logs/compat" \
         bash tests/e2e/compat.sh --table "$REPO_DIR/target/compat-table.md"
+    stage "e2e watch-devices" env PHONEHOME_E2E_LOGS="$logs/watch" bash tests/e2e/watch.sh
     if [ -f openwrt-package/test.sh ]; then
         stage "openwrt-package/test.sh" bash openwrt-package/test.sh
     else

@@ -106,7 +106,7 @@ esac
 P=${root%/}
 [ -z "$P" ] || mkdir -p "$P"
 
-commands="add-device remove-device forward-device-port list-devices phonehome-gate"
+commands="add-device remove-device forward-device-port list-devices watch-devices phonehome-gate"
 for c in $commands; do
 	[ -x "$bin_dir/$c" ] || die "$bin_dir/$c not found: build first with 'cargo build --release -p phonehome-server' or pass --bin-dir"
 done
@@ -187,7 +187,7 @@ case $gate in "$P"/*) ;; *) die "gate = $gate in $conf lies outside the root $ro
 
 # Binaries: the commands on PATH, the gate where the key lines point.
 install -d -m 0755 "$P/usr/local/bin" "$(dirname "$gate")"
-for c in add-device remove-device forward-device-port list-devices; do
+for c in add-device remove-device forward-device-port list-devices watch-devices; do
 	install -m 0755 "$bin_dir/$c" "$P/usr/local/bin/$c"
 done
 install -m 0755 "$bin_dir/phonehome-gate" "$gate"
@@ -205,7 +205,7 @@ fi
 # the device); status/<id> are made per device by add-device, owned by the device.
 state=$P/var/lib/phonehome
 install -d -m 0755 "$state" "$state/requests" "$state/status"
-install -d -m 0700 "$state/locks"
+install -d -m 0700 "$state/locks" "$state/watch"
 [ -e "$state/revoked" ] || install -m 0600 /dev/null "$state/revoked"
 
 # The drop-in. Debian's sshd_config includes sshd_config.d/*.conf at its top, and the
@@ -342,12 +342,14 @@ CONF
 fi
 
 # Expired requests stop being served at once (the gate checks), but their listen
-# grants stay in the key file until it is rewritten: prune them every minute.
+# grants stay in the key file until it is rewritten: prune them every minute. And
+# watch-devices --once every minute: events to the webhooks of server.conf, metrics
+# (phonehome-watch.service runs it as a service instead: then drop that line).
 if [ -d "$P/etc/cron.d" ]; then
 	root_arg=
 	[ -z "$P" ] || root_arg=" --root $P"
-	printf '# phonehome: withdraw the listen grants of expired port requests (install-server.sh)\n* * * * * root %s/usr/local/bin/forward-device-port --prune%s >/dev/null\n' \
-		"$P" "$root_arg" >"$P/etc/cron.d/phonehome.tmp"
+	printf '# phonehome: withdraw the listen grants of expired port requests (install-server.sh)\n* * * * * root %s/usr/local/bin/forward-device-port --prune%s >/dev/null\n# phonehome: alerts and metrics (server.conf: webhook, metrics_file); remove if phonehome-watch.service runs\n* * * * * root %s/usr/local/bin/watch-devices --once%s >/dev/null\n' \
+		"$P" "$root_arg" "$P" "$root_arg" >"$P/etc/cron.d/phonehome.tmp"
 	chmod 0644 "$P/etc/cron.d/phonehome.tmp"
 	mv "$P/etc/cron.d/phonehome.tmp" "$P/etc/cron.d/phonehome"
 	echo "wrote $P/etc/cron.d/phonehome"

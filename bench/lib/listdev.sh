@@ -59,6 +59,30 @@ section_listdevices() {
 		read -r _ sr sw _ <<<"$s"
 		rows+=("| $label | $sw | $(thousands "$sr") | $flabel | $fw | $(thousands "$fr") | $(ratio "$sw" "$fw") | $(ratio "$sr" "$fr") |")
 	}
+	# ld_watch: watch-devices --once beside list-devices on the same fleet: a first run
+	# (no state, no cursors), a run in which every device goes offline at once, and a
+	# later run in which nothing changed. No webhook: detection, state, metrics file.
+	local wd=$PHONEHOME_BIN_DIR/watch-devices W=$R/var/lib/phonehome/watch watch_events='?'
+	ld_watch() {
+		[[ -x $wd ]] || return 0
+		bench_log "watch-devices: a first run, every device going offline, a run with no change ($reps runs each)"
+		printf 'metrics_file = %s/phonehome.prom\n' "$R" >>"$R/etc/phonehome/server.conf"
+		printf '#!/bin/sh\nrm -rf %s %s/var/cache/phonehome\nexec %s --root %s --once --log %s\n' \
+			"$W" "$R" "$wd" "$R" "$plain" >"$R/watch-first"
+		printf '#!/bin/sh\ncp %s/state-up.json %s/state.json && exec %s --root %s --once\n' \
+			"$R" "$W" "$wd" "$R" >"$R/watch-all-offline"
+		chmod 0755 "$R/watch-first" "$R/watch-all-offline"
+		in_ns srv "$R/watch-first" >/dev/null 2>>"$BENCH_ERRLOG" && cp "$W/state.json" "$R/state-up.json"
+		ld_measure "\`watch-devices --once --log auth.log\`, a first run (no state, no cursors)" "\`list-devices --no-cache --log auth.log\`" \
+			"$ld" --root "$R" --no-cache --log "$plain" -- "$R/watch-first"
+		in_ns srv "$R/watch-first" >/dev/null 2>>"$BENCH_ERRLOG"
+		watch_events=$(in_ns srv "$R/watch-all-offline" 2>>"$BENCH_ERRLOG" | grep -c '^device.offline' || true)
+		ld_measure "\`watch-devices --once\`, the gate's records alone: every device goes offline ($(thousands "$watch_events") events)" "\`list-devices --no-cache\`, the same records" \
+			"$ld" --root "$R" --no-cache -- "$R/watch-all-offline"
+		in_ns srv "$wd" --root "$R" --once >/dev/null 2>>"$BENCH_ERRLOG"
+		ld_measure "\`watch-devices --once\`, the gate's records alone: nothing changed" "\`list-devices --no-cache\`, the same records" \
+			"$ld" --root "$R" --no-cache -- "$wd" --root "$R" --once
+	}
 	bench_log "list-devices: timing the plain log, the journald export and the gate's records ($reps runs each)"
 	ld_measure "\`list-devices --no-cache --log auth.log\` ($(thousands "$sp") B)" "\`grep -c 'Accepted publickey' auth.log\`" \
 		grep -c 'Accepted publickey' "$plain" -- "$ld" --root "$R" --no-cache --log "$plain"
@@ -96,6 +120,7 @@ a, b = (json.load(open(p)) for p in sys.argv[1:3])
 key = lambda d: [(x["id"], x["state"], x["last_seen_unix"], x["from"]) for x in d["devices"]]
 sys.exit(0 if key(a) == key(b) else 1)
 PY
+	ld_watch
 	# what it concluded, from the plain log
 	local check seen never
 	in_ns srv "$ld" --root "$R" --no-cache --log "$plain" --json >"$R/out.json" 2>>"$BENCH_ERRLOG" || true
@@ -135,6 +160,17 @@ PY
 		echo "line is no heartbeat). The incremental run reads only what the log gained since the last"
 		echo "run (cursors in var/cache/phonehome); its answer equals a full scan's: $inc_ok."
 		echo
+		if [[ -x $wd ]]; then
+			echo "watch-devices reads the fleet through the same code (\`fleet.rs\`), then compares every"
+			echo "device with its last run, commits its state (one file, fsynced) and writes the metrics"
+			echo "file; no webhook is configured here, so queueing (one small file per event and webhook)"
+			echo "is not in these figures. Its first run only records. In the second row each run starts"
+			echo "from the state of a run over the log, in which the devices whose last login was within"
+			echo "offline_after were up; the gate's records alone date every heartbeat earlier, so each"
+			echo "run turns those $(thousands "$watch_events") devices offline at once and makes that many events:"
+			echo "what a failure of the server's network would cost."
+			echo
+		fi
 		echo "Reproduce: \`bench/run\` (section 4), \`bench/run --full\` for the 1 GiB log; or by hand"
 		echo "\`python3 bench/gen-fleet.py DIR 10000 100 1024\` then"
 		echo "\`/usr/bin/time -v list-devices --root DIR --log DIR/auth.log\`."

@@ -4,10 +4,11 @@
 //! account names follow the protocol's rules, so the setup line `add-device` prints is
 //! always one the agent accepts.
 
-use crate::duration::parse_ttl;
+use crate::duration::{parse_duration, parse_ttl};
 use crate::error::{Error, Result};
-use crate::paths::Paths;
+use crate::paths::{is_safe_path, Paths};
 use crate::store;
+use crate::webhook::Webhook;
 use phonehome_plumbing::settings;
 use phonehome_protocol::{is_unix_name, parse_port, validate_host, DEFAULT_POLL_INTERVAL_SECS};
 
@@ -18,6 +19,14 @@ pub const DEFAULT_PORT_RANGE: (u16, u16) = (20000, 29999);
 pub const DEFAULT_TTL_SECS: u64 = 3600;
 /// Largest server.conf read.
 const MAX_CONF_BYTES: u64 = 64 * 1024;
+/// watch-devices: a device is offline after this many poll intervals without a heartbeat.
+pub const DEFAULT_OFFLINE_POLLS: u64 = 3;
+/// watch-devices: refused key logins of one device account that make a `key.refused`.
+pub const DEFAULT_KEY_REFUSED_AFTER: u32 = 3;
+/// watch-devices: undelivered events kept per webhook.
+pub const DEFAULT_WEBHOOK_QUEUE: usize = 1000;
+/// watch-devices: the longest wait between two attempts to reach a failing receiver.
+pub const DEFAULT_WEBHOOK_RETRY_MAX_SECS: u64 = 600;
 
 const NAMES: &[&str] = &[
     "server_host",
@@ -29,7 +38,16 @@ const NAMES: &[&str] = &[
     "device_group",
     "gate",
     "log_hosts",
+    "offline_after",
+    "key_refused_after",
+    "webhook",
+    "webhook_queue",
+    "webhook_retry_max",
+    "metrics_file",
 ];
+
+/// Names that may appear on several lines.
+const REPEATABLE: &[&str] = &["webhook"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConf {
@@ -45,6 +63,20 @@ pub struct ServerConf {
     /// The names this server's own syslog lines carry; list-devices counts sshd lines
     /// of these hosts only (logs gathered from several hosts hold others').
     pub log_hosts: Vec<String>,
+    /// watch-devices: no heartbeat for this long is `device.offline` (default: three
+    /// poll intervals, see [`ServerConf::offline_after`]).
+    pub offline_after: Option<u64>,
+    /// watch-devices: this many refused key logins of a device account (within the
+    /// stale window) make a `key.refused`.
+    pub key_refused_after: u32,
+    /// watch-devices: where events go, in the order of the lines.
+    pub webhooks: Vec<Webhook>,
+    /// watch-devices: most undelivered events kept per webhook; the oldest go first.
+    pub webhook_queue: usize,
+    /// watch-devices: the longest wait between attempts to a failing receiver.
+    pub webhook_retry_max: u64,
+    /// watch-devices: node_exporter textfile written after each run.
+    pub metrics_file: Option<std::path::PathBuf>,
 }
 
 /// The kernel's host name, if it is a valid one.
@@ -53,14 +85,6 @@ fn hostname() -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| validate_host(s).is_ok())
-}
-
-/// A path safe to put unquoted in sshd_config and inside `command="..."`.
-pub fn is_safe_path(s: &str) -> bool {
-    s.starts_with('/')
-        && !s.contains("..")
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
 }
 
 impl ServerConf {
@@ -85,6 +109,12 @@ impl ServerConf {
             device_group: DEFAULT_GROUP.into(),
             gate: paths.join(DEFAULT_GATE).display().to_string(),
             log_hosts,
+            offline_after: None,
+            key_refused_after: DEFAULT_KEY_REFUSED_AFTER,
+            webhooks: Vec::new(),
+            webhook_queue: DEFAULT_WEBHOOK_QUEUE,
+            webhook_retry_max: DEFAULT_WEBHOOK_RETRY_MAX_SECS,
+            metrics_file: None,
         }
     }
 
@@ -104,9 +134,13 @@ impl ServerConf {
 
     pub fn parse(text: &str, paths: &Paths) -> std::result::Result<ServerConf, String> {
         let mut c = ServerConf::defaults(paths);
-        for s in settings::parse(text, NAMES, &[]).map_err(|e| e.to_string())? {
-            c.set(&s.name, &s.value)
-                .map_err(|e| format!("line {}: {}: {}", s.line, s.name, e))?;
+        for s in settings::parse(text, NAMES, REPEATABLE).map_err(|e| e.to_string())? {
+            let r = if s.name == "webhook" {
+                c.add_webhook(&s.value, s.line)
+            } else {
+                c.set(&s.name, &s.value)
+            };
+            r.map_err(|e| format!("line {}: {}: {}", s.line, s.name, e))?;
         }
         Ok(c)
     }
@@ -162,9 +196,66 @@ impl ServerConf {
                 }
                 self.log_hosts = hosts;
             }
+            _ => return self.set_watch(name, value),
+        }
+        Ok(())
+    }
+
+    /// The settings of watch-devices.
+    fn set_watch(&mut self, name: &str, value: &str) -> std::result::Result<(), String> {
+        let count = |max: u64| {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or(format!("expected a number from 1 to {}", max))
+        };
+        match name {
+            "offline_after" => {
+                self.offline_after = Some(parse_ttl(value).map_err(|e| e.to_string())?)
+            }
+            "key_refused_after" => {
+                self.key_refused_after = count(crate::logscan::MAX_REFUSALS as u64)? as u32
+            }
+            "webhook_queue" => self.webhook_queue = count(1_000_000)? as usize,
+            "webhook_retry_max" => {
+                self.webhook_retry_max = parse_duration(value)
+                    .map_err(|e| e.to_string())?
+                    .min(86400)
+            }
+            "metrics_file" if !is_safe_path(value) || !value.ends_with(".prom") => {
+                return Err(format!(
+                    "invalid value {}: an absolute path ending in .prom (node_exporter's textfile collector reads only those)",
+                    phonehome_plumbing::text::quoted(value, 60)
+                ))
+            }
+            "metrics_file" => self.metrics_file = Some(value.into()),
             _ => unreachable!("settings::parse checks the names"),
         }
         Ok(())
+    }
+
+    fn add_webhook(&mut self, value: &str, line: usize) -> std::result::Result<(), String> {
+        let hook = Webhook::parse(value, line)?;
+        if let Some(first) = self.webhooks.iter().find(|h| h.url == hook.url) {
+            return Err(format!(
+                "the same URL is already given on line {}",
+                first.line
+            ));
+        }
+        self.webhooks.push(hook);
+        Ok(())
+    }
+
+    /// watch-devices: a device with no heartbeat for this long is offline.
+    pub fn offline_after(&self) -> i64 {
+        self.offline_after
+            .unwrap_or(DEFAULT_OFFLINE_POLLS * self.poll_interval) as i64
+    }
+
+    /// A device last seen longer ago than this is offline in list-devices (before, stale).
+    pub fn stale_after(&self) -> i64 {
+        (self.poll_interval as i64 * 10).max(3600)
     }
 
     /// How long `forward-device-port --wait` waits by default: two polls and a margin.
@@ -218,11 +309,39 @@ mod tests {
             "log_hosts = ",
             "log_hosts = a/b",
             "server_port = 1\nserver_port = 2",
+            "offline_after = 0",
+            "offline_after = 8d",
+            "key_refused_after = 0",
+            "webhook_queue = many",
+            "metrics_file = /var/lib/node/phonehome.txt",
+            "metrics_file = relative.prom",
+            "webhook = http://alerts.example.org/",
+            "webhook = https://a.example.org/x\nwebhook = https://a.example.org/x format=slack",
         ] {
             assert!(ServerConf::parse(bad, &root()).is_err(), "{:?}", bad);
         }
         let e = ServerConf::parse("\n\ncolour = blue", &root()).unwrap_err();
         assert!(e.starts_with("line 3:"), "{}", e);
+        let e = ServerConf::parse("\nwebhook = https://h.example.org/x format=xml", &root())
+            .unwrap_err();
+        assert!(e.starts_with("line 2: webhook: format="), "{}", e);
+    }
+
+    #[test]
+    fn webhooks_repeat_and_watch_settings_default_from_the_poll_interval() {
+        let c = ServerConf::parse(
+            "poll_interval = 20\nwebhook = https://a.example.org/x\nwebhook = http://127.0.0.1:9/ format=ntfy\n",
+            &root(),
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.len(), 2);
+        assert_eq!(c.webhooks[1].line, 3);
+        assert_eq!(c.offline_after(), 60);
+        assert_eq!(c.webhook_queue, DEFAULT_WEBHOOK_QUEUE);
+        let c =
+            ServerConf::parse("offline_after = 5m\nwebhook_retry_max = 30s\n", &root()).unwrap();
+        assert_eq!(c.offline_after(), 300);
+        assert_eq!(c.webhook_retry_max, 30);
     }
 
     #[test]
@@ -234,6 +353,9 @@ mod tests {
         assert_eq!(c.server_host, "ph.example.org");
         assert_eq!(c.default_ttl, 3600);
         assert_eq!(c.log_hosts, ["ph", "ph.example.org"]);
+        assert_eq!(c.webhooks.len(), 2);
+        assert_eq!(c.offline_after(), 180);
+        assert!(c.metrics_file.is_some());
     }
 
     #[test]

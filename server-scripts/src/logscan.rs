@@ -12,6 +12,13 @@
 //! fingerprint and not dated beyond a small clock skew (`Hits::latest`). Pre-auth user
 //! names reach the log verbatim, so a crafted name must never forge a heartbeat.
 //!
+//! Refused logins of device accounts are kept too (`Refusal`, for watch-devices'
+//! `key.refused`): `Failed publickey for device<id> ...` and the end of a connection
+//! that never authenticated (`Connection closed by authenticating user device<id> IP
+//! port N [preauth]` and its kin), anchored and host-filtered the same way. sshd says
+//! "authenticating user" only for an existing account, so a made-up pre-auth name is
+//! logged as "invalid user" and never counts.
+//!
 //! The scan is built for gigabytes: the input is read in large blocks, searched for the
 //! sentence with a vectorised substring search, and only the lines that carry it are
 //! parsed, without allocating; lines over `MAX_LOG_LINE` are skipped; invalid UTF-8 is
@@ -36,6 +43,10 @@ pub const MAX_LOG_LINE: usize = 64 * 1024;
 pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 /// The sentence of a successful key login, as sshd logs it.
 const SENTENCE: &[u8] = b"Accepted publickey for ";
+/// What the lines of a refused login carry (found in a block, then parsed anchored).
+const REFUSED_NEEDLES: [&[u8]; 2] = [b"Failed publickey for ", b"authenticating user "];
+/// Refused logins kept per device account: the newest.
+pub const MAX_REFUSALS: usize = 16;
 /// How a journald export writes a message that is not UTF-8: a byte array.
 const BYTE_MESSAGE: &[u8] = b"\"MESSAGE\":[";
 /// How much of a log is read at a time.
@@ -47,6 +58,26 @@ pub struct Login {
     pub time: i64,
     pub from: IpAddr,
     pub port: u16,
+}
+
+/// A login to a device account that did not authenticate (its key was refused), as far
+/// as the log says; `fingerprint` when sshd logged the key it refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub time: i64,
+    pub from: IpAddr,
+    pub port: u16,
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+}
+
+/// The parts of a refused-login message, borrowed from the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused<'a> {
+    pub account: &'a str,
+    pub from: IpAddr,
+    pub port: u16,
+    pub fingerprint: Option<&'a str>,
 }
 
 /// The parts of an accepted-publickey message, borrowed from the line.
@@ -85,7 +116,11 @@ fn words(s: &str) -> impl Iterator<Item = &str> {
 
 /// Parse the message of an sshd line, anchored at both ends.
 pub fn parse_accepted(msg: &str) -> Option<Accepted<'_>> {
-    let rest = msg.strip_prefix("Accepted publickey for ")?;
+    key_sentence(msg.strip_prefix("Accepted publickey for ")?)
+}
+
+/// `ACCOUNT from IP port N ssh2: TYPE SHA256:fp` and nothing after.
+fn key_sentence(rest: &str) -> Option<Accepted<'_>> {
     let mut w = words(rest);
     let account = w.next()?;
     phonehome_protocol::DeviceId::from_account(account)?;
@@ -126,6 +161,53 @@ pub fn parse_accepted(msg: &str) -> Option<Accepted<'_>> {
         port,
         key_type,
         fingerprint,
+    })
+}
+
+/// How sshd ends a connection whose user never authenticated, in front of
+/// `ACCOUNT IP port N`, and what follows the port.
+const UNAUTHENTICATED_ENDS: [(&str, &str); 4] = [
+    ("Connection closed by authenticating user ", " [preauth]"),
+    ("Connection reset by authenticating user ", " [preauth]"),
+    ("Disconnected from authenticating user ", " [preauth]"),
+    (
+        "Disconnecting authenticating user ",
+        ": Too many authentication failures [preauth]",
+    ),
+];
+
+/// Parse a refused login of a device account, anchored at both ends: `Failed
+/// publickey for ...` (with the refused key's fingerprint) or the end of a connection
+/// that never authenticated.
+pub fn parse_refused(msg: &str) -> Option<Refused<'_>> {
+    if let Some(rest) = msg.strip_prefix("Failed publickey for ") {
+        let a = key_sentence(rest)?;
+        return Some(Refused {
+            account: a.account,
+            from: a.from,
+            port: a.port,
+            fingerprint: Some(a.fingerprint),
+        });
+    }
+    let rest = UNAUTHENTICATED_ENDS
+        .iter()
+        .find_map(|(head, tail)| msg.strip_prefix(head)?.strip_suffix(tail))?;
+    let mut w = words(rest);
+    let account = w.next()?;
+    phonehome_protocol::DeviceId::from_account(account)?;
+    let from = w.next()?.parse::<IpAddr>().ok()?;
+    if w.next()? != "port" {
+        return None;
+    }
+    let port = phonehome_protocol::parse_port(w.next()?).ok()?;
+    if w.next().is_some() {
+        return None;
+    }
+    Some(Refused {
+        account,
+        from,
+        port,
+        fingerprint: None,
     })
 }
 
@@ -336,6 +418,7 @@ impl Key {
 }
 
 type Table = HashMap<Key, Login, std::hash::BuildHasherDefault<NumberHasher>>;
+type RefusedTable = HashMap<u64, Vec<Refusal>, std::hash::BuildHasherDefault<NumberHasher>>;
 
 /// What the scan of one source found: the newest login per (account, fingerprint),
 /// and what it passed over. Kept (`logcache`) as `account -> fingerprint -> login`.
@@ -343,6 +426,8 @@ type Table = HashMap<Key, Login, std::hash::BuildHasherDefault<NumberHasher>>;
 #[serde(from = "StoredHits", into = "StoredHits")]
 pub struct Hits {
     logins: Table,
+    /// Refused logins per device number, the newest `MAX_REFUSALS`, oldest first.
+    refused: RefusedTable,
     /// Over-long lines that carried the sentence.
     pub skipped_long: u64,
     /// Device logins logged by another host.
@@ -353,6 +438,8 @@ pub struct Hits {
 #[derive(Serialize, Deserialize)]
 struct StoredHits {
     logins: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Login>>,
+    #[serde(default)]
+    refused: std::collections::BTreeMap<String, Vec<Refusal>>,
     skipped_long: u64,
     skipped_foreign: u64,
 }
@@ -370,8 +457,14 @@ impl From<StoredHits> for Hits {
                 }
             }
         }
+        let refused = s
+            .refused
+            .into_iter()
+            .filter_map(|(account, r)| Some((device_number(&account)?, r)))
+            .collect();
         Hits {
             logins,
+            refused,
             skipped_long: s.skipped_long,
             skipped_foreign: s.skipped_foreign,
         }
@@ -390,6 +483,11 @@ impl From<Hits> for StoredHits {
         }
         StoredHits {
             logins,
+            refused: h
+                .refused
+                .into_iter()
+                .map(|(n, r)| (account_of(n), r))
+                .collect(),
             skipped_long: h.skipped_long,
             skipped_foreign: h.skipped_foreign,
         }
@@ -398,10 +496,14 @@ impl From<Hits> for StoredHits {
 
 impl Hits {
     fn offer(&mut self, time: i64, host: Option<&str>, msg: &str, f: &Filter) {
+        let foreign = host.is_some_and(|h| !f.hosts.iter().any(|o| o == h));
         let Some(a) = parse_accepted(msg) else {
+            if !foreign {
+                self.offer_refused(time, msg);
+            }
             return;
         };
-        if host.is_some_and(|h| !f.hosts.iter().any(|o| o == h)) {
+        if foreign {
             self.skipped_foreign += 1;
             return;
         }
@@ -416,6 +518,29 @@ impl Hits {
                 port: a.port,
             },
         );
+    }
+
+    fn offer_refused(&mut self, time: i64, msg: &str) {
+        let Some(r) = parse_refused(msg) else {
+            return;
+        };
+        let Some(n) = device_number(r.account) else {
+            return;
+        };
+        let refusal = Refusal {
+            time,
+            from: r.from,
+            port: r.port,
+            fingerprint: r.fingerprint.map(str::to_string),
+        };
+        keep_refusals(self.refused.entry(n).or_default(), std::iter::once(refusal));
+    }
+
+    /// Refused logins of `account`, oldest first (at most `MAX_REFUSALS`).
+    pub fn refusals(&self, account: &str) -> &[Refusal] {
+        device_number(account)
+            .and_then(|n| self.refused.get(&n))
+            .map_or(&[], |v| v.as_slice())
     }
 
     /// Keep `login` under `k` if it is the newest.
@@ -434,6 +559,9 @@ impl Hits {
     pub fn merge(&mut self, other: &Hits) {
         for (k, l) in &other.logins {
             self.keep(*k, *l);
+        }
+        for (n, r) in &other.refused {
+            keep_refusals(self.refused.entry(*n).or_default(), r.iter().cloned());
         }
         self.skipped_long += other.skipped_long;
         self.skipped_foreign += other.skipped_foreign;
@@ -474,12 +602,14 @@ impl Hits {
         }
     }
 
-    /// Scan the complete lines of `block`: only those that carry the sentence (or, in
+    /// Scan the complete lines of `block`: only those that carry a sentence (or, in
     /// a journald export, a byte-array message) are parsed.
     fn block(&mut self, block: &[u8], f: &Filter, offset: i64, json: bool) {
-        let mut done = 0;
-        for at in memmem::find_iter(block, SENTENCE) {
-            done = self.line_at(block, at, done, f, offset);
+        for needle in std::iter::once(SENTENCE).chain(REFUSED_NEEDLES) {
+            let mut done = 0;
+            for at in memmem::find_iter(block, needle) {
+                done = self.line_at(block, at, done, f, offset);
+            }
         }
         if json {
             let mut done = 0;
@@ -500,6 +630,29 @@ impl Hits {
         self.line(&block[start..end], f, offset);
         end + 1
     }
+}
+
+/// Add `new` refusals to `kept`: one per connection (address and port; a `Failed
+/// publickey` and the connection's end are the same login, the fingerprint kept),
+/// oldest first, the newest `MAX_REFUSALS` only.
+fn keep_refusals(kept: &mut Vec<Refusal>, new: impl Iterator<Item = Refusal>) {
+    for r in new {
+        match kept
+            .iter_mut()
+            .find(|k| k.from == r.from && k.port == r.port && (k.time - r.time).abs() < 600)
+        {
+            Some(k) => {
+                k.time = k.time.max(r.time);
+                if k.fingerprint.is_none() {
+                    k.fingerprint = r.fingerprint;
+                }
+            }
+            None => kept.push(r),
+        }
+    }
+    kept.sort_by_key(|r| r.time);
+    let extra = kept.len().saturating_sub(MAX_REFUSALS);
+    kept.drain(..extra);
 }
 
 /// What reading one source gave: its hits, and how far it was read (the end of its
@@ -702,6 +855,84 @@ mod tests {
             assert!(parse_accepted(&bad).is_none(), "{:?}", bad);
         }
         assert!(parse_accepted(&ok.replace("198.51.100.2", "2001:db8::1")).is_some());
+    }
+
+    #[test]
+    fn threat_41_refused_logins_are_anchored_too() {
+        let closed = "Connection closed by authenticating user device6466b34bde54 198.51.100.2 port 40022 [preauth]";
+        let r = parse_refused(closed).unwrap();
+        assert_eq!(
+            (r.account, r.port, r.fingerprint),
+            ("device6466b34bde54", 40022, None)
+        );
+        let failed = format!(
+            "Failed publickey for device6466b34bde54 from 198.51.100.2 port 40022 ssh2: ED25519 {}",
+            FP
+        );
+        assert_eq!(parse_refused(&failed).unwrap().fingerprint, Some(FP));
+        for ok in [
+            "Connection reset by authenticating user device6466b34bde54 198.51.100.2 port 1 [preauth]",
+            "Disconnected from authenticating user device6466b34bde54 2001:db8::1 port 1 [preauth]",
+            "Disconnecting authenticating user device6466b34bde54 198.51.100.2 port 1: Too many authentication failures [preauth]",
+        ] {
+            assert!(parse_refused(ok).is_some(), "{}", ok);
+        }
+        for bad in [
+            // A made-up pre-auth name is an invalid user, whatever it says.
+            "Connection closed by invalid user device6466b34bde54 198.51.100.2 port 1 [preauth]",
+            "Invalid user x Connection closed by authenticating user device6466b34bde54 198.51.100.2 port 1 [preauth]",
+            "Connection closed by authenticating user root 198.51.100.2 port 1 [preauth]",
+            "Connection closed by authenticating user device6466b34bde54 198.51.100.2 port 1",
+            "Connection closed by authenticating user device6466b34bde54 x 198.51.100.2 port 1 [preauth]",
+            "Connection closed by authenticating user device6466b34bde54 198.51.100.2 port 1 [preauth] x",
+            "Disconnected from user device6466b34bde54 198.51.100.2 port 1",
+        ] {
+            assert!(parse_refused(bad).is_none(), "{}", bad);
+        }
+        assert!(parse_refused(&format!("{} x", failed)).is_none());
+    }
+
+    #[test]
+    fn threat_41_refusals_of_this_host_one_per_connection() {
+        let now = unix_from_civil(2026, 11, 21, 12, 0, 0);
+        let msg = |t: &str, host: &str, m: &str| format!("{} {} sshd[9]: {}\n", t, host, m);
+        let closed = |port: u16| {
+            format!("Connection closed by authenticating user device6466b34bde54 198.51.100.2 port {} [preauth]", port)
+        };
+        let failed = format!(
+            "Failed publickey for device6466b34bde54 from 198.51.100.2 port 7 ssh2: ED25519 {}",
+            FP
+        );
+        let text = [
+            msg("2026-11-21T11:00:00Z", "srv", &failed),
+            msg("2026-11-21T11:00:01Z", "srv", &closed(7)),
+            msg("2026-11-21T11:01:00Z", "srv", &closed(8)),
+            msg("2026-11-21T11:02:00Z", "otherhost", &closed(9)),
+            msg(
+                "2026-11-21T11:03:00Z",
+                "srv",
+                &format!("Invalid user x {}", closed(10)),
+            ),
+        ]
+        .concat();
+        let r = scan(text.as_bytes(), &filter(now)).unwrap();
+        let got = r.hits.refusals("device6466b34bde54");
+        assert_eq!(got.len(), 2, "{:?}", got);
+        assert_eq!(got[0].port, 7);
+        assert_eq!(
+            got[0].fingerprint.as_deref(),
+            Some(FP),
+            "one login, its key kept"
+        );
+        assert_eq!(got[1].port, 8);
+        // Kept through the cache's stored form, and bounded.
+        let back: Hits = serde_json::from_str(&serde_json::to_string(&r.hits).unwrap()).unwrap();
+        assert_eq!(back, r.hits);
+        let many: String = (0..40)
+            .map(|p| msg("2026-11-21T11:00:00Z", "srv", &closed(100 + p)))
+            .collect();
+        let r = scan(many.as_bytes(), &filter(now)).unwrap();
+        assert_eq!(r.hits.refusals("device6466b34bde54").len(), MAX_REFUSALS);
     }
 
     #[test]

@@ -102,6 +102,10 @@ impl Paths {
     pub fn cache(&self) -> PathBuf {
         self.join("var/cache/phonehome")
     }
+    /// watch-devices' own state: last known device states, outboxes (root 0700).
+    pub fn watch_dir(&self) -> PathBuf {
+        self.state().join("watch")
+    }
     pub fn locks_dir(&self) -> PathBuf {
         self.state().join("locks")
     }
@@ -120,6 +124,14 @@ impl Paths {
     pub fn log_dir(&self) -> PathBuf {
         self.join("var/log")
     }
+}
+
+/// A path safe to put unquoted in sshd_config and inside `command="..."`.
+pub fn is_safe_path(s: &str) -> bool {
+    s.starts_with('/')
+        && !s.contains("..")
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
 }
 
 /// The device ids named by the `<id>.json` files of `dir`, in no particular order; other

@@ -60,7 +60,6 @@ fn installs_under_a_root_and_the_tools_work_there() {
     for (rel, m) in [
         ("etc/phonehome/server.conf", 0o644),
         ("etc/phonehome/authorized_keys", 0o755),
-        ("var/lib/phonehome/devices", 0o700),
         ("var/lib/phonehome/locks", 0o700),
         ("var/lib/phonehome/requests", 0o755),
         ("var/lib/phonehome/status", 0o755),
@@ -69,9 +68,20 @@ fn installs_under_a_root_and_the_tools_work_there() {
         ("usr/local/bin/add-device", 0o755),
         ("usr/local/lib/phonehome/phonehome-gate", 0o755),
         ("etc/cron.d/phonehome", 0o644),
+        ("usr/local/bin/watch-devices", 0o755),
+        ("var/lib/phonehome/watch", 0o700),
     ] {
         assert_eq!(mode(&r.path(rel)), m, "{}", rel);
     }
+    let cron = r.read("etc/cron.d/phonehome");
+    assert!(
+        cron.contains(&format!(
+            "* * * * * root {d}/usr/local/bin/watch-devices --once --root {d} >/dev/null",
+            d = r.dir.display()
+        )),
+        "{}",
+        cron
+    );
     let dropin = r.read("etc/ssh/sshd_config.d/phonehome.conf");
     for want in [
         "Match Group phonehome-devices",

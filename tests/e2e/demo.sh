@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The narrated demo (`./install.sh demo`): a router behind NAT calls home, shows up in
-# list-devices, gets asked for a tunnel, and an admin logs into it through that tunnel.
+# list-devices, gets asked for a tunnel, and an admin logs into it through that tunnel;
+# then it goes dark, and watch-devices' alert reaches a webhook receiver.
 # It runs in the same private sandbox as the tests: nothing is left behind.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -88,5 +89,27 @@ else
 fi
 on_server list-devices
 
+say "9. Alerts: watch-devices (cron runs it every minute) tells the admin's webhooks when a device"
+echo "   goes dark, comes back, or a tunnel fails. Here the receiver is a small web server on the"
+echo "   server's loopback; in real life Slack, ntfy or your own (server-scripts/README.md)."
+ip netns exec srv python3 "$E2E_DIR/receiver.py" --port 9000 --log "$LAB/alerts.log" 2>/dev/null &
+wait_until 10 tcp_open srv 127.0.0.1 9000 || die "the receiver did not start"
+printf '  server# echo "webhook = http://127.0.0.1:9000/alerts" >>/etc/phonehome/server.conf\n'
+echo "webhook = http://127.0.0.1:9000/alerts" >>/etc/phonehome/server.conf
+on_server watch-devices --once || die "watch-devices failed"
+
+say "10. The router loses power: its agent stops calling home. After offline_after (3 polls, here"
+echo "   $((3 * POLL)) s) the next run of watch-devices sends the alert:"
 agent_loop_stop dev1
+deadline=$((SECONDS + 3 * POLL + 20))
+until grep -q '"device.offline"' "$LAB/alerts.log" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || die "no alert arrived"
+    in_ns srv watch-devices --once >"$LAB/watch.out" 2>&1
+    sleep 1
+done
+printf '  server# watch-devices --once\n'
+sed 's/^/    /' "$LAB/watch.out"
+echo "  What the receiver got (POST /alerts, X-Phonehome-Event: device.offline):"
+jq -r 'select(.event == "device.offline") | .body' "$LAB/alerts.log" | jq . | sed 's/^/    /'
+
 say "That's phonehome. Leaving the sandbox now: every process, user and namespace goes with it."

@@ -27,7 +27,7 @@ use crate::store;
 use phonehome_plumbing::clock::{format_iso, format_utc, now};
 use phonehome_plumbing::files::{self, Pending};
 use phonehome_plumbing::text::for_terminal;
-use phonehome_protocol::{parse_port, DeviceId, PortPair, TunnelState, MAX_REQUESTS};
+use phonehome_protocol::{parse_port, DeviceId, PortPair, MAX_REQUESTS};
 use std::time::Duration;
 
 const NAME: &str = "forward-device-port";
@@ -676,17 +676,7 @@ fn wait_for_tunnel(
 /// The device's own reason, from a report received after the request.
 fn reported_failure(paths: &Paths, rec: &DeviceRecord, req: &Request) -> Option<String> {
     let stored = gate_status::report(paths, &rec.id).ok().flatten()?;
-    if stored.received < req.created {
-        return None;
-    }
-    let t = stored.report.tunnels.iter().find(|t| {
-        t.remote == req.remote && t.local == req.local && t.state == TunnelState::Failed
-    })?;
-    Some(
-        t.last_error
-            .clone()
-            .unwrap_or_else(|| "no reason given".into()),
-    )
+    crate::fleet::reported_failure(&stored, req)
 }
 
 /// Why nothing happened by the deadline, as far as the gate's records tell.

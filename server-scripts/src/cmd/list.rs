@@ -7,23 +7,14 @@
 //! cause, not the devices). Every device- or log-supplied string goes through
 //! `for_terminal` before it reaches the table. It only reads: listing changes nothing.
 
-use crate::accounts::Db;
 use crate::cli::{self, Out};
-use crate::config::ServerConf;
-use crate::error::{Error, Result};
-use crate::gate_status::{self, Heartbeat, Status, StoredReport};
-use crate::listeners::{self, Listener};
-use crate::logcache;
-use crate::logscan::{self, Filter, Hits};
+use crate::error::Result;
+use crate::fleet::{self, Fleet, Row, Sources, State};
+use crate::logscan;
 use crate::paths::Paths;
-use crate::registry::{self, DeviceRecord};
-use crate::requests;
 use crate::say;
-use phonehome_plumbing::clock::{format_age, format_iso, format_utc, now};
-use phonehome_plumbing::files::{self, Follow};
+use phonehome_plumbing::clock::{format_age, format_iso, format_utc};
 use phonehome_plumbing::text::for_terminal;
-use phonehome_protocol::{DeviceId, TunnelState};
-use std::path::PathBuf;
 
 const NAME: &str = "list-devices";
 const ABOUT: &str =
@@ -37,71 +28,14 @@ secure*, else journald (root / only); only lines of this server's own host names
 /// Longest device-supplied text in a table cell.
 const MAX_CELL: usize = 60;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Online,
-    Stale,
-    Offline,
-    /// No source ever showed it.
-    Never,
-    /// No heartbeat source could be read: nothing can be said.
-    Unknown,
-    /// Removed with remove-device; only its history remains.
-    Removed,
-}
-
-impl State {
-    fn as_str(self) -> &'static str {
-        match self {
-            State::Online => "online",
-            State::Stale => "stale",
-            State::Offline => "offline",
-            State::Never => "never-seen",
-            State::Unknown => "unknown",
-            State::Removed => "removed",
-        }
-    }
-}
-
-struct Row {
-    id: DeviceId,
-    alias: Option<String>,
-    state: State,
-    last_seen: Option<i64>,
-    seen_by: Option<&'static str>,
-    from: Option<String>,
-    requested: Vec<String>,
-    open: Vec<u16>,
-    report: Option<StoredReport>,
-    /// What is wrong now.
-    error: Option<String>,
-}
-
-/// What the logs gave.
-struct Scan {
-    hits: Hits,
-    read: Vec<String>,
-    failed: Vec<String>,
-}
-
-/// Everything the rows are made of, read once.
-struct Sources {
-    conf: ServerConf,
-    now: i64,
-    scan: Scan,
-    /// The gate's status files.
-    status: gate_status::Reader,
-    /// Devices with a requests file (the others have none).
-    with_requests: std::collections::HashSet<DeviceId>,
-    /// The gate can write its records (the disk is not full).
-    gate_writable: bool,
-    passwd: Db,
-    listening: Vec<Listener>,
-}
-
 pub fn run(args: &[String], out: &mut Out) -> Result<()> {
     let mut opts = cli::base_options();
     opts.optflag("j", "json", "print JSON for scripts");
+    opts.optflag(
+        "",
+        "prometheus",
+        "print node_exporter textfile metrics (device up, last seen, tunnels, agent)",
+    );
     opts.optmulti(
         "l",
         "log",
@@ -117,17 +51,22 @@ pub fn run(args: &[String], out: &mut Out) -> Result<()> {
         return Ok(());
     };
     let paths = Paths::resolve(m.opt_str("root").as_deref())?;
-    let explicit = explicit_logs(&m.opt_strs("log"))?;
-    let devices = registry::list(&paths)?;
-    let src = gather(&paths, &explicit, !m.opt_present("no-cache"))?;
-    let mut rows: Vec<Row> = devices
-        .iter()
-        .map(|d| device_row(&paths, &src, d))
-        .collect();
-    rows.extend(removed_rows(&paths, &devices));
+    let explicit = fleet::explicit_logs(&m.opt_strs("log"))?;
+    let fleet = fleet::read(&paths, &explicit, !m.opt_present("no-cache"))?;
+    if m.opt_present("prometheus") {
+        let text = crate::metrics::render(&crate::metrics::snapshot(&paths, &fleet), None);
+        return out.text(&text);
+    }
+    let Fleet {
+        devices,
+        src,
+        mut rows,
+        removed,
+    } = fleet;
+    rows.extend(removed);
     let future = devices
         .iter()
-        .filter(|d| matches!(log_login(&src, d), Some(Err(()))))
+        .filter(|d| matches!(fleet::log_login(&src, d), Some(Err(()))))
         .count();
     let notes = notes(&paths, &src, &rows, future);
     let mut sources = vec!["gate records".to_string()];
@@ -144,208 +83,9 @@ pub fn run(args: &[String], out: &mut Out) -> Result<()> {
     }
 }
 
-/// `--log` files must exist and be regular files (a FIFO or /dev/zero would hang).
-fn explicit_logs(names: &[String]) -> Result<Vec<PathBuf>> {
-    names
-        .iter()
-        .map(|n| {
-            let p = PathBuf::from(n);
-            files::open_regular(&p, Follow::Yes).map_err(|e| {
-                Error::usage(format!("--log {}: {}; give a log file", p.display(), e))
-            })?;
-            Ok(p)
-        })
-        .collect()
-}
-
-fn gather(paths: &Paths, explicit: &[PathBuf], use_cache: bool) -> Result<Sources> {
-    let conf = ServerConf::load(paths)?;
-    let now = now();
-    let filter = Filter {
-        hosts: conf.log_hosts.clone(),
-        now,
-    };
-    let files = if explicit.is_empty() {
-        logscan::default_files(&paths.log_dir())
-    } else {
-        explicit.to_vec()
-    };
-    let out = logcache::scan(paths, &files, &filter, use_cache);
-    log::info!(
-        "logs: {} bytes read, {} bytes known from earlier runs",
-        out.bytes_read,
-        out.bytes_reused
-    );
-    let mut scan = Scan {
-        hits: out.hits,
-        read: out.read,
-        failed: out.failed,
-    };
-    if files.is_empty() && paths.is_system() {
-        match logscan::scan_journal(&filter) {
-            Ok(h) => {
-                scan.hits.merge(&h);
-                scan.read.push("journald".into());
-            }
-            Err(e) => scan.failed.push(format!("journald: {}", e)),
-        }
-    }
-    Ok(Sources {
-        conf,
-        now,
-        scan,
-        status: gate_status::Reader::new(paths),
-        with_requests: crate::paths::ids_in(&paths.requests_dir(), "read the requests")?
-            .into_iter()
-            .collect(),
-        gate_writable: !disk_full(paths),
-        passwd: Db::load(paths).unwrap_or_default(),
-        listening: listeners::all(),
-    })
-}
-
-/// The newest heartbeat in sshd's log: a login with the device's registered key, not
-/// from the future. `Err(())` when the log holds only logins from the future.
-fn log_login(src: &Sources, d: &DeviceRecord) -> Option<std::result::Result<logscan::Login, ()>> {
-    src.scan
-        .hits
-        .latest(&d.id.account(), &d.fingerprint, src.now)
-}
-
-fn device_row(paths: &Paths, src: &Sources, d: &DeviceRecord) -> Row {
-    let id = &d.id;
-    let (status, status_err) = match src.status.read(paths, id) {
-        Ok(s) => (s, None),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    let (hb, report) = match status {
-        Some(Status { heartbeat, report }) => (Some(heartbeat), report),
-        None => (None, None),
-    };
-    let login = log_login(src, d).and_then(|l| l.ok());
-    let (last_seen, seen_by, from) = newest(hb.as_ref(), login.as_ref());
-    let sources_readable = (status_err.is_none() && src.gate_writable) || !src.scan.read.is_empty();
-    let state = state(src, last_seen, sources_readable);
-    let requested: Vec<String> = if src.with_requests.contains(id) {
-        requests::unexpired(requests::load(paths, id).unwrap_or_default(), src.now)
-            .iter()
-            .map(|r| r.pair().to_string())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let open = match src.passwd.by_name(&id.account()).map(|a| a.uid) {
-        Some(uid) if uid != 0 => open_ports(&src.listening, uid),
-        _ => Vec::new(),
-    };
-    let error = current_error(hb.as_ref(), report.as_ref()).or(status_err);
-    Row {
-        id: id.clone(),
-        alias: d.alias.clone(),
-        state,
-        last_seen,
-        seen_by,
-        from,
-        requested,
-        open,
-        report,
-        error,
-    }
-}
-
-fn state(src: &Sources, last_seen: Option<i64>, readable: bool) -> State {
-    let stale_after = (src.conf.poll_interval as i64 * 10).max(3600);
-    match last_seen.map(|t| src.now - t) {
-        Some(age) if age <= src.conf.online_window() => State::Online,
-        Some(age) if age <= stale_after => State::Stale,
-        Some(_) if readable => State::Offline,
-        None if readable => State::Never,
-        _ => State::Unknown,
-    }
-}
-
-fn open_ports(listening: &[Listener], uid: u32) -> Vec<u16> {
-    let mut open: Vec<u16> = listening
-        .iter()
-        .filter(|l| l.uid == uid && l.addr.is_loopback())
-        .map(|l| l.port)
-        .collect();
-    open.sort_unstable();
-    open.dedup();
-    open
-}
-
-fn newest(
-    hb: Option<&Heartbeat>,
-    login: Option<&logscan::Login>,
-) -> (Option<i64>, Option<&'static str>, Option<String>) {
-    match (hb, login) {
-        (Some(h), Some(l)) if l.time > h.received => {
-            (Some(l.time), Some("sshd log"), Some(l.from.to_string()))
-        }
-        (Some(h), _) => (Some(h.received), Some("gate"), h.from.clone()),
-        (None, Some(l)) => (Some(l.time), Some("sshd log"), Some(l.from.to_string())),
-        (None, None) => (None, None, None),
-    }
-}
-
-/// What is wrong now: a refused report, a failed tunnel, refused inbox lines. The
-/// report's `last_error` is about the poll *before* this one, which the device has
-/// since recovered from (it reported): it stays in the JSON, not in this column.
-fn current_error(hb: Option<&Heartbeat>, report: Option<&StoredReport>) -> Option<String> {
-    if let Some(e) = hb.and_then(|h| h.report_error.clone()) {
-        return Some(format!("status report refused: {}", e));
-    }
-    let r = &report?.report;
-    r.tunnels
-        .iter()
-        .find(|t| t.state == TunnelState::Failed)
-        .map(|t| {
-            format!(
-                "tunnel {}:{}: {}",
-                t.local,
-                t.remote,
-                t.last_error.as_deref().unwrap_or("failed")
-            )
-        })
-        .or_else(|| r.inbox_errors.first().cloned())
-}
-
-/// Devices removed with remove-device whose status history is still on disk.
-fn removed_rows(paths: &Paths, devices: &[DeviceRecord]) -> Vec<Row> {
-    let Ok(entries) = std::fs::read_dir(paths.status_dir()) else {
-        return Vec::new();
-    };
-    let registered: std::collections::HashSet<&DeviceId> = devices.iter().map(|d| &d.id).collect();
-    let mut rows: Vec<Row> = entries
-        .flatten()
-        .filter_map(|e| DeviceId::parse(e.file_name().to_str()?).ok())
-        .filter(|id| !registered.contains(id))
-        .map(|id| {
-            let status = gate_status::read(paths, &id).ok().flatten();
-            let hb = status.as_ref().map(|s| s.heartbeat.clone());
-            Row {
-                report: status.and_then(|s| s.report),
-                id,
-                alias: None,
-                state: State::Removed,
-                last_seen: hb.as_ref().map(|h| h.received),
-                seen_by: hb.as_ref().map(|_| "gate"),
-                from: hb.and_then(|h| h.from),
-                requested: Vec::new(),
-                open: Vec::new(),
-                error: None,
-            }
-        })
-        .collect();
-    rows.sort_by(|a, b| a.id.cmp(&b.id));
-    rows
-}
-
-/// True when the gate cannot write where it writes (disk full). Checked without
-/// writing anything: the free space of the file system holding the status dirs.
-fn disk_full(paths: &Paths) -> bool {
-    phonehome_plumbing::files::free_bytes(&paths.status_dir()).is_some_and(|free| free < 4096)
+/// The requests of a row as `local:remote`.
+fn requested(r: &Row) -> Vec<String> {
+    r.requests.iter().map(|q| q.pair().to_string()).collect()
 }
 
 /// `future`: devices whose only logins in the log are dated in the future.
@@ -444,7 +184,7 @@ fn cells(r: &Row, now: i64) -> Vec<String> {
         r.last_seen
             .map_or_else(|| "-".into(), |t| format_age(now - t)),
         r.from.as_deref().map_or_else(|| "-".into(), safe),
-        dash(r.requested.join(",")),
+        dash(requested(r).join(",")),
         dash(
             r.open
                 .iter()
@@ -517,7 +257,7 @@ fn print_json(
                 "id": r.id, "alias": r.alias, "state": r.state.as_str(),
                 "last_seen": r.last_seen.map(format_iso), "last_seen_unix": r.last_seen,
                 "age_secs": r.last_seen.map(|t| (now - t).max(0)), "seen_by": r.seen_by, "from": r.from,
-                "requested": r.requested, "open": r.open,
+                "requested": requested(r), "open": r.open,
                 "report": r.report.as_ref().map(|s| &s.report),
                 "report_received": r.report.as_ref().map(|s| format_iso(s.received)),
                 "last_error": r.error,

@@ -5,3 +5,4 @@ pub mod forward;
 pub mod gate;
 pub mod list;
 pub mod remove_device;
+pub mod watch;

@@ -234,6 +234,7 @@ pub fn bin_path(bin: &str) -> PathBuf {
         "forward-device-port" => env!("CARGO_BIN_EXE_forward-device-port"),
         "list-devices" => env!("CARGO_BIN_EXE_list-devices"),
         "phonehome-gate" => env!("CARGO_BIN_EXE_phonehome-gate"),
+        "watch-devices" => env!("CARGO_BIN_EXE_watch-devices"),
         other => panic!("unknown binary {}", other),
     };
     Path::new(p).to_path_buf()

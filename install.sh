@@ -121,13 +121,16 @@ ensure_commands() {
 }
 
 CARGO=
+# The oldest Rust the workspace builds with (Cargo.toml's rust-version, which Cargo.lock
+# is resolved for): the OpenWrt packages feed's lang/rust.
+MSRV=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' "$REPO_DIR/Cargo.toml")
 find_cargo() {
     if command -v cargo >/dev/null 2>&1; then
         CARGO=cargo
     elif [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
         CARGO="${CARGO_HOME:-$HOME/.cargo}/bin/cargo"
     else
-        die "cargo not found. Install Rust (>= 1.75) with rustup: https://rustup.rs (Debian 12's own 'apt-get install cargo' is 1.63, too old), then run this again"
+        die "cargo not found. Install Rust (>= $MSRV) with rustup: https://rustup.rs (Debian 12's own 'apt-get install cargo' is 1.63, too old), then run this again"
     fi
 }
 
@@ -141,6 +144,21 @@ ensure_rust_components() {
     command -v rustup >/dev/null 2>&1 || die "cargo ${missing[*]} missing and no rustup to add them: install them with your Rust"
     say "== rustup component add ${missing[*]}"
     rustup component add "${missing[@]}" </dev/null || die "rustup component add ${missing[*]} failed"
+}
+
+# The MSRV toolchain for the stage that proves Cargo.lock still builds with it. Without
+# rustup there is no second toolchain to ask for; the stage says so and is skipped.
+ensure_msrv_toolchain() {
+    command -v rustup >/dev/null 2>&1 || return 0
+    rustup run "$MSRV" rustc --version >/dev/null 2>&1 && return 0
+    say "== rustup toolchain install $MSRV --profile minimal"
+    rustup toolchain install "$MSRV" --profile minimal </dev/null || die "rustup toolchain install $MSRV failed"
+}
+
+# cargo check with the MSRV toolchain, in a target dir of its own (it shares no
+# artifacts with the current toolchain's).
+msrv_check() {
+    CARGO_TARGET_DIR="$REPO_DIR/target/msrv" rustup run "$MSRV" cargo check --workspace --all-targets --locked
 }
 
 # Release build of the whole workspace into target/release (a no-op when up to date).
@@ -431,6 +449,7 @@ cmd_test() {
     ensure_commands "${LAB_COMMANDS[@]}" "${TEST_COMMANDS[@]}" "${CROSS_COMMANDS[@]}"
     find_cargo
     ensure_rust_components
+    ensure_msrv_toolchain
     # Everything installed above; from here on the host must stay as it is.
     local before
     before=$(mktemp)
@@ -439,6 +458,11 @@ cmd_test() {
     stage "cargo fmt --check" "$CARGO" fmt --all -- --check
     stage "cargo clippy -D warnings" "$CARGO" clippy --workspace --all-targets --locked -- -D warnings
     stage "cargo build --release --workspace" "$CARGO" build --release --workspace --locked
+    if command -v rustup >/dev/null 2>&1; then
+        stage "cargo check with Rust $MSRV (rust-version)" msrv_check
+    else
+        RESULTS+=("skip   cargo check with Rust $MSRV (no rustup for a second toolchain)")
+    fi
     # The agent as install.sh device installs it (tests/e2e/newcomer.sh).
     stage "cargo build --profile router -p phonehome" "$CARGO" build --profile router -p phonehome --locked
     stage "cargo test --workspace" "$CARGO" test --workspace --locked

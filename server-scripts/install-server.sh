@@ -208,6 +208,37 @@ install -d -m 0755 "$state" "$state/requests" "$state/status"
 install -d -m 0700 "$state/locks" "$state/watch"
 [ -e "$state/revoked" ] || install -m 0600 /dev/null "$state/revoked"
 
+# What a device login may do, one home for both sshd configs (the drop-in's Match block
+# and the devices' own sshd): public key only, keys from the root-owned files add-device
+# and forward-device-port generate, the gate as the only command, remote forwarding only
+# to the ports each key line grants (permitlisten), nothing else. $1 indents each line.
+device_login_rules() {
+	while IFS= read -r _rule; do
+		printf '%s%s\n' "$1" "$_rule"
+	done <<RULES
+AuthorizedKeysFile $P/etc/phonehome/authorized_keys/%u
+AuthorizedKeysCommand none
+AuthorizedPrincipalsFile none
+AuthenticationMethods publickey
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+HostbasedAuthentication no
+ForceCommand $gate_cmd
+PermitTTY no
+PermitUserRC no
+PermitTunnel no
+X11Forwarding no
+AllowAgentForwarding no
+AllowStreamLocalForwarding no
+AllowTcpForwarding remote
+PermitOpen none
+GatewayPorts no
+ClientAliveInterval 15
+ClientAliveCountMax 3
+RULES
+}
+
 # The drop-in. Debian's sshd_config includes sshd_config.d/*.conf at its top, and the
 # first value obtained for a keyword wins, so these settings take precedence for
 # device users; the Match block ends at the end of this file.
@@ -227,26 +258,7 @@ cat >"$new" <<EOF
 MaxStartups 200:30:1000
 
 Match Group $group
-	AuthorizedKeysFile $P/etc/phonehome/authorized_keys/%u
-	AuthorizedKeysCommand none
-	AuthorizedPrincipalsFile none
-	AuthenticationMethods publickey
-	PubkeyAuthentication yes
-	PasswordAuthentication no
-	KbdInteractiveAuthentication no
-	HostbasedAuthentication no
-	ForceCommand $gate_cmd
-	PermitTTY no
-	PermitUserRC no
-	PermitTunnel no
-	X11Forwarding no
-	AllowAgentForwarding no
-	AllowStreamLocalForwarding no
-	AllowTcpForwarding remote
-	PermitOpen none
-	GatewayPorts no
-	ClientAliveInterval 15
-	ClientAliveCountMax 3
+$(device_login_rules "	")
 EOF
 chmod 0644 "$new"
 
@@ -310,27 +322,8 @@ PrintLastLog no
 SyslogFacility AUTH
 LogLevel INFO
 MaxStartups 200:30:1000
-AuthorizedKeysFile $P/etc/phonehome/authorized_keys/%u
-AuthorizedKeysCommand none
-AuthorizedPrincipalsFile none
-AuthenticationMethods publickey
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-HostbasedAuthentication no
 PermitRootLogin no
-ForceCommand $gate_cmd
-PermitTTY no
-PermitUserRC no
-PermitTunnel no
-X11Forwarding no
-AllowAgentForwarding no
-AllowStreamLocalForwarding no
-AllowTcpForwarding remote
-PermitOpen none
-GatewayPorts no
-ClientAliveInterval 15
-ClientAliveCountMax 3
+$(device_login_rules "")
 CONF
 	chmod 0644 "$new"
 	if ! err=$("$sshd_bin" -t -f "$new" 2>&1); then

@@ -91,6 +91,16 @@ pub fn base_options() -> Options {
     o
 }
 
+/// `--log FILE`, for the commands that read sshd's log (list-devices, watch-devices).
+pub fn log_option(opts: &mut Options) {
+    opts.optmulti(
+        "l",
+        "log",
+        "read sshd's log from FILE (repeatable; gzip recognised); replaces the default sources",
+        "FILE",
+    );
+}
+
 /// Parse `args`; `Ok(None)` when --help or --version was answered.
 pub fn parse(
     out: &mut Out,

@@ -36,12 +36,7 @@ pub fn run(args: &[String], out: &mut Out) -> Result<()> {
         "prometheus",
         "print node_exporter textfile metrics (device up, last seen, tunnels, agent)",
     );
-    opts.optmulti(
-        "l",
-        "log",
-        "read sshd's log from FILE (repeatable; gzip recognised); replaces the default sources",
-        "FILE",
-    );
+    cli::log_option(&mut opts);
     opts.optflag(
         "",
         "no-cache",

@@ -51,12 +51,7 @@ pub fn run(args: &[String], out: &mut Out) -> Result<()> {
         "as a service: seconds between runs (default: poll_interval of server.conf)",
         "SECS",
     );
-    opts.optmulti(
-        "l",
-        "log",
-        "read sshd's log from FILE (repeatable; gzip recognised); replaces the default sources",
-        "FILE",
-    );
+    cli::log_option(&mut opts);
     let synopsis = "watch-devices [OPTIONS] --once | --check | [--interval SECS]";
     let Some(m) = cli::parse(out, NAME, &opts, args, synopsis, ABOUT)? else {
         return Ok(());

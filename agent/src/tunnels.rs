@@ -254,10 +254,9 @@ pub fn start(
         pid,
         start_time,
         argv,
-    } = ssh::spawn_tunnel(client, target, &run.home(), pair, log).map_err(|e| {
+    } = ssh::spawn_tunnel(client, target, &run.home(), pair, log).inspect_err(|_| {
         // Nothing was started: nothing to remember.
         remove_record(run, pair);
-        e
     })?;
     record.pid = pid;
     record.start_time = start_time;

@@ -9,13 +9,22 @@ use crate::error::{Error, Result};
 use crate::paths::Paths;
 use crate::store;
 use phonehome_plumbing::settings;
-use phonehome_protocol::{is_unix_name, parse_port, validate_host, DEFAULT_POLL_INTERVAL_SECS};
+use phonehome_protocol::{
+    is_unix_name, parse_port, validate_host, DEFAULT_POLL_INTERVAL_SECS, MAX_HOLD_SECS,
+    MIN_HOLD_SECS,
+};
 
 /// Where install-server.sh puts the gate (under the root); what goes into `command="..."`.
 pub const DEFAULT_GATE: &str = "/usr/local/lib/phonehome/phonehome-gate";
 pub const DEFAULT_GROUP: &str = "phonehome-devices";
 pub const DEFAULT_PORT_RANGE: (u16, u16) = (20000, 29999);
 pub const DEFAULT_TTL_SECS: u64 = 3600;
+/// Held sessions are off until an admin chooses a hold (BENCHMARKS.md, section 7).
+pub const DEFAULT_HOLD_SECS: u64 = 0;
+/// The default cap on sessions held at once; see BENCHMARKS.md for what each costs.
+pub const DEFAULT_HOLD_SESSIONS: u64 = 1000;
+/// Most held sessions a server may be configured for (one slot file each).
+pub const MAX_HOLD_SESSIONS: u64 = 100_000;
 /// Largest server.conf read.
 const MAX_CONF_BYTES: u64 = 64 * 1024;
 
@@ -29,6 +38,8 @@ const NAMES: &[&str] = &[
     "device_group",
     "gate",
     "log_hosts",
+    "hold",
+    "hold_sessions",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +56,12 @@ pub struct ServerConf {
     /// The names this server's own syslog lines carry; list-devices counts sshd lines
     /// of these hosts only (logs gathered from several hosts hold others').
     pub log_hosts: Vec<String>,
+    /// How long the gate keeps a device's session open after answering (seconds; 0:
+    /// never), so that a request reaches the device at once (protocol 3).
+    pub hold: u64,
+    /// The most sessions held at once, over all devices (each holds an sshd session
+    /// and a gate process in memory); past it a poll is answered and ended as before.
+    pub hold_sessions: u64,
 }
 
 /// The kernel's host name, if it is a valid one.
@@ -85,6 +102,8 @@ impl ServerConf {
             device_group: DEFAULT_GROUP.into(),
             gate: paths.join(DEFAULT_GATE).display().to_string(),
             log_hosts,
+            hold: DEFAULT_HOLD_SECS,
+            hold_sessions: DEFAULT_HOLD_SESSIONS,
         }
     }
 
@@ -162,6 +181,25 @@ impl ServerConf {
                 }
                 self.log_hosts = hosts;
             }
+            "hold" => {
+                self.hold = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n == 0 || (MIN_HOLD_SECS..=MAX_HOLD_SECS).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "expected 0 (off) or seconds from {} to {}",
+                            MIN_HOLD_SECS, MAX_HOLD_SECS
+                        )
+                    })?
+            }
+            "hold_sessions" => {
+                self.hold_sessions = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= MAX_HOLD_SESSIONS)
+                    .ok_or_else(|| format!("expected a number from 0 to {}", MAX_HOLD_SESSIONS))?
+            }
             _ => unreachable!("settings::parse checks the names"),
         }
         Ok(())
@@ -191,7 +229,7 @@ mod tests {
         let c = ServerConf::parse(
             "# comment\nserver_host = ph.example.org\nserver_port=2222\nport_range = 30000-30010\n\
              poll_interval = 5\ndefault_ttl = 2h\nadmin_user = admin\ngate = /opt/ph/gate\n\
-             log_hosts = ph ph.example.org\n",
+             log_hosts = ph ph.example.org\nhold = 60\nhold_sessions = 250\n",
             &root(),
         )
         .unwrap();
@@ -201,6 +239,8 @@ mod tests {
         assert_eq!(c.default_ttl, 7200);
         assert_eq!(c.default_wait(), 25);
         assert_eq!(c.log_hosts, ["ph", "ph.example.org"]);
+        assert_eq!((c.hold, c.hold_sessions), (60, 250));
+        assert_eq!(ServerConf::defaults(&root()).hold, 0, "off by default");
         for bad in [
             "nonsense",
             "colour = blue",
@@ -218,6 +258,12 @@ mod tests {
             "log_hosts = ",
             "log_hosts = a/b",
             "server_port = 1\nserver_port = 2",
+            "hold = 2",
+            "hold = 3601",
+            "hold = -1",
+            "hold = 1m",
+            "hold_sessions = 100001",
+            "hold_sessions = many",
         ] {
             assert!(ServerConf::parse(bad, &root()).is_err(), "{:?}", bad);
         }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod gate_status;
+pub mod hold;
 pub mod keys;
 pub mod listeners;
 pub mod lock;

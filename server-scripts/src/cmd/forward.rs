@@ -516,7 +516,8 @@ struct Pruned {
 /// Bring every device's files back to what the registry and the unexpired requests
 /// say: expired requests dropped, key files granting exactly the requested ports
 /// (a crash between two renames, or an expiry), files of devices no longer registered
-/// removed, and temp files of interrupted writes deleted.
+/// removed, and temp files of interrupted writes deleted; and the held-session slot
+/// files back to what server.conf says.
 fn prune(out: &mut Out, paths: &Paths, conf: &ServerConf) -> Result<()> {
     cli::require_root(NAME)?;
     let _registry_lock = lock::registry(paths)?;
@@ -527,6 +528,16 @@ fn prune(out: &mut Out, paths: &Paths, conf: &ServerConf) -> Result<()> {
         prune_device(paths, conf, rec, &mut done)?;
     }
     done.leftovers += remove_leftovers(paths, &devices)?;
+    let (made, dropped) = crate::hold::sync_slots(paths, conf)?;
+    if made + dropped > 0 {
+        log::info!(
+            "held-session slots: {} made, {} removed (hold_sessions = {}, hold = {})",
+            made,
+            dropped,
+            conf.hold_sessions,
+            conf.hold
+        );
+    }
     for dir in [
         paths.keys_dir(),
         paths.requests_dir(),

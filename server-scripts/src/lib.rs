@@ -24,5 +24,6 @@ pub mod paths;
 pub mod registry;
 pub mod requests;
 pub mod store;
+pub mod wait;
 
 pub use error::Error;

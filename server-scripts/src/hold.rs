@@ -7,7 +7,8 @@
 //! `list-devices` see them at once.
 //!
 //! Bounds, because the device is not trusted and every held session costs the server
-//! memory: a device holds one session at most (`status/<id>/hold.lock`), the server at
+//! memory: a device holds one session at most (`status/<id>/hold.lock`; a newer login
+//! of the device ends the older session, which its agent has given up), the server at
 //! most `hold_sessions` (a free slot file in `var/lib/phonehome/hold/`, flock'd for the
 //! session's life, so a killed gate frees its slot with its last breath), a session
 //! lasts at most the hold the agent offered and server.conf allows, and a device that
@@ -35,6 +36,8 @@ use std::time::{Duration, Instant};
 
 /// Where inotify is not to be had, how often the requests file is looked at instead.
 pub const FALLBACK_LOOK: Duration = Duration::from_secs(1);
+/// How long a new login of a device waits for its previous held session's gate to end.
+const TAKE_OVER_WAIT: Duration = Duration::from_secs(2);
 
 /// A hold granted to one login: its length and the two locks that make it count.
 pub struct Grant {
@@ -52,9 +55,9 @@ pub fn grant(paths: &Paths, conf: &ServerConf, id: &DeviceId, offer: Option<u64>
         return None;
     }
     let device = lock::open(&paths.status(id).join(HOLD_LOCK_FILE)).ok()?;
-    if !lock::try_exclusive(&device).ok()? {
-        log::warn!(
-            "device {} already holds a session: this one is not held",
+    if !lock::try_exclusive(&device).ok()? && !take_over(paths, id, &device) {
+        eprintln!(
+            "phonehome-gate: device {} still holds another session: this one is not held",
             id
         );
         return None;
@@ -67,12 +70,46 @@ pub fn grant(paths: &Paths, conf: &ServerConf, id: &DeviceId, offer: Option<u64>
     })
 }
 
+/// The device logged in again while a session of it is held: the agent holds one
+/// session at a time, so the old one is dead (a dropped network, a client killed) even
+/// if sshd has not noticed yet. End its gate (the device's own uid, checked by pid and
+/// start time) and take its lock, so that the dead session does not cost the device
+/// its hold for the next minute.
+fn take_over(paths: &Paths, id: &DeviceId, device: &File) -> bool {
+    let Some(old) = crate::gate_status::session(paths, id).ok().flatten() else {
+        return false;
+    };
+    if !old.is_live(clock::now()) || old.pid == std::process::id() {
+        return false;
+    }
+    match process::Handle::open(old.pid) {
+        Ok(h) if h.start_time() == old.start_time => {
+            if h.signal(process::SIGTERM).is_err() {
+                return false;
+            }
+        }
+        _ => return false,
+    }
+    let until = Instant::now() + TAKE_OVER_WAIT;
+    while Instant::now() < until {
+        if lock::try_exclusive(device).unwrap_or(false) {
+            eprintln!(
+                "phonehome-gate: device {} logged in again: its previous held session (gate pid {}) was ended",
+                id, old.pid
+            );
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 /// A slot file locked for us, probing from a place that depends on the device so that
 /// devices spread over the slots.
 fn free_slot(paths: &Paths, slots: u64, id: &DeviceId) -> Option<File> {
     if !paths.hold_dir().is_dir() {
-        log::warn!(
-            "{} is missing: no session is held until forward-device-port --prune makes its slots",
+        eprintln!(
+            "phonehome-gate: {} is missing: no session is held until forward-device-port --prune makes its slots",
             paths.hold_dir().display()
         );
         return None;

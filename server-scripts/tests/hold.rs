@@ -319,14 +319,17 @@ fn threat_38_one_held_session_per_device_and_no_more_than_the_slots() {
         s1.frame(Duration::from_secs(5)).unwrap()[0],
         "phonehome-inbox 3 hold=10"
     );
-    // The same device again (a stolen key logging in twice): answered, not held.
-    let mut s2 = Session::start(&r, OFFER);
-    assert_eq!(
-        s2.frame(Duration::from_secs(5)).unwrap()[0],
-        "phonehome-inbox 3"
+    // The same device again (its agent gave the old session up, or a stolen key logs in
+    // twice): the newer login ends the older session and holds; never two at once.
+    let mut s1 = s1;
+    let s2 = Session::start(&r, OFFER);
+    let f2 = s2.frame(Duration::from_secs(5)).unwrap();
+    assert!(
+        s1.ended_by_itself(Duration::from_secs(1)),
+        "the older session ended"
     );
-    assert!(s2.ended_by_itself(Duration::from_secs(2)));
-    // Another device while the only slot is taken: not held either.
+    assert_eq!(f2[0], "phonehome-inbox 3 hold=10");
+    // Another device while the only slot is taken: not held.
     r.impersonate(ID2);
     let mut s3 = Session::start(&r, OFFER);
     assert_eq!(
@@ -335,7 +338,7 @@ fn threat_38_one_held_session_per_device_and_no_more_than_the_slots() {
     );
     assert!(s3.ended_by_itself(Duration::from_secs(2)));
     // The slot comes back when the held session ends, even by SIGKILL.
-    drop(s1);
+    drop(s2);
     let s4 = Session::start(&r, OFFER);
     assert_eq!(
         s4.frame(Duration::from_secs(5)).unwrap()[0],

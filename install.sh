@@ -341,6 +341,8 @@ cmd_test() {
     stage "e2e scenarios (dbclient)" env PHONEHOME_E2E_LOGS="$logs/dbclient" bash tests/e2e/run.sh --client dbclient
     stage "e2e scenarios (OpenSSH ssh)" env PHONEHOME_E2E_LOGS="$logs/ssh" bash tests/e2e/run.sh --client ssh
     stage "e2e stolen device key" env PHONEHOME_E2E_LOGS="$logs/stolen" bash tests/e2e/stolen-key.sh
+    stage "e2e held polls (dbclient)" env CARGO="$CARGO" PHONEHOME_E2E_LOGS="$logs/hold-dbclient" bash tests/e2e/hold.sh --client dbclient
+    stage "e2e held polls (OpenSSH ssh)" env CARGO="$CARGO" PHONEHOME_E2E_LOGS="$logs/hold-ssh" bash tests/e2e/hold.sh --client ssh
     if [ -f openwrt-package/test.sh ]; then
         stage "openwrt-package/test.sh" bash openwrt-package/test.sh
     else

@@ -11,8 +11,8 @@
 //! heartbeat a minute, never two sessions), when the gate ends it, or past the granted
 //! hold and `HOLD_GRACE_SECS`; a gate that breaks the framing or sends more than
 //! `MAX_HELD_FRAMES` frames is cut off. An older gate, which reads the report until the
-//! end of stdin, gets its end of stdin after `HOLD_ANSWER_WAIT_SECS` and answers as it
-//! always did; the agent remembers (`LastPoll::gate_protocol`) and stops offering.
+//! end of stdin, gets its end of stdin after `answer_wait` and answers as it always did;
+//! the agent remembers (`LastPoll::gate_protocol`) and stops offering.
 
 use crate::config::Settings;
 use crate::last_poll::LastPoll;
@@ -60,15 +60,23 @@ pub enum FirstError {
     Answer(AnswerError),
 }
 
+/// How long an agent that offered a hold waits for the first frame before it closes
+/// stdin: `HOLD_ANSWER_WAIT_SECS`, or half the poll's timeout if that is shorter (the
+/// login must not be killed before an older gate has had its end of stdin).
+pub fn answer_wait(timeout: Duration) -> Duration {
+    Duration::from_secs(HOLD_ANSWER_WAIT_SECS).min(timeout / 2)
+}
+
 /// The gate's first frame. `offered`: stdin was left open for a hold; when nothing has
-/// come after `HOLD_ANSWER_WAIT_SECS`, the gate reads until the end of stdin (it is
+/// come after `wait` (`answer_wait`), the gate reads until the end of stdin (it is
 /// older than protocol 3), so stdin is closed and the answer still comes. The session
 /// comes back when the frame grants a hold; else it is finished here.
 pub fn first_frame(
     mut s: PollSession,
     offered: bool,
+    wait: Duration,
 ) -> Result<(Frame, Option<PollSession>), FirstError> {
-    let close_at = Instant::now() + Duration::from_secs(HOLD_ANSWER_WAIT_SECS);
+    let close_at = Instant::now() + wait;
     let far = Instant::now() + Duration::from_secs(MAX_HOLD_SECS);
     loop {
         match parse_frame(s.stdout()) {
@@ -90,8 +98,8 @@ pub fn first_frame(
         match s.wait(until, &[]).map_err(FirstError::Ssh)? {
             Event::Timeout if s.stdin_open() => {
                 log::debug!(
-                    "no answer within {} s: the gate reads until the end of stdin (older than protocol {}); closing it",
-                    HOLD_ANSWER_WAIT_SECS,
+                    "no answer within {:?}: the gate reads until the end of stdin (older than protocol {}); closing it",
+                    wait,
                     HOLD_PROTOCOL
                 );
                 s.close_stdin();
@@ -198,14 +206,14 @@ pub fn serve(
     s.set_deadline(end_at + CLOSE_GRACE);
     log::info!("holding the session for up to {} s", granted);
     send(&mut s, &first);
-    let mut watched = watch_tunnels(run);
+    let mut watched = watch_tunnels(&mut s, run, &first);
     let mut frames = 1u32;
     let ended = loop {
         match take_frame(&mut s, &mut frames) {
             Ok(Some(frame)) => {
                 let outcomes = on_frame(&frame.inbox);
                 send(&mut s, &outcomes);
-                watched = watch_tunnels(run);
+                watched = watch_tunnels(&mut s, run, &outcomes);
                 continue;
             }
             Ok(None) => {}
@@ -318,8 +326,33 @@ fn wait(
     })
 }
 
-fn watch_tunnels(run: &RunDir) -> Vec<Watched> {
-    tunnels::running(run)
+/// The running tunnels, to watch; a tunnel just started (`outcomes` say starting and
+/// no failure) that is not running any more died before it could be watched: said now.
+fn watch_tunnels(s: &mut PollSession, run: &RunDir, outcomes: &[Outcome]) -> Vec<Watched> {
+    let running = tunnels::running(run);
+    let failed = |p: PortPair| {
+        outcomes
+            .iter()
+            .any(|o| o.pair == p && o.state == OutcomeState::Failed)
+    };
+    for o in outcomes
+        .iter()
+        .filter(|o| o.state == OutcomeState::Starting)
+    {
+        if !failed(o.pair) && !running.iter().any(|(p, _)| *p == o.pair) {
+            let reason = tunnels::death_reason(run, o.pair);
+            log::warn!("tunnel {} died at once: {}", o.pair, reason);
+            send(
+                s,
+                &[Outcome {
+                    pair: o.pair,
+                    state: OutcomeState::Failed,
+                    reason: Some(reason),
+                }],
+            );
+        }
+    }
+    running
         .into_iter()
         .map(|(pair, handle)| Watched { pair, handle })
         .collect()
@@ -376,6 +409,14 @@ fn end(mut s: PollSession, started: Instant, frames: u32, ended: Ended) -> Summa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_gate_gets_its_end_of_stdin_before_the_poll_is_killed() {
+        let d = |s| Duration::from_secs(s);
+        assert_eq!(answer_wait(d(30)), d(HOLD_ANSWER_WAIT_SECS));
+        assert_eq!(answer_wait(d(6)), d(3));
+        assert!(answer_wait(d(1)) < d(1));
+    }
 
     #[test]
     fn the_offer_is_what_is_left_of_the_interval() {

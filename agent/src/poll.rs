@@ -214,21 +214,19 @@ fn exchange(
     );
     let mut stdin = status.to_json().into_bytes();
     stdin.push(b'\n');
-    let mut session = ssh::start_poll(
-        &client,
-        &login.target,
-        &login.run.home(),
-        Duration::from_secs(settings.timeout),
-    )
-    .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(settings.timeout);
+    let mut session = ssh::start_poll(&client, &login.target, &login.run.home(), timeout)
+        .map_err(|e| e.to_string())?;
     session.send(&stdin);
     if offer.is_none() {
         session.close_stdin();
     }
-    let (frame, session) = hold::first_frame(session, offer.is_some()).map_err(|e| match e {
-        FirstError::Ssh(p) => p.to_string(),
-        FirstError::Answer(a) => not_the_gate(a, login),
-    })?;
+    let wait = hold::answer_wait(timeout);
+    let (frame, session) =
+        hold::first_frame(session, offer.is_some(), wait).map_err(|e| match e {
+            FirstError::Ssh(p) => p.to_string(),
+            FirstError::Answer(a) => not_the_gate(a, login),
+        })?;
     let held = match (session, frame.hold, offer) {
         (Some(s), Some(granted), Some(offered)) => Some((s, granted.min(offered))),
         _ => None,

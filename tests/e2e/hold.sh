@@ -76,7 +76,9 @@ set_hold "$TICK" 8
 check "the gate's slots for held sessions exist (hold_sessions = 8)" \
     test "$(find /var/lib/phonehome/hold -type f | wc -l)" = 8
 enrol dev1 || { fail "enrol dev1"; finish; exit 1; }
-cron_start dev1 "$TICK" --interval "$TICK"
+# --timeout below the tick, as the default 30 s is below cron's minute: a poll stuck
+# connecting while the network is down ends before the next tick.
+cron_start dev1 "$TICK" --interval "$TICK" --timeout $((TICK - 2))
 if wait_until $((2 * TICK + 10)) holds_session dev1; then
     pass "dev1 holds its session (phonehome-gate pid $(jq -r .pid "/var/lib/phonehome/status/$ID1/session.json"))"
 else
@@ -84,7 +86,7 @@ else
 fi
 
 # --- one login a tick -------------------------------------------------------------
-step "H1. one login, one heartbeat a tick; never two sessions"
+step "H1 (THREATS 42). one login, one heartbeat a tick; never two sessions"
 sleep_to_tick 1000
 mark=$(wc -l <"$SSHD_LOG")
 most=0
@@ -95,11 +97,11 @@ while [ "$SECONDS" -lt "$end" ]; do
     sleep 0.1
 done
 n=$(logins_since "$ID1" "$mark")
-if [ "$n" = 3 ]; then pass "H1 3 logins of dev1 in 3 ticks ($((3 * TICK)) s)"; else fail "H1 $n logins of dev1 in 3 ticks"; fi
-if [ "$most" = 1 ]; then pass "H1 at most one gate of dev1 at any time (sampled every 0.1 s)"; else fail "H1 $most gates of dev1 at once"; fi
+if [ "$n" = 3 ]; then pass "H1 (THREATS 42) 3 logins of dev1 in 3 ticks ($((3 * TICK)) s)"; else fail "H1 (THREATS 42) $n logins of dev1 in 3 ticks"; fi
+if [ "$most" = 1 ]; then pass "H1 (THREATS 42) at most one gate of dev1 at any time (sampled every 0.1 s)"; else fail "H1 (THREATS 42) $most gates of dev1 at once"; fi
 asked=$(grep -c 'held session ended after .*the next tick asked' "$LAB/dev1/agent.log")
-if [ "$asked" -ge 2 ]; then pass "H1 each tick took the session over from the last ($asked handovers so far)"; else fail "H1 $asked handovers in the agent log"; fi
-if ! grep -q -- '--- exit [^0]' "$LAB/dev1/agent.log"; then pass "H1 every tick exited 0"; else fail "H1 a tick failed: $(grep -m1 -B3 -- '--- exit [^0]' "$LAB/dev1/agent.log")"; fi
+if [ "$asked" -ge 2 ]; then pass "H1 (THREATS 42) each tick took the session over from the last ($asked handovers so far)"; else fail "H1 (THREATS 42) $asked handovers in the agent log"; fi
+if ! grep -q -- '--- exit [^0]' "$LAB/dev1/agent.log"; then pass "H1 (THREATS 42) every tick exited 0"; else fail "H1 (THREATS 42) a tick failed: $(grep -m1 -B3 -- '--- exit [^0]' "$LAB/dev1/agent.log")"; fi
 
 # --- a request at a random point of the tick --------------------------------------
 step "H2. a request at the tick, $REQUESTS at random points of it: a login through the tunnel within $LIMIT_MS ms"
@@ -215,7 +217,7 @@ fi
 OLD_AGENT=$OLD_DIR/debug/phonehome
 OLD_GATE=$OLD_DIR/debug/phonehome-gate
 
-step "C1. this agent, an old gate ($OLD_REV): it gets its report, falls back, keeps one login a tick"
+step "C1 (THREATS 41). this agent, an old gate ($OLD_REV): it gets its report, falls back, keeps one login a tick"
 GATE=/usr/local/lib/phonehome/phonehome-gate
 cp "$GATE" "$LAB/gate.new"
 cp "$OLD_GATE" "$GATE.tmp" && mv "$GATE.tmp" "$GATE"
@@ -223,47 +225,47 @@ sleep_to_tick 500
 mark=$(wc -l <"$SSHD_LOG")
 fell_back() { [ "$(jq -r .gate_protocol "$LAB/dev1/run/last-poll.json" 2>/dev/null)" = 2 ]; }
 if wait_until $((TICK + 12)) fell_back; then
-    pass "C1 the agent saw a gate of protocol 2 (last-poll: gate_protocol 2)"
+    pass "C1 (THREATS 41) the agent saw a gate of protocol 2 (last-poll: gate_protocol 2)"
 else
-    fail "C1 no fallback: $(cat "$LAB/dev1/run/last-poll.json" 2>&1)"
+    fail "C1 (THREATS 41) no fallback: $(cat "$LAB/dev1/run/last-poll.json" 2>&1)"
 fi
 hb=/var/lib/phonehome/status/$ID1/heartbeat.json
 swapped=$(($(date +%s) - TICK - 12))
 if [ "$(jq -r .report_error "$hb")" = null ] &&
     jq -e --argjson t "$swapped" '.received >= $t' "/var/lib/phonehome/status/$ID1/report.json" >/dev/null; then
-    pass "C1 the old gate got the whole report in time (recorded, no report_error)"
+    pass "C1 (THREATS 41) the old gate got the whole report in time (recorded, no report_error)"
 else
-    fail "C1 report: $(cat "$hb")"
+    fail "C1 (THREATS 41) report: $(cat "$hb")"
 fi
 sleep_to_tick 500
 mark=$(wc -l <"$SSHD_LOG")
 sleep $((2 * TICK))
 n=$(logins_since "$ID1" "$mark")
-if [ "$n" = 2 ]; then pass "C1 then 2 logins in 2 ticks"; else fail "C1 $n logins in 2 ticks"; fi
+if [ "$n" = 2 ]; then pass "C1 (THREATS 41) then 2 logins in 2 ticks"; else fail "C1 (THREATS 41) $n logins in 2 ticks"; fi
 if timed_request dev1 "$ID1" 9980 && [ "$MS" -le $((TICK * 1000 + 3000)) ]; then
-    pass "C1 a request reaches the tunnel at the next tick, as before held polls ($MS ms)"
+    pass "C1 (THREATS 41) a request reaches the tunnel at the next tick, as before held polls ($MS ms)"
 else
-    fail "C1 request: $MS ms: $(cat "$LAB/fwd.out")"
+    fail "C1 (THREATS 41) request: $MS ms: $(cat "$LAB/fwd.out")"
 fi
-if grep -q 'last polled at' "$LAB/fwd.out"; then pass "C1 --wait said when dev1 polled last"; else fail "C1 --wait: $(cat "$LAB/fwd.out")"; fi
+if grep -q 'last polled at' "$LAB/fwd.out"; then pass "C1 (THREATS 41) --wait said when dev1 polled last"; else fail "C1 (THREATS 41) --wait: $(cat "$LAB/fwd.out")"; fi
 close_port "$ID1" 9980
 cp "$LAB/gate.new" "$GATE.tmp" && mv "$GATE.tmp" "$GATE"
-if wait_until $((2 * TICK + 10)) holds_session dev1; then pass "C1 with this gate back, dev1 holds again"; else fail "C1 dev1 does not hold again"; fi
+if wait_until $((2 * TICK + 10)) holds_session dev1; then pass "C1 (THREATS 41) with this gate back, dev1 holds again"; else fail "C1 (THREATS 41) dev1 does not hold again"; fi
 cron_stop dev1
 
-step "C2. an old agent ($OLD_REV), this gate with hold on: answered as before, never held"
-device_setup dev2 || fail "C2 setup dev2"
+step "C2 (THREATS 41). an old agent ($OLD_REV), this gate with hold on: answered as before, never held"
+device_setup dev2 || fail "C2 (THREATS 41) setup dev2"
 AGENT_BIN=$OLD_AGENT cron_start dev2 "$TICK"
-if wait_until $((2 * TICK + 10)) state_is "$ID2" online; then pass "C2 the old agent polls"; else fail "C2 the old agent does not poll: $(tail -n 5 "$LAB/dev2/agent.log")"; fi
+if wait_until $((2 * TICK + 10)) state_is "$ID2" online; then pass "C2 (THREATS 41) the old agent polls"; else fail "C2 (THREATS 41) the old agent does not poll: $(tail -n 5 "$LAB/dev2/agent.log")"; fi
 if [ "$(jq -r .report.protocol "/var/lib/phonehome/status/$ID2/report.json")" = 2 ]; then
-    pass "C2 its reports are of protocol 2"
+    pass "C2 (THREATS 41) its reports are of protocol 2"
 else
-    fail "C2 report: $(cat "/var/lib/phonehome/status/$ID2/report.json")"
+    fail "C2 (THREATS 41) report: $(cat "/var/lib/phonehome/status/$ID2/report.json")"
 fi
 if timed_request dev2 "$ID2" 9990 && [ "$MS" -le $((TICK * 1000 + 3000)) ]; then
-    pass "C2 a request reaches its tunnel at the next tick ($MS ms)"
+    pass "C2 (THREATS 41) a request reaches its tunnel at the next tick ($MS ms)"
 else
-    fail "C2 request: $MS ms: $(cat "$LAB/fwd.out")"
+    fail "C2 (THREATS 41) request: $MS ms: $(cat "$LAB/fwd.out")"
 fi
 most=0
 end=$((SECONDS + TICK))
@@ -274,9 +276,9 @@ while [ "$SECONDS" -lt "$end" ]; do
 done
 lingering=$(pgrep -u "device$ID2" -x phonehome-gate | while read -r p; do ps -o etimes= -p "$p"; done | awk '$1 > 3' | wc -l)
 if [ ! -e "/var/lib/phonehome/status/$ID2/session.json" ] && [ "$lingering" = 0 ]; then
-    pass "C2 no session of the old agent was held (no session.json, no gate older than 3 s)"
+    pass "C2 (THREATS 41) no session of the old agent was held (no session.json, no gate older than 3 s)"
 else
-    fail "C2 the old agent's session was held or lingers"
+    fail "C2 (THREATS 41) the old agent's session was held or lingers"
 fi
 cron_stop dev2
 

@@ -51,7 +51,8 @@ report_write() {
 		echo
 		for s in 1-size:"1. Agent size" 2-device:"2. Device cost of one poll" \
 			3-server:"3. Server cost of one poll" 4-listdevices:"4. list-devices" \
-			5-latency:"5. Request to tunnel" 6-tunnels:"6. Many tunnels"; do
+			5-latency:"5. Request to tunnel" 6-tunnels:"6. Many tunnels" \
+			7-hold:"7. Held polls (instant tunnels)"; do
 			f=$BENCH_SECTIONS/${s%%:*}.md
 			if [[ -s $f ]]; then
 				cat "$f"

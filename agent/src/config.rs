@@ -67,7 +67,11 @@ pub const VALUE_OPTIONS: &[(&str, &str, &str)] = &[
         "log target (auto: stderr on a terminal)",
     ),
     ("jitter", "SECS", "max per-device delay before a poll (0)"),
-    ("timeout", "SECS", "hard limit of a poll's login and first answer (30)"),
+    (
+        "timeout",
+        "SECS",
+        "hard limit of a poll's login and first answer (30)",
+    ),
     ("keepalive", "SECS", "ssh keepalive interval (30)"),
     (
         "hold",

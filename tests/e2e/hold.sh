@@ -45,6 +45,8 @@ lab_enter_sandbox "$0" --client "$CLIENT"
 
 ID1=$(dev_id dev1)
 ID2=$(dev_id dev2)
+# server.conf's poll_interval is the devices' tick here (online windows, --wait's text).
+POLL=$TICK
 now_ms() { date +%s%3N; }
 
 # Sleep until OFFSET ms after the next tick of the clock.

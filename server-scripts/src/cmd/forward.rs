@@ -363,11 +363,16 @@ fn report_request(
     if !json {
         say!(
             out,
-            "requested {} on device {}, until {}; the device picks it up at its next poll (every {} s)",
+            "requested {} on device {}, until {}; the device picks it up at its next poll (every {} s){}",
             req.pair(),
             rec.label(),
             format_utc(req.expires),
-            conf.poll_interval
+            conf.poll_interval,
+            if conf.hold > 0 {
+                ", or at once if it holds a session"
+            } else {
+                ""
+            }
         )?;
     }
     let ready = match wait {

@@ -214,6 +214,12 @@ impl ServerConf {
     pub fn online_window(&self) -> i64 {
         (2 * self.poll_interval + 15) as i64
     }
+
+    /// A device silent for longer than this is offline, not just late (stale): ten
+    /// polls, and at least an hour.
+    pub fn offline_after(&self) -> i64 {
+        (self.poll_interval as i64 * 10).max(3600)
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,8 @@ pub enum Reach {
     Polled { at: i64, next: i64 },
     /// Added at `added` and not called in yet (its first poll is due).
     NotYet { added: i64 },
-    /// Silent for longer than a device that polls may be: it will not hear it soon.
+    /// Silent for longer than list-devices calls offline (`offline_after`): it will
+    /// not hear it soon.
     Offline { last: Option<i64> },
 }
 
@@ -90,7 +91,7 @@ fn reach(conf: &ServerConf, rec: &DeviceRecord, seen: &Seen, now: i64) -> Reach 
     if let Some(s) = seen.session.as_ref().filter(|s| s.is_live(now)) {
         return Reach::Holding { until: s.until };
     }
-    let window = conf.online_window();
+    let window = conf.offline_after();
     match &seen.heartbeat {
         Some(h) if now - h.received <= window => Reach::Polled {
             at: h.received,
@@ -269,14 +270,20 @@ mod tests {
                 next: 1050
             }
         );
+        // Late (stale in list-devices): still waited for.
+        assert!(matches!(
+            reach(&c, &rec(0), &polled, 990 + 600),
+            Reach::Polled { .. }
+        ));
         // Silent for hours: offline, at once.
         assert_eq!(
             reach(&c, &rec(0), &polled, 990 + 3 * 3600),
             Reach::Offline { last: Some(990) }
         );
         assert_eq!(
-            reach(&c, &rec(0), &Seen::default(), 1000),
-            Reach::Offline { last: None }
+            reach(&c, &rec(0), &Seen::default(), 3 * 3600),
+            Reach::Offline { last: None },
+            "added hours ago and never called in"
         );
         assert_eq!(
             reach(&c, &rec(980), &Seen::default(), 1000),

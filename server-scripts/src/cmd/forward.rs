@@ -10,7 +10,8 @@
 //! `--wait` (`wait.rs`) says whether the device hears the request now (a held session)
 //! or when it polled last and is due next, then that it picked the request up, then
 //! returns when the device's uid alone listens on the port, or fails with the device's
-//! own reason, another listener on the port, or a device that is offline (at once).
+//! own reason, another listener on the port, or a device that list-devices would call
+//! offline (silent for an hour or ten polls: said at once).
 
 use crate::accounts::{self, Account};
 use crate::cli::{self, Out};

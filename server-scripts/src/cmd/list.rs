@@ -208,7 +208,7 @@ fn device_row(paths: &Paths, src: &Sources, d: &DeviceRecord) -> Row {
 }
 
 fn state(src: &Sources, last_seen: Option<i64>, readable: bool) -> State {
-    let stale_after = (src.conf.poll_interval as i64 * 10).max(3600);
+    let stale_after = src.conf.offline_after();
     match last_seen.map(|t| src.now - t) {
         Some(age) if age <= src.conf.online_window() => State::Online,
         Some(age) if age <= stale_after => State::Stale,

@@ -86,6 +86,10 @@ lab_mounts() {
     # /var/run is a symlink to /run on Debian; the overlay keeps it so. Hide what a
     # real installation on this host may have left, so the lab starts clean.
     rm -rf /var/lib/phonehome /etc/phonehome /root/.ssh
+    # The admin's commands run on the devices through root's bash, which reads root's
+    # ~/.bashrc when started by an ssh server: the host's may run anything (here `pyenv
+    # init` stalled logins for 20 s while other work held its lock).
+    rm -f /root/.bashrc
     rm -f /etc/ssh/sshd_config.d/phonehome.conf /etc/cron.d/phonehome /var/log/auth.log
 }
 

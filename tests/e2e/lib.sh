@@ -88,7 +88,7 @@ lab_mounts() {
     rm -rf /var/lib/phonehome /etc/phonehome /root/.ssh
     # The admin's commands run on the devices through root's bash, which reads root's
     # ~/.bashrc when started by an ssh server: the host's may run anything (here `pyenv
-    # init` stalled logins for 20 s while other work held its lock).
+    # init`, whose rehash waits up to 60 s for a lock file another bash holds).
     rm -f /root/.bashrc
     rm -f /etc/ssh/sshd_config.d/phonehome.conf /etc/cron.d/phonehome /var/log/auth.log
 }

@@ -481,6 +481,8 @@ cmd_test() {
     stage "e2e compat matrix (arches x clients)" env PHONEHOME_E2E_LOGS="$logs/compat" \
         bash tests/e2e/compat.sh --table "$REPO_DIR/target/compat-table.md"
     stage "e2e watch-devices" env PHONEHOME_E2E_LOGS="$logs/watch" bash tests/e2e/watch.sh
+    stage "e2e held polls (dbclient)" env CARGO="$CARGO" PHONEHOME_E2E_LOGS="$logs/hold-dbclient" bash tests/e2e/hold.sh --client dbclient
+    stage "e2e held polls (OpenSSH ssh)" env CARGO="$CARGO" PHONEHOME_E2E_LOGS="$logs/hold-ssh" bash tests/e2e/hold.sh --client ssh
     if [ -f openwrt-package/test.sh ]; then
         stage "openwrt-package/test.sh" bash openwrt-package/test.sh
     else

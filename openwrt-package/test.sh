@@ -436,10 +436,11 @@ start_sshd() {
 	ssh-keygen -q -t ed25519 -N '' -f "$W/sshd/host_ed25519"
 	cat >"$W/gate/gate.sh" <<-EOF
 		#!/bin/sh
-		# Stands in for phonehome-gate: records the command and the status, answers the
-		# inbox framed as the gate frames it (protocol 2: header, lines, end).
+		# Stands in for phonehome-gate: records the command and the status (its line, as
+		# the gate reads it since protocol 3), answers the inbox framed as the gate
+		# frames it (protocol 2: header, lines, end).
 		printf '%s\n' "\$SSH_ORIGINAL_COMMAND" >>"$W/gate/commands"
-		head -c 65536 >"$W/gate/status.json"
+		head -n 1 >"$W/gate/status.json"
 		echo 'phonehome-inbox 2'
 		cat "$W/gate/inbox"
 		echo end

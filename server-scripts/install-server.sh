@@ -140,6 +140,10 @@ default_ttl = 3600
 admin_user = ${SUDO_USER:-root}
 device_group = phonehome-devices
 gate = $P/usr/local/lib/phonehome/phonehome-gate
+# Held polls (instant tunnels): seconds each device's session stays open after its poll
+# (0: off); every held session costs server memory (BENCHMARKS.md, section 8).
+hold = 0
+hold_sessions = 1000
 EOF
 	chmod 0644 "$tmp"
 	mv "$tmp" "$conf"

@@ -11,7 +11,7 @@ use getopts::Options;
 const COMMANDS: &[(&str, &str)] = &[
     (
         "poll",
-        "one cron tick: log in, send the status report, open and close tunnels as asked",
+        "one cron tick: log in, send the status report, open and close tunnels as asked (until the next tick if the server holds the session)",
     ),
     (
         "id",

@@ -67,6 +67,17 @@ pub fn status(settings: &Settings, json: bool) -> Result<(), Failure> {
             if let Some(e) = &p.error {
                 println!("  error: {}", e);
             }
+            if let Some(secs) = p.held_secs {
+                println!(
+                    "  held the session {} s ({} frame(s)){}",
+                    secs,
+                    p.frames,
+                    p.held_end
+                        .as_deref()
+                        .map(|e| format!(": {}", e))
+                        .unwrap_or_default()
+                );
+            }
             if p.ok {
                 println!(
                     "  requests: {}",
@@ -105,8 +116,8 @@ pub fn status(settings: &Settings, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Stop every tunnel (package removal, shutdown). Waits for a running poll to finish so
-/// that it cannot start a tunnel behind our back.
+/// Stop every tunnel (package removal, shutdown). Asks a held session to end and waits
+/// for a running poll to finish, so that it cannot start a tunnel behind our back.
 pub fn stop(settings: &Settings) -> Result<(), Failure> {
     let run = RunDir::new(&settings.run_dir);
     if !run.root.exists() {

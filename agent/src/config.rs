@@ -11,7 +11,7 @@ use phonehome_plumbing::{files, settings};
 use phonehome_protocol::sshkey::PublicKey;
 use phonehome_protocol::{
     parse_port, validate_account, validate_host, DeviceId, DEFAULT_KEEPALIVE_SECS,
-    DEFAULT_POLL_TIMEOUT_SECS,
+    DEFAULT_POLL_INTERVAL_SECS, DEFAULT_POLL_TIMEOUT_SECS, MAX_HOLD_SECS,
 };
 use std::path::PathBuf;
 
@@ -73,8 +73,22 @@ pub const VALUE_OPTIONS: &[(&str, &str, &str)] = &[
         "log target (auto: stderr on a terminal)",
     ),
     ("jitter", "SECS", "max per-device delay before a poll (0)"),
-    ("timeout", "SECS", "hard limit of one poll's ssh (30)"),
+    (
+        "timeout",
+        "SECS",
+        "hard limit of a poll's login and first answer (30)",
+    ),
     ("keepalive", "SECS", "ssh keepalive interval (30)"),
+    (
+        "hold",
+        "yes|no",
+        "offer to hold the session until the next tick, when the server allows (yes)",
+    ),
+    (
+        "interval",
+        "SECS",
+        "how often cron runs poll; a held session ends by the next tick (60)",
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +110,11 @@ pub struct Settings {
     pub jitter: u64,
     pub timeout: u64,
     pub keepalive: u64,
+    /// Offer the server to hold the session (protocol 3); off on a link where an open
+    /// session costs too much.
+    pub hold: bool,
+    /// The cron period: a held session ends by the time the next tick comes.
+    pub interval: u64,
 }
 
 impl Default for Settings {
@@ -116,6 +135,8 @@ impl Default for Settings {
             jitter: 0,
             timeout: DEFAULT_POLL_TIMEOUT_SECS,
             keepalive: DEFAULT_KEEPALIVE_SECS,
+            hold: true,
+            interval: DEFAULT_POLL_INTERVAL_SECS,
         }
     }
 }
@@ -171,6 +192,14 @@ impl Settings {
             "jitter" => self.jitter = seconds(name, value, 0, MAX_JITTER_SECS)?,
             "timeout" => self.timeout = seconds(name, value, 1, MAX_TIMEOUT_SECS)?,
             "keepalive" => self.keepalive = seconds(name, value, 1, MAX_TIMEOUT_SECS)?,
+            "hold" => {
+                self.hold = match value {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(format!("invalid hold {:?}: use yes or no", value)),
+                }
+            }
+            "interval" => self.interval = seconds(name, value, 1, MAX_HOLD_SECS)?,
             _ => return Err(format!("unknown option {:?}", name)),
         }
         Ok(())
@@ -332,6 +361,13 @@ mod tests {
         assert_eq!(s.key, None);
         s.apply("key", "/k/mine").unwrap();
         assert_eq!(s.key, Some(PathBuf::from("/k/mine")));
+        assert!(
+            s.hold && s.interval == 60,
+            "holds, every minute, by default"
+        );
+        s.apply("hold", "no").unwrap();
+        s.apply("interval", "300").unwrap();
+        assert!(!s.hold && s.interval == 300);
         for (n, v) in [
             ("port", "0"),
             ("port", "022"),
@@ -348,6 +384,10 @@ mod tests {
             ("server", "h:22"),
             ("server", "a..b"),
             ("account", "root@x"),
+            ("hold", "maybe"),
+            ("hold", "1"),
+            ("interval", "0"),
+            ("interval", "3601"),
             ("nonsense", "1"),
         ] {
             assert!(s.apply(n, v).is_err(), "{}={:?} accepted", n, v);

@@ -1,5 +1,6 @@
 //! `last-poll.json`: the outcome of the last poll, kept in the run dir for `status` and
-//! for the next poll's report (its error and the inbox lines it refused).
+//! for the next poll's report (its error and the inbox lines it refused), and what the
+//! gate's framing said of it (a gate older than protocol 3 is not offered a hold).
 
 use crate::rundir::RunDir;
 use phonehome_plumbing::files;
@@ -23,6 +24,17 @@ pub struct LastPoll {
     pub inbox_errors: Vec<String>,
     #[serde(default)]
     pub duration_ms: u64,
+    /// The protocol of the gate's last answer (2: it cannot hold a session).
+    #[serde(default)]
+    pub gate_protocol: Option<u32>,
+    /// How long the session was held, if it was, and how many frames it brought.
+    #[serde(default)]
+    pub held_secs: Option<u64>,
+    #[serde(default)]
+    pub frames: u32,
+    /// Why the held session ended.
+    #[serde(default)]
+    pub held_end: Option<String>,
 }
 
 impl LastPoll {

@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod device_id;
 mod failure;
+mod hold;
 mod identity;
 mod known_hosts;
 mod last_poll;

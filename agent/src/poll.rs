@@ -1,11 +1,14 @@
-//! One cron tick: lock, jitter, one login that sends the status report and reads the
-//! gate's answer, then reconcile the tunnels with it. Every failure is logged, kept in
-//! `last-poll.json` and sent with the next report.
+//! One cron tick: lock (asking a held session of the previous tick to end), jitter, one
+//! login that sends the status report and reads the gate's answer, then reconcile the
+//! tunnels with it; when the gate holds the session, keep reconciling on each frame
+//! until the next tick (`hold.rs`). Every failure is logged, kept in `last-poll.json`
+//! and sent with the next report.
 
 use crate::client::{Client, Target};
 use crate::config::Settings;
 use crate::device_id;
 use crate::failure::Failure;
+use crate::hold::{self, FirstError};
 use crate::identity::{self, Identity, IdentityError};
 use crate::known_hosts;
 use crate::last_poll::LastPoll;
@@ -16,7 +19,10 @@ use crate::ssh;
 use crate::tunnels::{self, Observed};
 use phonehome_plumbing::{clock, files};
 use phonehome_protocol::sshkey::PublicKey;
-use phonehome_protocol::{parse_answer, AnswerError, DeviceId, Inbox, PortPair};
+use phonehome_protocol::{
+    AnswerError, DeviceId, Inbox, Outcome as TunnelOutcome, OutcomeState, PortPair,
+};
+use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -79,11 +85,16 @@ struct Exchange {
     client: Client,
     inbox: Inbox,
     observed: Vec<Observed>,
+    /// The protocol of the gate's answer.
+    version: u32,
+    /// The session, when the gate holds it, and the seconds it granted.
+    held: Option<(crate::ssh::PollSession, u64)>,
 }
 
 pub fn poll(settings: &Settings) -> Result<Outcome, Failure> {
+    let tick = Instant::now();
     let login = Login::new(settings)?;
-    let _lock = match login.run.try_lock()? {
+    let lock = match login.run.lock_for_tick()? {
         Locked::Yes(f) => f,
         Locked::Busy => {
             log::debug!(
@@ -100,8 +111,9 @@ pub fn poll(settings: &Settings) -> Result<Outcome, Failure> {
     }
     let started = Instant::now();
     let previous = LastPoll::load(&login.run);
+    let offer = hold::offer(settings, previous.as_ref(), tick);
     let mut client_text = None;
-    let result = exchange(settings, &login, previous.as_ref(), &mut client_text);
+    let result = exchange(settings, &login, previous.as_ref(), offer, &mut client_text);
     let mut record = LastPoll {
         time: clock::now() as u64,
         client: client_text,
@@ -111,28 +123,74 @@ pub fn poll(settings: &Settings) -> Result<Outcome, Failure> {
         Err(e) => {
             record.error = Some(e.clone());
             // Refused lines not yet known to be delivered: send them again next time.
-            record.inbox_errors = previous.map(|p| p.inbox_errors).unwrap_or_default();
+            record.inbox_errors = previous
+                .as_ref()
+                .map(|p| p.inbox_errors.clone())
+                .unwrap_or_default();
+            record.gate_protocol = previous.and_then(|p| p.gate_protocol);
             Err(Failure::Failed(e))
         }
-        Ok(ex) => {
-            record.inbox_errors = ex.inbox.rejected.iter().map(|r| r.to_string()).collect();
-            for r in &record.inbox_errors {
-                log::warn!("refused {}", r);
-            }
-            record.requests = ex.inbox.requests.iter().map(|p| p.to_string()).collect();
-            let errors = apply(&login, &ex.client, &ex.inbox.requests, &ex.observed);
-            record.ok = true;
-            record.error = errors.first().cloned();
-            if errors.is_empty() {
-                Ok(Outcome::Polled)
-            } else {
-                Err(Failure::Failed(errors.join("; ")))
-            }
-        }
+        Ok(ex) => answered(&login, &lock, ex, &mut record, started),
     };
     record.duration_ms = started.elapsed().as_millis() as u64;
     record.save(&login.run).map_err(Failure::Failed)?;
     outcome
+}
+
+/// The gate answered: reconcile, and keep doing so while it holds the session.
+fn answered(
+    login: &Login,
+    lock: &File,
+    ex: Exchange,
+    record: &mut LastPoll,
+    started: Instant,
+) -> Result<Outcome, Failure> {
+    record.gate_protocol = Some(ex.version);
+    take_inbox(record, &ex.inbox);
+    let first = apply(login, &ex.client, &ex.inbox.requests, &ex.observed);
+    record.ok = true;
+    let mut errors = first.errors;
+    if let Some((session, granted)) = ex.held {
+        record.error = errors.first().cloned();
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        // Seen by `status` while the session lasts.
+        let _ = record.save(&login.run);
+        let mut on_frame = |inbox: &Inbox| {
+            take_inbox(record, inbox);
+            let observed = tunnels::repair(&login.run);
+            let done = apply(login, &ex.client, &inbox.requests, &observed);
+            errors.extend(done.errors);
+            record.error = errors.first().cloned();
+            let _ = record.save(&login.run);
+            done.events
+        };
+        let summary = hold::serve(
+            session,
+            granted,
+            &login.run,
+            lock,
+            first.events,
+            &mut on_frame,
+        );
+        record.held_secs = Some(summary.secs);
+        record.frames = summary.frames;
+        record.held_end = Some(summary.ended.to_string());
+    }
+    record.error = errors.first().cloned();
+    if errors.is_empty() {
+        Ok(Outcome::Polled)
+    } else {
+        Err(Failure::Failed(errors.join("; ")))
+    }
+}
+
+/// What a poll keeps of an answer: the requests, and the lines refused (logged).
+fn take_inbox(record: &mut LastPoll, inbox: &Inbox) {
+    record.inbox_errors = inbox.rejected.iter().map(|r| r.to_string()).collect();
+    for r in &record.inbox_errors {
+        log::warn!("refused {}", r);
+    }
+    record.requests = inbox.requests.iter().map(|p| p.to_string()).collect();
 }
 
 /// The login itself: known_hosts for the client, the report out, the answer in.
@@ -140,6 +198,7 @@ fn exchange(
     settings: &Settings,
     login: &Login,
     previous: Option<&LastPoll>,
+    offer: Option<u64>,
     client_text: &mut Option<String>,
 ) -> Result<Exchange, String> {
     let id = login.identity.as_ref().map_err(|e| e.to_string())?;
@@ -153,22 +212,33 @@ fn exchange(
         &HostInfo::read(),
         &observed,
         previous,
+        offer,
     );
     let mut stdin = status.to_json().into_bytes();
     stdin.push(b'\n');
-    let answer = ssh::poll(
-        &client,
-        &login.target,
-        &login.run.home(),
-        &stdin,
-        Duration::from_secs(settings.timeout),
-    )
-    .map_err(|e| e.to_string())?;
-    let inbox = parse_answer(&answer).map_err(|e| not_the_gate(e, login))?;
+    let timeout = Duration::from_secs(settings.timeout);
+    let mut session = ssh::start_poll(&client, &login.target, &login.run.home(), timeout)
+        .map_err(|e| e.to_string())?;
+    session.send(&stdin);
+    if offer.is_none() {
+        session.close_stdin();
+    }
+    let wait = hold::answer_wait(timeout);
+    let (frame, session) =
+        hold::first_frame(session, offer.is_some(), wait).map_err(|e| match e {
+            FirstError::Ssh(p) => p.to_string(),
+            FirstError::Answer(a) => not_the_gate(a, login),
+        })?;
+    let held = match (session, frame.hold, offer) {
+        (Some(s), Some(granted), Some(offered)) => Some((s, granted.min(offered))),
+        _ => None,
+    };
     Ok(Exchange {
         client,
-        inbox,
+        inbox: frame.inbox,
         observed,
+        version: frame.version,
+        held,
     })
 }
 
@@ -182,6 +252,9 @@ fn not_the_gate(e: AnswerError, login: &Login) -> String {
         ),
         AnswerError::Version(_) => format!("{}: upgrade the agent or the server so that they match", e),
         AnswerError::Unterminated => format!("{}: the connection dropped; the next poll retries", e),
+        AnswerError::BadHeader(_) | AnswerError::BetweenFrames(_) => {
+            format!("{}: upgrade the agent or the server so that they match", e)
+        }
     }
 }
 
@@ -224,13 +297,16 @@ struct Done {
     stopped: usize,
 }
 
-/// Reconcile: carry out the plan. Returns the errors (the caller logs them).
-fn apply(
-    login: &Login,
-    client: &Client,
-    desired: &[PortPair],
-    observed: &[Observed],
-) -> Vec<String> {
+/// What one reconcile did: its errors (the caller logs them) and, for a held session,
+/// the outcome of each tunnel it touched.
+#[derive(Default)]
+struct Applied {
+    errors: Vec<String>,
+    events: Vec<TunnelOutcome>,
+}
+
+/// Reconcile: carry out the plan.
+fn apply(login: &Login, client: &Client, desired: &[PortPair], observed: &[Observed]) -> Applied {
     let current: Vec<Current> = observed
         .iter()
         .map(|o| Current {
@@ -240,21 +316,33 @@ fn apply(
         })
         .collect();
     let find = |p: PortPair| observed.iter().find(|o| o.record.pair() == p);
-    let mut errors = Vec::new();
+    let mut out = Applied::default();
     let mut done = Done::default();
     for action in reconcile::plan(desired, &current) {
+        let p = action_pair(action);
+        let event = |state, reason| TunnelOutcome {
+            pair: p,
+            state,
+            reason,
+        };
         let result = match action {
-            Action::Stop(p) | Action::Forget(p) => withdraw(
-                login,
-                find(p),
-                p,
-                &mut done,
-                matches!(action, Action::Stop(_)),
-            ),
-            Action::Restart(p) | Action::Start(p) => open(login, client, find(p), p, &mut done),
+            Action::Stop(_) | Action::Forget(_) => {
+                let running = matches!(action, Action::Stop(_));
+                let r = withdraw(login, find(p), p, &mut done, running);
+                if running && r.is_ok() {
+                    out.events.push(event(OutcomeState::Stopped, None));
+                }
+                r
+            }
+            Action::Restart(_) | Action::Start(_) => {
+                out.events.push(event(OutcomeState::Starting, None));
+                open(login, client, find(p), p, &mut done)
+            }
         };
         if let Err(e) = result {
-            errors.push(format!("tunnel {}: {}", action_pair(action), e));
+            out.events
+                .push(event(OutcomeState::Failed, Some(e.clone())));
+            out.errors.push(format!("tunnel {}: {}", p, e));
         }
     }
     log::info!(
@@ -265,7 +353,7 @@ fn apply(
         done.restarted,
         done.stopped
     );
-    errors
+    out
 }
 
 fn action_pair(a: Action) -> PortPair {

@@ -78,11 +78,14 @@ pub fn bounded_errors(errors: &[String]) -> Vec<String> {
     out
 }
 
+/// The report of one poll; `hold`: the seconds the agent can hold the session, if it
+/// offers to.
 pub fn build(
     client: Option<&str>,
     host: &HostInfo,
     tunnels: &[Observed],
     previous: Option<&LastPoll>,
+    hold: Option<u64>,
 ) -> StatusReport {
     StatusReport {
         protocol: PROTOCOL_VERSION,
@@ -100,11 +103,12 @@ pub fn build(
             .map(|p| bounded_errors(&p.inbox_errors))
             .unwrap_or_default(),
         last_error: previous.and_then(|p| p.error.as_deref()).map(clean),
+        hold,
     }
 }
 
 /// Text as the gate accepts it: no control characters, bounded.
-fn clean(s: &str) -> String {
+pub fn clean(s: &str) -> String {
     truncate_text(&for_terminal(s, MAX_TEXT_LEN), MAX_TEXT_LEN)
 }
 
@@ -167,8 +171,10 @@ mod tests {
                 observed(false, Some("forward refused")),
             ],
             Some(&prev),
+            Some(55),
         );
         assert_eq!(r.protocol, PROTOCOL_VERSION);
+        assert_eq!(r.hold, Some(55));
         assert_eq!(r.client.as_deref(), Some("dbclient 2022.83"));
         assert_eq!(
             (r.uptime_secs, r.load1, r.mem_available_kb),
@@ -186,11 +192,11 @@ mod tests {
             error: Some("dbclient: \u{1b}[2J\u{9b}x\u{202e}".into()),
             ..prev.clone()
         };
-        let r = build(Some("dbclient\u{7}"), &host, &[], Some(&hostile));
+        let r = build(Some("dbclient\u{7}"), &host, &[], Some(&hostile), None);
         phonehome_protocol::StatusReport::from_device(r.to_json().as_bytes()).unwrap();
         // What the gate will accept.
         phonehome_protocol::StatusReport::from_device(r.to_json().as_bytes()).unwrap();
-        let first = build(None, &HostInfo::default(), &[], None);
+        let first = build(None, &HostInfo::default(), &[], None, None);
         assert!(first.inbox_errors.is_empty() && first.last_error.is_none());
     }
 }

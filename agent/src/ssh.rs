@@ -1,19 +1,21 @@
 //! The one place that starts an ssh client: the `-V` probe that tells which client it
-//! is, one poll (stdin fed and closed, a hard timeout, the answer bounded: a client
-//! that never ends is cut at the inbox limit), and the long-lived tunnel processes.
-//! A poll's failure comes back as data ([`PollError`]); its `Display` is the line the
-//! log, `status` and the next report show.
+//! is, one poll (a [`PollSession`]: stdin fed, and closed at once or when a held
+//! session ends; a hard deadline; the gate's frames taken as they come, what is not yet
+//! taken bounded by the inbox limit, so a client that never ends is cut), and the
+//! long-lived tunnel processes. A poll's failure comes back as data ([`PollError`]);
+//! its `Display` is the line the log, `status` and the next report show.
 
 use crate::client::{binary_identity, Client, Kind, Target};
 use crate::ssh_error::SshError;
-use phonehome_plumbing::process::{self, Limits};
+use phonehome_plumbing::process::{self, Event, Limits, Session};
 use phonehome_plumbing::{files, text};
 use phonehome_protocol::{PortPair, MAX_INBOX_BYTES};
 use std::fmt;
 use std::fs::File;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most stderr kept from any ssh run.
 pub const MAX_STDERR_BYTES: usize = 16 * 1024;
@@ -86,6 +88,8 @@ pub enum PollError {
     Failed(SshError),
     /// It sent more than an answer may hold, and was cut off.
     AnswerTooLarge,
+    /// Waiting on it failed (poll(2) or a read of its pipes).
+    Io(std::io::Error),
 }
 
 impl fmt::Display for PollError {
@@ -105,18 +109,27 @@ impl fmt::Display for PollError {
                 "the server's answer was larger than {} bytes and was cut off: is that really the phonehome gate?",
                 MAX_INBOX_BYTES
             ),
+            PollError::Io(e) => write!(f, "cannot follow the poll's ssh: {}", e),
         }
     }
 }
 
-/// One poll: log in, send `report` on stdin, return the answer (stdout).
-pub fn poll(
+/// One poll's ssh, running: log in, run the gate, talk to it.
+pub struct PollSession {
+    session: Session,
+    command: String,
+    server: String,
+    timeout: Duration,
+}
+
+/// Start one poll: the client logging in and running `poll`, killed after `timeout`
+/// unless the deadline is moved (a held session).
+pub fn start_poll(
     client: &Client,
     target: &Target,
     home: &Path,
-    report: &[u8],
     timeout: Duration,
-) -> Result<Vec<u8>, PollError> {
+) -> Result<PollSession, PollError> {
     let mut cmd = Command::new(&client.program);
     cmd.args(client.poll_args(target)).env("HOME", home);
     process::die_with_parent(&mut cmd);
@@ -127,37 +140,87 @@ pub fn poll(
         max_stdout: MAX_INBOX_BYTES,
         max_stderr: MAX_STDERR_BYTES,
     };
-    let out = process::run(&mut cmd, report, &limits).map_err(|error| PollError::Spawn {
+    let session = Session::start(&mut cmd, &limits).map_err(|error| PollError::Spawn {
         command: command.clone(),
         error,
     })?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let failed = out.timed_out || out.stdout_overflow || out.status.is_some_and(|s| !s.success());
-    if failed {
-        log::error!("poll command: {}", command);
-        if !stderr.trim().is_empty() {
-            log::debug!("its stderr: {}", text::for_terminal(stderr.trim(), 2000));
-        }
+    Ok(PollSession {
+        session,
+        command,
+        server: format!("{}:{}", target.host, target.port),
+        timeout,
+    })
+}
+
+impl PollSession {
+    /// Queue `data` for the gate (dropped once stdin is closed).
+    pub fn send(&mut self, data: &[u8]) {
+        self.session.send(data);
     }
-    if out.stdout_overflow {
-        return Err(PollError::AnswerTooLarge);
+
+    /// Close stdin once what is queued is written: the gate then ends the session.
+    pub fn close_stdin(&mut self) {
+        self.session.close_stdin();
     }
-    if out.timed_out {
-        return Err(PollError::TimedOut {
-            secs: timeout.as_secs(),
-            server: format!("{}:{}", target.host, target.port),
-            ssh: SshError::from_stderr(&stderr),
-        });
+
+    pub fn stdin_open(&self) -> bool {
+        self.session.stdin_open()
     }
-    match out.status {
-        Some(s) if !s.success() => {
-            let mut ssh = SshError::from_stderr(&stderr);
-            if ssh.line.is_none() {
-                ssh.line = Some(s.to_string());
+
+    /// Kill the client at `at` instead of at the poll's timeout.
+    pub fn set_deadline(&mut self, at: Instant) {
+        self.session.set_deadline(at);
+    }
+
+    /// What the gate sent and was not taken yet.
+    pub fn stdout(&mut self) -> &mut Vec<u8> {
+        self.session.stdout()
+    }
+
+    /// Wait for output, one of `also`, `until`, or the end (see `process::Session`).
+    pub fn wait(&mut self, until: Instant, also: &[BorrowedFd<'_>]) -> Result<Event, PollError> {
+        self.session.wait(until, also).map_err(PollError::Io)
+    }
+
+    /// Wait for the client to end (stdin closed, the deadline still applies): what the
+    /// gate sent and was not taken, or why the login failed.
+    pub fn finish(self) -> Result<Vec<u8>, PollError> {
+        let PollSession {
+            session,
+            command,
+            server,
+            timeout,
+        } = self;
+        let out = session.finish().map_err(PollError::Io)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let failed =
+            out.timed_out || out.stdout_overflow || out.status.is_some_and(|s| !s.success());
+        if failed {
+            log::error!("poll command: {}", command);
+            if !stderr.trim().is_empty() {
+                log::debug!("its stderr: {}", text::for_terminal(stderr.trim(), 2000));
             }
-            Err(PollError::Failed(ssh))
         }
-        _ => Ok(out.stdout),
+        if out.stdout_overflow {
+            return Err(PollError::AnswerTooLarge);
+        }
+        if out.timed_out {
+            return Err(PollError::TimedOut {
+                secs: timeout.as_secs(),
+                server,
+                ssh: SshError::from_stderr(&stderr),
+            });
+        }
+        match out.status {
+            Some(s) if !s.success() => {
+                let mut ssh = SshError::from_stderr(&stderr);
+                if ssh.line.is_none() {
+                    ssh.line = Some(s.to_string());
+                }
+                Err(PollError::Failed(ssh))
+            }
+            _ => Ok(out.stdout),
+        }
     }
 }
 

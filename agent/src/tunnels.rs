@@ -149,16 +149,30 @@ fn log_error(run: &RunDir, pair: PortPair) -> Option<SshError> {
     (!text.trim().is_empty()).then(|| SshError::from_stderr(&text))
 }
 
+/// Why the tunnel of `pair` died, from its log, as one line.
+pub fn death_reason(run: &RunDir, pair: PortPair) -> String {
+    log_error(run, pair).map_or_else(
+        || "the tunnel's ssh exited without an error message".into(),
+        |e| e.to_string(),
+    )
+}
+
+/// Handles on every recorded tunnel that is running (the ones a held session watches,
+/// to report at once the one that dies).
+pub fn running(run: &RunDir) -> Vec<(PortPair, Handle)> {
+    load_records(run)
+        .into_iter()
+        .filter_map(|r| handle(&r).map(|h| (r.pair(), h)))
+        .collect()
+}
+
 fn observe(run: &RunDir, record: TunnelRecord, alive: bool) -> Observed {
     let error = if alive {
         record.last_error.clone()
     } else if record.pid == 0 {
         Some("the agent was stopped while starting this tunnel".into())
     } else {
-        Some(log_error(run, record.pair()).map_or_else(
-            || "the tunnel's ssh exited without an error message".into(),
-            |e| e.to_string(),
-        ))
+        Some(death_reason(run, record.pair()))
     };
     Observed {
         record,

@@ -150,12 +150,12 @@ impl Server {
             .collect::<Vec<_>>()
             .join(" ");
 
-        // The gate: saves the status report and the command, answers with the inbox,
-        // framed as the real gate frames it.
+        // The gate: saves the status report (its line, as the real gate reads it) and
+        // the command, answers with the inbox, framed as the real gate frames it.
         write_exec(
             &dir.join("gate"),
             &format!(
-                "#!/bin/sh\ncat > {d}/status.tmp && mv {d}/status.tmp {d}/status.json\nprintf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" > {d}/command\necho 'phonehome-inbox {v}'\ncat {d}/inbox 2>/dev/null\necho end\nexit 0\n",
+                "#!/bin/sh\nIFS= read -r report; printf '%s\\n' \"$report\" > {d}/status.tmp && mv {d}/status.tmp {d}/status.json\nprintf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" > {d}/command\necho 'phonehome-inbox {v}'\ncat {d}/inbox 2>/dev/null\necho end\nexit 0\n",
                 d = d,
                 v = phonehome_protocol::PROTOCOL_VERSION
             ),

@@ -52,7 +52,7 @@ report_write() {
 		for s in 1-size:"1. Agent size" 2-device:"2. Device cost of one poll" \
 			3-server:"3. Server cost of one poll" 4-listdevices:"4. list-devices" \
 			5-latency:"5. Request to tunnel" 6-tunnels:"6. Many tunnels" \
-			7-cross:"7. Agent size on router CPUs"; do
+			7-cross:"7. Agent size on router CPUs" 8-hold:"8. Held polls (instant tunnels)"; do
 			f=$BENCH_SECTIONS/${s%%:*}.md
 			if [[ -s $f ]]; then
 				cat "$f"

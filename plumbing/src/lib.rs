@@ -5,7 +5,10 @@
 //!   files only, directories;
 //! - [`lock`]: flock, retried on EINTR;
 //! - [`process`]: signals, pidfds, `/proc`, process groups and sessions, the one
-//!   process runner (stdin fed or closed, output bounded, always reaped);
+//!   process runner (stdin fed or closed, output bounded, always reaped), also driven
+//!   step by step for a held poll ([`process::Session`]);
+//! - [`watch`]: waiting on several descriptors at once, bounded reads of what they
+//!   hold, a directory's changes (inotify);
 //! - [`clock`]: the time, calendar arithmetic and its formats;
 //! - [`text`]: strict base64, shell quoting, and the terminal-safe sanitiser every
 //!   device- or log-supplied string goes through before a person sees it;
@@ -14,7 +17,8 @@
 //!
 //! std and libc only, `io::Result` everywhere: the callers add the context (which
 //! file, which command) that makes an error worth reading. `unsafe` lives in
-//! [`process`], [`lock`] and [`clock`] only, each call commented.
+//! [`process`], [`lock`], [`clock`], [`watch`] and `files::free_bytes` only, each call
+//! commented.
 #![deny(unsafe_code)]
 
 pub mod clock;
@@ -24,3 +28,4 @@ pub mod process;
 pub mod settings;
 pub mod tempdir;
 pub mod text;
+pub mod watch;

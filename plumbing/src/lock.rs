@@ -21,6 +21,23 @@ pub fn open(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Open an existing lock file for reading only (flock needs no write access: a slot
+/// file that root made can be locked by anyone who may read it), never through a
+/// symlink and never a FIFO or device.
+pub fn open_existing(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(f)
+}
+
 fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
     loop {
         // SAFETY: flock only reads the descriptor number; `file` keeps it open.
@@ -66,5 +83,18 @@ mod tests {
         let link = t.join("link");
         std::os::unix::fs::symlink(&p, &link).unwrap();
         assert!(open(&link).is_err(), "a symlinked lock file is refused");
+        assert!(open_existing(&link).is_err());
+        assert!(open_existing(&t.join("missing")).is_err());
+        assert!(
+            open_existing(t.path()).is_err(),
+            "a directory is no lock file"
+        );
+        let r = open_existing(&p).unwrap();
+        assert!(!try_exclusive(&r).unwrap(), "held by b");
+        drop(b);
+        assert!(
+            try_exclusive(&r).unwrap(),
+            "a read-only descriptor takes the lock"
+        );
     }
 }

@@ -12,17 +12,25 @@
 //! keeps at most so much of its stdout and stderr, kills the whole group at a deadline
 //! or when stdout overflows, and always reaps it. It waits with poll(2) on the pipes
 //! and a pidfd, without threads or sleeps, and kills stragglers of the group before
-//! reaping the leader so that the group id cannot have been reused.
+//! reaping the leader so that the group id cannot have been reused. [`Session`] is the
+//! same runner driven step by step (a held poll: stdin written while the child runs,
+//! stdout taken frame by frame, other descriptors waited on in the same poll, a
+//! deadline that moves); `run` is a session fed once and finished.
+//!
+//! [`notify_on`] turns a signal into a byte on a pipe, so that a process waiting in
+//! poll(2) hears it with the rest (a held poll asked to end by the next cron tick).
 #![allow(unsafe_code)]
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const SIGTERM: i32 = libc::SIGTERM;
 pub const SIGKILL: i32 = libc::SIGKILL;
+pub const SIGUSR1: i32 = libc::SIGUSR1;
 
 /// How long a finished child's pipes may stay open (held by something it left behind)
 /// before its process group is killed.
@@ -238,6 +246,12 @@ impl Handle {
         self.start_time
     }
 
+    /// The pidfd, readable once the process has exited (to wait on it with others);
+    /// `None` on kernels without pidfds.
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|f| f.as_fd())
+    }
+
     /// Send `sig`. `NotFound` when the process is gone.
     pub fn signal(&self, sig: i32) -> io::Result<()> {
         let rc = match &self.fd {
@@ -304,22 +318,7 @@ fn poll_readable(fd: RawFd, timeout: Duration) -> bool {
         events: libc::POLLIN,
         revents: 0,
     }];
-    poll(&mut p, Some(timeout)).is_ok_and(|n| n > 0)
-}
-
-fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
-    loop {
-        // SAFETY: `fds` is a live, correctly sized array of pollfd for the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if rc >= 0 {
-            return Ok(rc as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    crate::watch::poll(&mut p, Some(timeout)).is_ok_and(|n| n > 0)
 }
 
 /// Make `cmd`'s child die with SIGKILL when the thread that spawned it goes away (a
@@ -363,6 +362,71 @@ pub fn new_session(cmd: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// The write ends of the pipes [`notify_on`] made, by signal number (-1: none).
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_PIPE: AtomicI32 = AtomicI32::new(-1);
+static NOTIFY: [AtomicI32; 65] = [NO_PIPE; 65];
+
+extern "C" fn on_notified_signal(sig: libc::c_int) {
+    let fd = usize::try_from(sig)
+        .ok()
+        .and_then(|i| NOTIFY.get(i))
+        .map_or(-1, |a| a.load(Ordering::Relaxed));
+    if fd >= 0 {
+        // SAFETY: write(2) and errno are async-signal-safe; errno is restored so the
+        // interrupted code never sees ours. A full pipe just drops the byte: one is
+        // enough to wake the reader.
+        unsafe {
+            let errno = *libc::__errno_location();
+            libc::write(fd, b"!".as_ptr().cast(), 1);
+            *libc::__errno_location() = errno;
+        }
+    }
+}
+
+/// From now on `sig` no longer ends this process: each time it arrives a byte is
+/// written to a pipe, whose read end (non-blocking) comes back, to be waited on with
+/// everything else (`watch::readable`) and drained with `watch::read_some`. Once per
+/// signal per process.
+pub fn notify_on(sig: i32) -> io::Result<OwnedFd> {
+    let slot = usize::try_from(sig)
+        .ok()
+        .and_then(|i| NOTIFY.get(i))
+        .filter(|_| sig > 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "signal cannot be caught"))?;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just made by pipe2 and belong to nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if slot
+        .compare_exchange(-1, write.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "this signal already has a pipe",
+        ));
+    }
+    // The write end lives as long as the process: the handler may run at any time.
+    std::mem::forget(write);
+    // SAFETY: a zeroed sigaction is valid; we set the handler and an empty mask, and
+    // sigaction only reads it.
+    let rc = unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_notified_signal as extern "C" fn(libc::c_int) as usize;
+        act.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(sig, &act, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(read)
 }
 
 /// A command line for messages, shell-quoted (never executed).
@@ -552,26 +616,160 @@ pub fn run_checked(
 /// Run `cmd` with `stdin` written then closed, in a process group of its own, within
 /// `limits`. The child is always reaped before this returns.
 pub fn run(cmd: &mut Command, stdin: &[u8], limits: &Limits) -> io::Result<Output> {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd.spawn()?;
-    let result = supervise(&mut child, stdin, limits);
-    if result.is_err() {
-        let _ = kill_group(child.id(), SIGKILL);
+    let mut s = Session::start(cmd, limits)?;
+    s.send(stdin);
+    s.close_stdin();
+    s.finish()
+}
+
+/// What [`Session::wait`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// New bytes arrived on stdout (see [`Session::stdout`]), or stdout ended.
+    Output,
+    /// The descriptor `also[i]` of the call became readable.
+    Ready(usize),
+    /// The time the caller gave passed.
+    Timeout,
+    /// The child is gone and its pipes are closed (or it was killed): call `finish`.
+    Done,
+}
+
+/// A child run as [`run`] runs it, but driven step by step: its stdin fed at any time
+/// and closed when the caller says, its stdout taken as it arrives (a held poll reads
+/// the gate's frames while the session goes on), and other descriptors waited on in
+/// the same poll(2). The deadline (kill of the whole group) can be moved. The child is
+/// always reaped: by [`Session::finish`], or killed and reaped when dropped.
+pub struct Session {
+    child: Child,
+    w: Watch,
+}
+
+impl Session {
+    /// Start `cmd` with piped stdin, stdout and stderr in a process group of its own;
+    /// it is killed `limits.timeout` from now unless the deadline is moved.
+    pub fn start(cmd: &mut Command, limits: &Limits) -> io::Result<Session> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd.spawn()?;
+        match Watch::new(&mut child, limits) {
+            Ok(w) => Ok(Session { child, w }),
+            Err(e) => {
+                let _ = kill_group(child.id(), SIGKILL);
+                let _ = child.wait();
+                Err(e)
+            }
+        }
     }
-    // Reaped last: until now the leader's pid (and so the group id) cannot be reused.
-    let status = child.wait();
-    let mut out = result?;
-    let status = status?;
-    if !out.timed_out && !out.stdout_overflow {
-        out.status = Some(status);
-    } else if status.signal().is_none() {
-        // It exited by itself at the last moment: keep what it said.
-        out.status = Some(status);
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
-    Ok(out)
+
+    /// Queue `data` for the child's stdin (dropped if stdin is already closed).
+    pub fn send(&mut self, data: &[u8]) {
+        if self.w.input.fd.is_some() && !self.w.input.closing {
+            self.w.input.queue.extend_from_slice(data);
+        }
+    }
+
+    /// Close the child's stdin once what is queued has been written.
+    pub fn close_stdin(&mut self) {
+        self.w.input.closing = true;
+        self.w.input.write();
+    }
+
+    /// True while stdin is open and not asked to close.
+    pub fn stdin_open(&self) -> bool {
+        self.w.input.fd.is_some() && !self.w.input.closing
+    }
+
+    /// Kill the group at `at` instead (sooner or later than the limit it started with).
+    pub fn set_deadline(&mut self, at: Instant) {
+        self.w.deadline = at;
+    }
+
+    /// The stdout received and not yet taken; the caller removes what it consumed.
+    /// Past `limits.max_stdout` of it, the group is killed (`stdout_overflow`).
+    pub fn stdout(&mut self) -> &mut Vec<u8> {
+        &mut self.w.out.kept
+    }
+
+    /// True once stdout has ended.
+    pub fn stdout_closed(&self) -> bool {
+        self.w.out.fd.is_none()
+    }
+
+    /// Move stdin, stdout and stderr along until something the caller cares about
+    /// happens: output, one of `also` readable, `until` passed, or the end.
+    pub fn wait(&mut self, until: Instant, also: &[BorrowedFd<'_>]) -> io::Result<Event> {
+        loop {
+            let now = Instant::now();
+            if !self.w.go_on(now) {
+                return Ok(Event::Done);
+            }
+            if now >= until {
+                return Ok(Event::Timeout);
+            }
+            let ready = self.w.wait(now, until, also)?;
+            let before = (self.w.out.kept.len(), self.w.out.fd.is_some());
+            self.w.out.read()?;
+            self.w.err.read()?;
+            self.w.input.write();
+            if let Some(i) = ready {
+                return Ok(Event::Ready(i));
+            }
+            if (self.w.out.kept.len(), self.w.out.fd.is_some()) != before {
+                return Ok(Event::Output);
+            }
+        }
+    }
+
+    /// Close stdin, wait for the end (the deadline still applies), reap the child and
+    /// return what it left: exit status, stdout not taken, stderr.
+    pub fn finish(mut self) -> io::Result<Output> {
+        self.close_stdin();
+        let result = loop {
+            let far = Instant::now() + Duration::from_secs(86_400);
+            match self.wait(far, &[]) {
+                Ok(Event::Done) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.reap(result)
+    }
+
+    fn reap(&mut self, result: io::Result<()>) -> io::Result<Output> {
+        if result.is_err() {
+            self.w.kill();
+        }
+        // Reaped last: until now the leader's pid (and so the group id) cannot be reused.
+        let status = self.child.wait();
+        self.w.reaped = true;
+        result?;
+        let status = status?;
+        let killed = self.w.timed_out || self.w.out.overflow;
+        Ok(Output {
+            // Killed, unless it exited by itself at the last moment: then keep what it said.
+            status: (!killed || status.signal().is_none()).then_some(status),
+            stdout: std::mem::take(&mut self.w.out.kept),
+            stderr: std::mem::take(&mut self.w.err.kept),
+            timed_out: self.w.timed_out,
+            stdout_overflow: self.w.out.overflow,
+        })
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.w.reaped {
+            let _ = kill_group(self.child.id(), SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
 }
 
 struct Pipe {
@@ -654,49 +852,82 @@ fn exited_unreaped(pid: u32) -> bool {
     rc == 0 && unsafe { info.si_pid() } != 0
 }
 
-/// The stdin still to be written.
-struct Input<'a> {
+/// The child's stdin: what is still to be written, and whether to close it after.
+struct Input {
     fd: Option<OwnedFd>,
-    rest: &'a [u8],
+    queue: Vec<u8>,
+    closing: bool,
 }
 
-impl Input<'_> {
-    /// Write what the pipe takes now; close it when all is written or the child
-    /// closed its end (what it did not read is its business).
+impl Input {
+    /// Write what the pipe takes now; close it when asked and all is written, or when
+    /// the child closed its end (what it did not read is its business).
     fn write(&mut self) {
-        let Some(fd) = &self.fd else { return };
-        // SAFETY: ManuallyDrop keeps the borrowed descriptor open; File writes it.
-        let mut f =
-            std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) });
-        match f.write(self.rest) {
-            Ok(n) => self.rest = &self.rest[n..],
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(_) => self.rest = &[],
+        let Some(fd) = &self.fd else {
+            self.queue.clear();
+            return;
+        };
+        if !self.queue.is_empty() {
+            // SAFETY: ManuallyDrop keeps the borrowed descriptor open; File writes it.
+            let mut f =
+                std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) });
+            match f.write(&self.queue) {
+                Ok(n) => {
+                    self.queue.drain(..n);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => {
+                    self.queue.clear();
+                    self.fd = None;
+                    return;
+                }
+            }
         }
-        if self.rest.is_empty() {
+        if self.closing && self.queue.is_empty() {
             self.fd = None;
         }
     }
 }
 
 /// One child under watch: its pipes, its deadline, whether and why it was killed.
-struct Watch<'a> {
+struct Watch {
     pid: u32,
     pidfd: Option<OwnedFd>,
     deadline: Instant,
-    input: Input<'a>,
+    input: Input,
     out: Pipe,
     err: Pipe,
     exited_at: Option<Instant>,
     killed: bool,
     timed_out: bool,
+    reaped: bool,
 }
 
-impl Watch<'_> {
+impl Watch {
+    fn new(child: &mut Child, limits: &Limits) -> io::Result<Watch> {
+        let pid = child.id();
+        Ok(Watch {
+            pid,
+            pidfd: Handle::open(pid).ok().and_then(|h| h.fd),
+            deadline: Instant::now() + limits.timeout,
+            input: Input {
+                fd: owned(child.stdin.take())?,
+                queue: Vec::new(),
+                closing: false,
+            },
+            out: Pipe::new(owned(child.stdout.take())?, limits.max_stdout),
+            err: Pipe::new(owned(child.stderr.take())?, limits.max_stderr),
+            exited_at: None,
+            killed: false,
+            timed_out: false,
+            reaped: false,
+        })
+    }
+
     fn kill(&mut self) {
         if !self.killed {
             let _ = kill_group(self.pid, SIGKILL);
@@ -728,21 +959,30 @@ impl Watch<'_> {
         true
     }
 
-    /// Wait for the next thing to happen on a pipe or to the child, or a deadline.
-    fn wait(&self, now: Instant) -> io::Result<()> {
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(4);
+    /// Wait for the next thing to happen on a pipe, to the child or to one of `also`,
+    /// or a deadline; which of `also` is readable, if one is.
+    fn wait(
+        &self,
+        now: Instant,
+        until: Instant,
+        also: &[BorrowedFd<'_>],
+    ) -> io::Result<Option<usize>> {
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(4 + also.len());
+        let pidfd = if self.exited_at.is_none() {
+            &self.pidfd
+        } else {
+            &None
+        };
+        let input = if self.input.queue.is_empty() {
+            &None
+        } else {
+            &self.input.fd
+        };
         let watched = [
             (&self.out.fd, libc::POLLIN),
             (&self.err.fd, libc::POLLIN),
-            (&self.input.fd, libc::POLLOUT),
-            (
-                if self.exited_at.is_none() {
-                    &self.pidfd
-                } else {
-                    &None
-                },
-                libc::POLLIN,
-            ),
+            (input, libc::POLLOUT),
+            (pidfd, libc::POLLIN),
         ];
         for (fd, events) in watched {
             if let Some(fd) = fd {
@@ -753,50 +993,26 @@ impl Watch<'_> {
                 });
             }
         }
+        let first_also = fds.len();
+        fds.extend(also.iter().map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }));
         let wake = match self.exited_at {
             Some(t) => (t + 2 * OUTPUT_GRACE).min(self.deadline.max(now)),
             None => self.deadline,
-        };
+        }
+        .min(until);
         let mut timeout = wake
             .saturating_duration_since(now)
             .max(Duration::from_millis(1));
         if self.killed || (self.pidfd.is_none() && self.exited_at.is_none()) {
             timeout = timeout.min(FALLBACK_TICK);
         }
-        poll(&mut fds, Some(timeout)).map(drop)
+        crate::watch::poll(&mut fds, Some(timeout))?;
+        Ok(fds[first_also..].iter().position(|p| p.revents != 0))
     }
-}
-
-fn supervise(child: &mut Child, stdin: &[u8], limits: &Limits) -> io::Result<Output> {
-    let pid = child.id();
-    let input = owned(child.stdin.take())?.filter(|_| !stdin.is_empty());
-    let mut w = Watch {
-        pid,
-        pidfd: Handle::open(pid).ok().and_then(|h| h.fd),
-        deadline: Instant::now() + limits.timeout,
-        input: Input {
-            fd: input,
-            rest: stdin,
-        },
-        out: Pipe::new(owned(child.stdout.take())?, limits.max_stdout),
-        err: Pipe::new(owned(child.stderr.take())?, limits.max_stderr),
-        exited_at: None,
-        killed: false,
-        timed_out: false,
-    };
-    while w.go_on(Instant::now()) {
-        w.wait(Instant::now())?;
-        w.out.read()?;
-        w.err.read()?;
-        w.input.write();
-    }
-    Ok(Output {
-        status: None,
-        stdout: w.out.kept,
-        stderr: w.err.kept,
-        timed_out: w.timed_out,
-        stdout_overflow: w.out.overflow,
-    })
 }
 
 #[cfg(test)]
@@ -924,6 +1140,76 @@ mod tests {
         drop(st);
         assert!(stat(pid).is_none(), "reaped");
         assert!(stream(&mut Command::new("/nonexistent/x"), 10).is_err());
+    }
+
+    #[test]
+    fn a_session_is_fed_and_read_step_by_step() {
+        let mut s = Session::start(
+            &mut sh("while read l; do echo \"got $l\"; done; echo bye >&2"),
+            &LIMITS_BIG,
+        )
+        .unwrap();
+        let far = Instant::now() + Duration::from_secs(10);
+        s.send(b"one\n");
+        while !s.stdout().ends_with(b"\n") {
+            assert_eq!(s.wait(far, &[]).unwrap(), Event::Output);
+        }
+        assert_eq!(std::mem::take(s.stdout()), b"got one\n");
+        assert!(s.stdin_open());
+        // Nothing more comes until more is sent: the wait ends at the time given.
+        let t = Instant::now();
+        assert_eq!(
+            s.wait(t + Duration::from_millis(100), &[]).unwrap(),
+            Event::Timeout
+        );
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        s.send(b"two\n");
+        s.close_stdin();
+        assert!(!s.stdin_open());
+        while s.wait(far, &[]).unwrap() != Event::Done {}
+        let out = s.finish().unwrap();
+        assert_eq!(out.stdout, b"got two\n");
+        assert_eq!(out.stderr, b"bye\n");
+        assert!(out.status.unwrap().success());
+    }
+
+    const LIMITS_BIG: Limits = Limits {
+        timeout: Duration::from_secs(20),
+        max_stdout: 1024,
+        max_stderr: 1024,
+    };
+
+    #[test]
+    fn a_session_waits_on_other_descriptors_and_its_deadline_moves() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut s = Session::start(&mut sh("sleep 30"), &LIMITS_BIG).unwrap();
+        let far = Instant::now() + Duration::from_secs(10);
+        use std::io::Write;
+        (&b).write_all(b"x").unwrap();
+        assert_eq!(s.wait(far, &[a.as_fd()]).unwrap(), Event::Ready(0));
+        // A deadline brought forward kills the group.
+        let t = Instant::now();
+        s.set_deadline(t + Duration::from_millis(200));
+        let out = s.finish().unwrap();
+        assert!(out.timed_out && out.status.is_none());
+        assert!(t.elapsed() < Duration::from_secs(5));
+        // Dropped unfinished: killed and reaped.
+        let s = Session::start(&mut sh("sleep 30"), &LIMITS_BIG).unwrap();
+        let pid = s.pid();
+        drop(s);
+        assert!(stat(pid).is_none(), "reaped");
+    }
+
+    #[test]
+    fn a_notified_signal_writes_to_its_pipe_instead_of_killing() {
+        let fd = notify_on(SIGUSR1).unwrap();
+        assert!(notify_on(SIGUSR1).is_err(), "one pipe per signal");
+        assert!(notify_on(SIGKILL).is_err());
+        let me = Handle::open(std::process::id()).unwrap();
+        me.signal(SIGUSR1).unwrap();
+        let ready = crate::watch::readable(&[fd.as_fd()], Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(ready, [true]);
+        assert_eq!(crate::watch::read_some(fd.as_fd(), 16).unwrap(), b"!");
     }
 
     #[test]

@@ -8,8 +8,17 @@
 //! way, or a password prompt a client gives up on, produces no such line), the
 //! request lines, and a last line `end` that says nothing was cut off.
 //! A report with protocol 1 (an older agent) gets the bare lines it knows.
+//!
+//! Protocol 3 adds the held session (`session.rs` has the other direction): the first
+//! frame's header may say `phonehome-inbox 3 hold=SECS`, and then more frames follow on
+//! the same stdout, each the whole request set again (never a difference: a frame is
+//! enough on its own), until the gate ends the session. [`parse_frame`] takes them one
+//! at a time from a stream; [`parse_answer`] takes a whole classic answer.
 
-use crate::{Invalid, MAX_INBOX_BYTES, MAX_INBOX_LINE, MAX_REQUESTS, PROTOCOL_VERSION};
+use crate::{
+    Invalid, HOLD_PROTOCOL, MAX_HOLD_SECS, MAX_INBOX_BYTES, MAX_INBOX_LINE, MAX_REQUESTS,
+    PROTOCOL_VERSION,
+};
 use phonehome_plumbing::text::quoted;
 use std::fmt;
 
@@ -17,6 +26,12 @@ use std::fmt;
 pub const ANSWER_HEADER: &str = "phonehome-inbox";
 /// The last line of a framed answer.
 pub const ANSWER_END: &str = "end";
+/// The header's attribute that grants a held session (`hold=SECS`, protocol 3).
+pub const HOLD_ATTRIBUTE: &str = "hold=";
+/// The oldest framed protocol an agent of this version still reads.
+pub const OLDEST_FRAMED: u32 = 2;
+/// Longest header line considered (a real one is under 32 bytes).
+const MAX_HEADER_LINE: usize = 64;
 
 /// One tunnel request: the device's `local` port reachable as the server's loopback
 /// port `remote`.
@@ -161,13 +176,34 @@ pub fn render_inbox(requests: &[PortPair]) -> String {
 
 /// The gate's side, protocol 2: header, requests, end marker.
 pub fn render_answer(requests: &[PortPair]) -> String {
+    render_frame(2, None, requests)
+}
+
+/// The gate's side: one frame of `version` (2 or more), the first frame of a held
+/// session carrying its `hold` (protocol 3 and later only).
+pub fn render_frame(version: u32, hold: Option<u64>, requests: &[PortPair]) -> String {
+    let hold = match hold {
+        Some(secs) if version >= HOLD_PROTOCOL => format!(" {}{}", HOLD_ATTRIBUTE, secs),
+        _ => String::new(),
+    };
     format!(
-        "{} {}\n{}{}\n",
+        "{} {}{}\n{}{}\n",
         ANSWER_HEADER,
-        PROTOCOL_VERSION,
+        version,
+        hold,
         render_inbox(requests),
         ANSWER_END
     )
+}
+
+/// One frame of the gate's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The protocol of its header (2, or 3 from a gate that can hold).
+    pub version: u32,
+    /// The first frame of a held session: how long the gate keeps it open (seconds).
+    pub hold: Option<u64>,
+    pub inbox: Inbox,
 }
 
 /// Why an answer is not one the gate gave.
@@ -179,6 +215,11 @@ pub enum AnswerError {
     Version(String),
     /// No `end` line: the answer was cut off.
     Unterminated,
+    /// A header of a known version with something else on it (a hold attribute that
+    /// is not `hold=SECS` within the limits, or one on a protocol 2 frame).
+    BadHeader(String),
+    /// Bytes between two frames of a held session that start no frame.
+    BetweenFrames(String),
 }
 
 impl fmt::Display for AnswerError {
@@ -193,36 +234,100 @@ impl fmt::Display for AnswerError {
                 v, PROTOCOL_VERSION
             ),
             AnswerError::Unterminated => write!(f, "the gate's answer was cut off (no end line)"),
+            AnswerError::BadHeader(h) => write!(f, "the gate's answer has a bad header {}", h),
+            AnswerError::BetweenFrames(b) => {
+                write!(f, "the gate sent {} between two frames", b)
+            }
         }
     }
 }
 
-/// Parse a framed answer (protocol 2): its requests and refused lines.
-pub fn parse_answer(data: &[u8]) -> Result<Inbox, AnswerError> {
-    let (first, rest) = match data.iter().position(|b| *b == b'\n') {
-        Some(i) => (&data[..i], &data[i + 1..]),
-        None => (data, &b""[..]),
-    };
-    let first = std::str::from_utf8(first).map_err(|_| AnswerError::NotFromGate)?;
-    let version = first
+/// The header line: its version and hold, or why it is none of ours.
+fn parse_header(line: &[u8]) -> Result<(u32, Option<u64>), AnswerError> {
+    let line = std::str::from_utf8(line).map_err(|_| AnswerError::NotFromGate)?;
+    let rest = line
         .strip_prefix(ANSWER_HEADER)
         .and_then(|v| v.strip_prefix(' '))
         .ok_or(AnswerError::NotFromGate)?;
-    if version != PROTOCOL_VERSION.to_string() {
-        return Err(AnswerError::Version(quoted(version, 16)));
-    }
-    let end = format!("{}\n", ANSWER_END);
-    let body_len = if rest.starts_with(end.as_bytes()) {
-        0
-    } else {
-        let marker = format!("\n{}", end);
-        rest.windows(marker.len())
-            .position(|w| w == marker.as_bytes())
-            .map(|i| i + 1)
-            .ok_or(AnswerError::Unterminated)?
+    let (version, attribute) = match rest.split_once(' ') {
+        Some((v, a)) => (v, Some(a)),
+        None => (rest, None),
     };
-    let mut inbox = parse_inbox(&rest[..body_len]);
-    let after = rest.len() - body_len - end.len();
+    let known = version
+        .parse::<u32>()
+        .ok()
+        .filter(|v| (OLDEST_FRAMED..=PROTOCOL_VERSION).contains(v) && *v.to_string() == *version)
+        .ok_or_else(|| AnswerError::Version(quoted(version, 16)))?;
+    let hold = match attribute {
+        None => None,
+        Some(a) => Some(
+            a.strip_prefix(HOLD_ATTRIBUTE)
+                .filter(|_| known >= HOLD_PROTOCOL)
+                .and_then(parse_secs)
+                .filter(|n| (1..=MAX_HOLD_SECS).contains(n))
+                .ok_or_else(|| AnswerError::BadHeader(quoted(line, 48)))?,
+        ),
+    };
+    Ok((known, hold))
+}
+
+/// Seconds in canonical decimal (digits only, no leading zero), as ports are.
+fn parse_secs(s: &str) -> Option<u64> {
+    let canonical = !s.is_empty()
+        && s.len() <= 9
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && !s.starts_with('0');
+    canonical.then(|| s.parse().ok()).flatten()
+}
+
+/// Length of the body before the first `end` line of `rest` (what follows a header),
+/// if there is one.
+fn body_len(rest: &[u8]) -> Option<usize> {
+    let end = format!("{}\n", ANSWER_END);
+    if rest.starts_with(end.as_bytes()) {
+        return Some(0);
+    }
+    let marker = format!("\n{}", end);
+    rest.windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .map(|i| i + 1)
+}
+
+/// Take one frame from the start of `data` (a held session's stdout as it arrives):
+/// `Ok(None)` while it is still incomplete, else the frame and how many bytes it took.
+/// What does not start with a header is an error at once, however little has come.
+pub fn parse_frame(data: &[u8]) -> Result<Option<(Frame, usize)>, AnswerError> {
+    let Some(nl) = data.iter().position(|b| *b == b'\n') else {
+        let prefix = format!("{} ", ANSWER_HEADER);
+        let could_be = data.len() < MAX_HEADER_LINE
+            && (prefix.as_bytes().starts_with(data) || data.starts_with(prefix.as_bytes()));
+        return if could_be {
+            Ok(None)
+        } else {
+            Err(AnswerError::NotFromGate)
+        };
+    };
+    let (version, hold) = parse_header(&data[..nl])?;
+    let rest = &data[nl + 1..];
+    let Some(body) = body_len(rest) else {
+        return Ok(None);
+    };
+    let frame = Frame {
+        version,
+        hold,
+        inbox: parse_inbox(&rest[..body]),
+    };
+    Ok(Some((frame, nl + 1 + body + ANSWER_END.len() + 1)))
+}
+
+/// Parse a whole framed answer (protocol 2 or 3, not held): its requests and refused
+/// lines. Bytes after the end line are reported and ignored.
+pub fn parse_answer(data: &[u8]) -> Result<Inbox, AnswerError> {
+    let first_line = data.split(|b| *b == b'\n').next().unwrap_or(data);
+    parse_header(first_line)?;
+    let (frame, used) = parse_frame(data)?.ok_or(AnswerError::Unterminated)?;
+    let mut inbox = frame.inbox;
+    let after = data.len() - used;
     if after > 0 {
         inbox.rejected.push(RejectedLine {
             line: 0,
@@ -361,14 +466,11 @@ mod tests {
     fn framed_answers() {
         let reqs = [pair(22, 9876), pair(80, 8080)];
         let text = render_answer(&reqs);
-        assert_eq!(
-            text,
-            format!(
-                "phonehome-inbox {}\n22:9876\n80:8080\nend\n",
-                PROTOCOL_VERSION
-            )
-        );
+        assert_eq!(text, "phonehome-inbox 2\n22:9876\n80:8080\nend\n");
         assert_eq!(parse_answer(text.as_bytes()).unwrap().requests, reqs);
+        let v3 = render_frame(3, None, &reqs);
+        assert_eq!(v3, "phonehome-inbox 3\n22:9876\n80:8080\nend\n");
+        assert_eq!(parse_answer(v3.as_bytes()).unwrap().requests, reqs);
         let empty = render_answer(&[]);
         assert_eq!(parse_answer(empty.as_bytes()).unwrap(), Inbox::default());
         // Threat 34: what an sshd answers without the gate, or a client that gave up.
@@ -386,22 +488,94 @@ mod tests {
                 other
             );
         }
-        assert_eq!(
-            parse_answer(b"phonehome-inbox 9\nend\n"),
-            Err(AnswerError::Version("\"9\"".into()))
-        );
-        let cut = format!("phonehome-inbox {}\n22:9876\n80:80", PROTOCOL_VERSION);
+        for (v, shown) in [
+            ("9", "\"9\""),
+            ("1", "\"1\""),
+            ("03", "\"03\""),
+            ("+3", "\"+3\""),
+        ] {
+            assert_eq!(
+                parse_answer(format!("phonehome-inbox {}\nend\n", v).as_bytes()),
+                Err(AnswerError::Version(shown.into()))
+            );
+        }
+        let cut = "phonehome-inbox 2\n22:9876\n80:80";
         assert_eq!(parse_answer(cut.as_bytes()), Err(AnswerError::Unterminated));
         let trailing = format!("{}junk\n", empty);
         let inbox = parse_answer(trailing.as_bytes()).unwrap();
         assert!(inbox.requests.is_empty());
         assert!(inbox.rejected[0].reason.contains("after the end line"));
         // Hostile lines inside a frame are refused as before.
-        let hostile = format!(
-            "phonehome-inbox {}\n22:9876;reboot\nend\n",
-            PROTOCOL_VERSION
-        );
+        let hostile = "phonehome-inbox 3\n22:9876;reboot\nend\n";
         assert_eq!(parse_answer(hostile.as_bytes()).unwrap().rejected.len(), 1);
+    }
+
+    #[test]
+    fn held_frames_come_one_at_a_time() {
+        let first = render_frame(3, Some(55), &[pair(22, 9876)]);
+        assert_eq!(first, "phonehome-inbox 3 hold=55\n22:9876\nend\n");
+        let second = render_frame(3, None, &[]);
+        let stream = format!("{}{}", first, second);
+        // Every prefix short of a whole frame is incomplete, never an error.
+        for cut in 0..first.len() {
+            assert_eq!(
+                parse_frame(&stream.as_bytes()[..cut]),
+                Ok(None),
+                "cut at {}",
+                cut
+            );
+        }
+        let (f, used) = parse_frame(stream.as_bytes()).unwrap().unwrap();
+        assert_eq!(used, first.len());
+        assert_eq!((f.version, f.hold), (3, Some(55)));
+        assert_eq!(f.inbox.requests, [pair(22, 9876)]);
+        let (f, used) = parse_frame(&stream.as_bytes()[used..]).unwrap().unwrap();
+        assert_eq!((f.version, f.hold, used), (3, None, second.len()));
+        assert!(f.inbox.requests.is_empty());
+        // A frame of protocol 2 (an older gate) is read as such.
+        let (f, _) = parse_frame(render_answer(&[pair(1, 2)]).as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!((f.version, f.hold), (2, None));
+        // render_frame never puts a hold on a protocol 2 frame.
+        assert_eq!(render_frame(2, Some(9), &[]), "phonehome-inbox 2\nend\n");
+    }
+
+    #[test]
+    fn threat_45_hostile_frames_are_refused() {
+        for bad in [
+            "phonehome-inbox 2 hold=55\nend\n",
+            "phonehome-inbox 3 hold=0\nend\n",
+            "phonehome-inbox 3 hold=055\nend\n",
+            "phonehome-inbox 3 hold=3601\nend\n",
+            "phonehome-inbox 3 hold=55 more\nend\n",
+            "phonehome-inbox 3 hold=\nend\n",
+            "phonehome-inbox 3 hold=-1\nend\n",
+            "phonehome-inbox 3 keep=55\nend\n",
+            "phonehome-inbox 3  hold=55\nend\n",
+        ] {
+            assert!(
+                matches!(parse_frame(bad.as_bytes()), Err(AnswerError::BadHeader(_))),
+                "{:?}: {:?}",
+                bad,
+                parse_frame(bad.as_bytes())
+            );
+        }
+        // Something that cannot become a header is refused before its line ends.
+        assert_eq!(parse_frame(b"22:9876"), Err(AnswerError::NotFromGate));
+        assert_eq!(
+            parse_frame(b"phonehome-inboX"),
+            Err(AnswerError::NotFromGate)
+        );
+        let long = "phonehome-inbox 3".to_string() + &" ".repeat(100);
+        assert_eq!(parse_frame(long.as_bytes()), Err(AnswerError::NotFromGate));
+        assert_eq!(parse_frame(b"phonehome-in"), Ok(None));
+        // `end` inside a frame ends it: the rest is the next frame's problem.
+        let (f, used) = parse_frame(b"phonehome-inbox 3\n22:9876\nend\n80:80\nend\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((f.inbox.requests.len(), used), (1, 30));
+        assert_eq!(parse_frame(b"80:80\nend\n"), Err(AnswerError::NotFromGate));
     }
 
     #[test]

@@ -9,21 +9,57 @@
 mod id;
 mod inbox;
 mod names;
+mod session;
 pub mod sshkey;
 mod status;
 
 pub use id::{validate_alias, DeviceId};
 pub use inbox::{
-    parse_answer, parse_inbox, parse_port, render_answer, render_inbox, AnswerError, Inbox,
-    PortPair, RejectedLine, ANSWER_END, ANSWER_HEADER,
+    parse_answer, parse_frame, parse_inbox, parse_port, render_answer, render_frame, render_inbox,
+    AnswerError, Frame, Inbox, PortPair, RejectedLine, ANSWER_END, ANSWER_HEADER, HOLD_ATTRIBUTE,
+    OLDEST_FRAMED,
 };
 pub use names::{check_text, is_unix_name, validate_account, validate_host, MAX_UNIX_NAME};
+pub use session::{Outcome, OutcomeState, OUTCOME_WORD};
 pub use status::{StatusReport, TunnelState, TunnelStatus};
 
 /// Version of the poll protocol; the agent sends it in every status report, and the
 /// gate answers in the framing of that version (1: bare lines; 2: framed, see
-/// `parse_answer`).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// `parse_answer`; 3: framed, and the session may be held, see `HOLD_PROTOCOL`).
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The first protocol with held sessions. An agent of it ends its report with a
+/// newline and may leave stdin open (`StatusReport::hold` says for how long at most);
+/// its gate reads the report up to that newline, not up to the end of stdin, and may
+/// answer `phonehome-inbox 3 hold=SECS`: then it keeps the session open up to SECS,
+/// sends the whole request set again each time it changes, and reads the agent's
+/// outcome lines (`Outcome`) until the agent closes stdin or the time is up.
+pub const HOLD_PROTOCOL: u32 = 3;
+
+/// Shortest hold worth a session: an agent with less time left before its next tick
+/// does not offer to hold, and a gate never grants less.
+pub const MIN_HOLD_SECS: u64 = 5;
+
+/// Longest hold a gate may be configured with, or an agent may offer.
+pub const MAX_HOLD_SECS: u64 = 3600;
+
+/// How long an agent that offered to hold waits for the first frame before it closes
+/// stdin anyway: a gate older than `HOLD_PROTOCOL` reads the report until the end of
+/// stdin and must get it within its own `GATE_READ_TIMEOUT_SECS`.
+pub const HOLD_ANSWER_WAIT_SECS: u64 = GATE_READ_TIMEOUT_SECS - 2;
+
+/// How long past the hold it granted the gate may take to end the session before the
+/// agent ends it itself.
+pub const HOLD_GRACE_SECS: u64 = 3;
+
+/// Most frames an agent takes in one held session; a gate that sends more is cut off.
+pub const MAX_HELD_FRAMES: usize = 64;
+
+/// Longest outcome line the gate reads (a reason of `MAX_TEXT_LEN` and the rest).
+pub const MAX_OUTCOME_LINE: usize = MAX_TEXT_LEN + 32;
+
+/// Most outcome lines a gate takes in one held session; more ends the session.
+pub const MAX_OUTCOMES: usize = 512;
 
 /// The only command a device login may ask the gate to run (`ssh device<id>@server poll`).
 pub const POLL_COMMAND: &str = "poll";

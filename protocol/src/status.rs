@@ -8,8 +8,8 @@
 //! are ignored so that a newer agent can talk to an older server.
 
 use crate::{
-    check_text, Invalid, MAX_REPORTED_ERRORS, MAX_REQUESTS, MAX_STATUS_BYTES, MAX_TEXT_LEN,
-    MAX_VERSION_LEN,
+    check_text, Invalid, MAX_HOLD_SECS, MAX_REPORTED_ERRORS, MAX_REQUESTS, MAX_STATUS_BYTES,
+    MAX_TEXT_LEN, MAX_VERSION_LEN,
 };
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +61,10 @@ pub struct StatusReport {
     /// Why the previous poll failed, if it did.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Protocol 3: the agent can hold this session up to so many seconds (its stdin
+    /// stays open after this report's line, see `HOLD_PROTOCOL`); absent: it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<u64>,
 }
 
 impl StatusReport {
@@ -111,6 +115,12 @@ impl StatusReport {
         for e in &self.inbox_errors {
             check_text("an inbox error", e, MAX_TEXT_LEN)?;
         }
+        if self.hold.is_some_and(|h| h > MAX_HOLD_SECS) {
+            return Err(Invalid(format!(
+                "status report offers a hold over {} s",
+                MAX_HOLD_SECS
+            )));
+        }
         if self.load1.is_some_and(|l| !l.is_finite() || l < 0.0) {
             return Err(Invalid("status report has an invalid load".into()));
         }
@@ -145,6 +155,7 @@ mod tests {
             }],
             inbox_errors: vec!["inbox line 2: duplicate request 22:9876".into()],
             last_error: None,
+            hold: Some(55),
         }
     }
 
@@ -190,6 +201,15 @@ mod tests {
         let mut r = sample();
         r.inbox_errors = vec!["e".into(); MAX_REPORTED_ERRORS + 1];
         assert!(StatusReport::from_device(r.to_json().as_bytes()).is_err());
+        let mut r = sample();
+        r.hold = Some(MAX_HOLD_SECS + 1);
+        assert!(StatusReport::from_device(r.to_json().as_bytes()).is_err());
+        assert!(!StatusReport {
+            hold: None,
+            ..sample()
+        }
+        .to_json()
+        .contains("hold"));
     }
 
     #[test]

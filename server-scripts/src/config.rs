@@ -10,13 +10,22 @@ use crate::paths::{is_safe_path, Paths};
 use crate::store;
 use crate::webhook::Webhook;
 use phonehome_plumbing::settings;
-use phonehome_protocol::{is_unix_name, parse_port, validate_host, DEFAULT_POLL_INTERVAL_SECS};
+use phonehome_protocol::{
+    is_unix_name, parse_port, validate_host, DEFAULT_POLL_INTERVAL_SECS, MAX_HOLD_SECS,
+    MIN_HOLD_SECS,
+};
 
 /// Where install-server.sh puts the gate (under the root); what goes into `command="..."`.
 pub const DEFAULT_GATE: &str = "/usr/local/lib/phonehome/phonehome-gate";
 pub const DEFAULT_GROUP: &str = "phonehome-devices";
 pub const DEFAULT_PORT_RANGE: (u16, u16) = (20000, 29999);
 pub const DEFAULT_TTL_SECS: u64 = 3600;
+/// Held sessions are off until an admin chooses a hold (BENCHMARKS.md, section 8).
+pub const DEFAULT_HOLD_SECS: u64 = 0;
+/// The default cap on sessions held at once; see BENCHMARKS.md for what each costs.
+pub const DEFAULT_HOLD_SESSIONS: u64 = 1000;
+/// Most held sessions a server may be configured for (one slot file each).
+pub const MAX_HOLD_SESSIONS: u64 = 100_000;
 /// Largest server.conf read.
 const MAX_CONF_BYTES: u64 = 64 * 1024;
 /// watch-devices: a device is offline after this many poll intervals without a heartbeat.
@@ -44,6 +53,8 @@ const NAMES: &[&str] = &[
     "webhook_queue",
     "webhook_retry_max",
     "metrics_file",
+    "hold",
+    "hold_sessions",
 ];
 
 /// Names that may appear on several lines.
@@ -77,6 +88,12 @@ pub struct ServerConf {
     pub webhook_retry_max: u64,
     /// watch-devices: node_exporter textfile written after each run.
     pub metrics_file: Option<std::path::PathBuf>,
+    /// How long the gate keeps a device's session open after answering (seconds; 0:
+    /// never), so that a request reaches the device at once (protocol 3).
+    pub hold: u64,
+    /// The most sessions held at once, over all devices (each holds an sshd session
+    /// and a gate process in memory); past it a poll is answered and ended as before.
+    pub hold_sessions: u64,
 }
 
 /// The kernel's host name, if it is a valid one.
@@ -115,6 +132,8 @@ impl ServerConf {
             webhook_queue: DEFAULT_WEBHOOK_QUEUE,
             webhook_retry_max: DEFAULT_WEBHOOK_RETRY_MAX_SECS,
             metrics_file: None,
+            hold: DEFAULT_HOLD_SECS,
+            hold_sessions: DEFAULT_HOLD_SESSIONS,
         }
     }
 
@@ -195,6 +214,25 @@ impl ServerConf {
                     ));
                 }
                 self.log_hosts = hosts;
+            }
+            "hold" => {
+                self.hold = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n == 0 || (MIN_HOLD_SECS..=MAX_HOLD_SECS).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "expected 0 (off) or seconds from {} to {}",
+                            MIN_HOLD_SECS, MAX_HOLD_SECS
+                        )
+                    })?
+            }
+            "hold_sessions" => {
+                self.hold_sessions = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= MAX_HOLD_SESSIONS)
+                    .ok_or_else(|| format!("expected a number from 0 to {}", MAX_HOLD_SESSIONS))?
             }
             _ => return self.set_watch(name, value),
         }
@@ -282,7 +320,7 @@ mod tests {
         let c = ServerConf::parse(
             "# comment\nserver_host = ph.example.org\nserver_port=2222\nport_range = 30000-30010\n\
              poll_interval = 5\ndefault_ttl = 2h\nadmin_user = admin\ngate = /opt/ph/gate\n\
-             log_hosts = ph ph.example.org\n",
+             log_hosts = ph ph.example.org\nhold = 60\nhold_sessions = 250\n",
             &root(),
         )
         .unwrap();
@@ -292,6 +330,8 @@ mod tests {
         assert_eq!(c.default_ttl, 7200);
         assert_eq!(c.default_wait(), 25);
         assert_eq!(c.log_hosts, ["ph", "ph.example.org"]);
+        assert_eq!((c.hold, c.hold_sessions), (60, 250));
+        assert_eq!(ServerConf::defaults(&root()).hold, 0, "off by default");
         for bad in [
             "nonsense",
             "colour = blue",
@@ -317,6 +357,12 @@ mod tests {
             "metrics_file = relative.prom",
             "webhook = http://alerts.example.org/",
             "webhook = https://a.example.org/x\nwebhook = https://a.example.org/x format=slack",
+            "hold = 2",
+            "hold = 3601",
+            "hold = -1",
+            "hold = 1m",
+            "hold_sessions = 100001",
+            "hold_sessions = many",
         ] {
             assert!(ServerConf::parse(bad, &root()).is_err(), "{:?}", bad);
         }

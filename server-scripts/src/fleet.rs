@@ -192,7 +192,9 @@ fn device_row(paths: &Paths, src: &Sources, d: &DeviceRecord) -> Row {
         Err(e) => (None, Some(e.to_string())),
     };
     let (hb, report) = match status {
-        Some(Status { heartbeat, report }) => (Some(heartbeat), report),
+        Some(Status {
+            heartbeat, report, ..
+        }) => (Some(heartbeat), report),
         None => (None, None),
     };
     let login = log_login(src, d).and_then(|l| l.ok());
@@ -362,10 +364,10 @@ pub fn tunnel(src: &Sources, row: &Row, req: &Request) -> Tunnel {
     }
 }
 
-/// Why the device says the tunnel of `req` failed, if its report is newer than the
-/// request and says so.
+/// Why the device says the tunnel of `req` failed, if its report (or a held session's
+/// update of it) is newer than the request and says so.
 pub fn reported_failure(stored: &StoredReport, req: &Request) -> Option<String> {
-    if stored.received < req.created {
+    if stored.received.max(stored.updated.unwrap_or(0)) < req.created {
         return None;
     }
     let t = stored.report.tunnels.iter().find(|t| {
@@ -436,6 +438,7 @@ mod tests {
                 }],
                 ..StatusReport::default()
             },
+            updated: None,
         }
     }
 
@@ -462,5 +465,14 @@ mod tests {
         );
         let other = Request { local: 80, ..req };
         assert_eq!(reported_failure(&failed, &other), None);
+        // A report from before the request that a held session updated after it.
+        let updated = StoredReport {
+            updated: Some(120),
+            ..report(50, TunnelState::Failed, Some("port busy"))
+        };
+        assert_eq!(
+            reported_failure(&updated, &req).as_deref(),
+            Some("port busy")
+        );
     }
 }

@@ -106,6 +106,14 @@ impl Paths {
     pub fn watch_dir(&self) -> PathBuf {
         self.state().join("watch")
     }
+    /// Slot files of held sessions (`<n>`, root 0644): a gate holds one locked for the
+    /// time it holds a session, so there are never more held sessions than slots.
+    pub fn hold_dir(&self) -> PathBuf {
+        self.state().join("hold")
+    }
+    pub fn hold_slot(&self, n: u64) -> PathBuf {
+        self.hold_dir().join(n.to_string())
+    }
     pub fn locks_dir(&self) -> PathBuf {
         self.state().join("locks")
     }

@@ -322,10 +322,17 @@ fn wait_fails_with_the_reason() {
         .fails(1, "device 6466b34bde54 has never called in");
     // Called in long ago.
     r.set_heartbeat(ID1, r#"{"received":1795304990}"#);
-    r.run("forward-device-port", &[ID1, "22:21800", "--wait=1"])
-        .fails(1, "has not called in since 2026-11-21 23:49:50 UTC");
+    // Called in long ago: offline, said at once rather than at the deadline.
+    let t = std::time::Instant::now();
+    r.run("forward-device-port", &[ID1, "22:21800", "--wait=60"])
+        .fails(
+            1,
+            "device 6466b34bde54 is offline: it last called in at 2026-11-21 23:49:50 UTC",
+        );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     // The device reports the tunnel's failure.
     let now = phonehome_plumbing::clock::now() + 5;
+    r.set_heartbeat(ID1, &format!(r#"{{"received":{}}}"#, now - 5));
     r.set_report(ID1, &format!(r#"{{"received":{},"report":{{"protocol":1,"agent_version":"0.1.0","tunnels":[{{"local":22,"remote":21800,"state":"failed","last_error":"remote port forwarding failed for listen port 21800"}}]}}}}"#, now));
     r.run("forward-device-port", &[ID1, "22:21800", "--wait=5"]).fails(1, "reports that tunnel 22:21800 failed: remote port forwarding failed for listen port 21800");
     // Another process grabbed the port after the request was recorded.
@@ -342,6 +349,75 @@ fn wait_fails_with_the_reason() {
     Out::new("forward --wait".into(), child.wait_with_output().unwrap())
         .fails(1, "port 21801 is held by user root (uid 0)");
     drop(held);
+}
+
+/// Issue 16: --wait says as it goes whether the device hears the request now (it
+/// holds a session), that it picked the request up, then the tunnel.
+#[test]
+fn wait_shows_a_held_session_and_the_pickup() {
+    let r = Root::new();
+    r.add(ID1, &key(0));
+    let uid = r.uid_of(ID1);
+    let now = phonehome_plumbing::clock::now();
+    r.set_heartbeat(ID1, &format!(r#"{{"received":{}}}"#, now));
+    // A gate holding the session: a live process and its start time.
+    let mut gate = Command::new("sleep").arg("30").spawn().unwrap();
+    let start = phonehome_plumbing::process::stat(gate.id())
+        .unwrap()
+        .start_time;
+    let session = |outcomes: &str| {
+        format!(
+            r#"{{"pid":{},"start_time":{},"since":{},"until":{},"outcomes":[{}]}}"#,
+            gate.id(),
+            start,
+            now,
+            now + 50,
+            outcomes
+        )
+    };
+    r.set_session(ID1, &session(""));
+    let child = r
+        .cmd("forward-device-port")
+        .args([ID1, "22:21802", "--wait=15"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let picked = format!(
+        r#"{{"local":22,"remote":21802,"state":"starting","at":{}}}"#,
+        phonehome_plumbing::clock::now() + 1
+    );
+    r.set_session(ID1, &session(&picked));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut listener = listen_as(uid, 21802);
+    let out = Out::new("forward --wait".into(), child.wait_with_output().unwrap()).ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let find = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {:?} in {}", needle, out.stdout))
+    };
+    let holds = find("device 6466b34bde54 holds a session now (until ");
+    let pickup = find("picked the request up at ");
+    let up = find("tunnel up: device6466b34bde54 listens on 127.0.0.1:21802");
+    assert!(holds < pickup && pickup < up, "{}", out.stdout);
+    assert!(
+        lines[pickup].ends_with("(in its held session)"),
+        "{}",
+        lines[pickup]
+    );
+    let _ = listener.kill();
+    let _ = listener.wait();
+    // Without a live gate, the same record says nothing of a session: the last poll.
+    let _ = gate.kill();
+    let _ = gate.wait();
+    let out = r
+        .run("forward-device-port", &[ID1, "22:21803", "--wait=1"])
+        .fails(1, "has not called in since");
+    assert!(out.stdout.contains("last polled at "), "{}", out.stdout);
+    assert!(!out.stdout.contains("holds a session"), "{}", out.stdout);
 }
 
 #[test]

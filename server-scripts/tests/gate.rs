@@ -188,12 +188,17 @@ fn threat_04_hostile_reports_are_rejected_but_the_heartbeat_counts() {
             "the last good report is kept"
         );
     }
-    let files: Vec<_> = std::fs::read_dir(r.path(&format!("var/lib/phonehome/status/{}", ID1)))
+    let mut files: Vec<_> = std::fs::read_dir(r.path(&format!("var/lib/phonehome/status/{}", ID1)))
         .unwrap()
         .flatten()
-        .map(|e| e.file_name())
+        .map(|e| e.file_name().into_string().unwrap())
         .collect();
-    assert_eq!(files.len(), 1, "nothing else written: {:?}", files);
+    files.sort();
+    assert_eq!(
+        files,
+        ["status.json", "status.lock"],
+        "nothing else written (the status file and its lock)"
+    );
 }
 
 #[test]

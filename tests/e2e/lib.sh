@@ -114,6 +114,10 @@ lab_mounts() {
     # /var/run is a symlink to /run on Debian; the overlay keeps it so. Hide what a
     # real installation on this host may have left, so the lab starts clean.
     rm -rf /var/lib/phonehome /etc/phonehome /root/.ssh
+    # The admin's commands run on the devices through root's bash, which reads root's
+    # ~/.bashrc when started by an ssh server: the host's may run anything (here `pyenv
+    # init`, whose rehash waits up to 60 s for a lock file another bash holds).
+    rm -f /root/.bashrc
     rm -f /etc/ssh/sshd_config.d/phonehome.conf /etc/cron.d/phonehome /var/log/auth.log
 }
 
@@ -447,6 +451,70 @@ agent_loop_stop() {
     kill "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     rm -f "$LAB/$dev/loop.pid"
+}
+
+# --- held polls (issue 16) --------------------------------------------------------
+
+# cron_start DEV INTERVAL [AGENT-FLAGS...]: DEV's own cron: `phonehome poll` at every
+# multiple of INTERVAL seconds of the clock, each tick a process of its own, so that a
+# held poll lasts until the next tick asks it to end, as under cron. AGENT_BIN names
+# another agent binary (an older one, for the compatibility scenarios).
+cron_start() {
+    local dev=$1 interval=$2 d=$LAB/$1 bin=${AGENT_BIN:-$BIN_DIR/phonehome}
+    shift 2
+    (
+        local step=$((interval * 1000000000)) now left
+        while :; do
+            now=$(date +%s%N)
+            left=$((step - now % step))
+            sleep "$((left / 1000000000)).$(printf '%09d' $((left % 1000000000)))"
+            {
+                echo "--- tick $(date +%T.%N)"
+                in_ns "$dev" env PATH="$LAB/bin:$PATH" "$bin" --config "$d/phonehome.conf" poll "$@"
+                echo "--- exit $?"
+            } >>"$d/agent.log" 2>&1 &
+        done
+    ) &
+    echo $! >"$d/cron.pid"
+}
+
+# cron_stop DEV: no more ticks; a held poll is asked to end as the next tick would.
+cron_stop() {
+    local dev=$1 d=$LAB/$1 pid start held
+    pid=$(cat "$d/cron.pid" 2>/dev/null) && kill "$pid" 2>/dev/null
+    rm -f "$d/cron.pid"
+    read -r pid start held <"$d/run/poll.lock" 2>/dev/null || return 0
+    [ "$held" = held ] && [ "$(proc_start "$pid")" = "$start" ] && kill -USR1 "$pid" 2>/dev/null
+    wait_until 10 no_poll_running "$dev"
+}
+
+# The start time (clock ticks after boot) of a process, as /proc/PID/stat field 22 says.
+proc_start() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
+
+# The gate processes of a device (held sessions, or a poll being answered).
+gates_of() { pgrep -u "device$(dev_id "$1")" -x phonehome-gate | wc -l; }
+
+# The gate's status file of a device id.
+status_file() { echo "/var/lib/phonehome/status/$1/status.json"; }
+
+# True while DEV holds a session: its gate says so in the status file and still runs.
+holds_session() {
+    local f pid start
+    f=$(status_file "$(dev_id "$1")")
+    [ "$(jq -r '.session.ended' "$f" 2>/dev/null)" = null ] &&
+        [ "$(jq -r '.session.pid' "$f")" != null ] || return 1
+    pid=$(jq -r .session.pid "$f") start=$(jq -r .session.start_time "$f")
+    [ "$(proc_start "$pid")" = "$start" ]
+}
+
+# The `since` of DEV's held session (0: none).
+session_since() { jq -r '.session.since // 0' "$(status_file "$(dev_id "$1")")" 2>/dev/null || echo 0; }
+
+# set_hold SECS SESSIONS: server.conf's hold and cap, and the slot files for them.
+set_hold() {
+    sed -i '/^hold/d' /etc/phonehome/server.conf
+    printf 'hold = %s\nhold_sessions = %s\n' "$1" "$2" >>/etc/phonehome/server.conf
+    in_ns srv forward-device-port --prune >/dev/null
 }
 
 # --- assertions --------------------------------------------------------------------

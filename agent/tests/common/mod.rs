@@ -25,10 +25,14 @@ pub fn write_exec(path: &Path, text: &str) {
 /// and the same script as `ssh-bin/ssh` (answers `-V` as OpenSSH 9.2) for tests that
 /// put only OpenSSH on PATH.
 /// Polls record `polls/<pid>.argv` (one arg per line, renamed into place whole, so a
-/// test never reads half of it) and `.stdin`, then act on the file
-/// `poll-mode` (ok | slow | hang | hostkey | fail, with `poll-stderr` | nogate: exit 0
-/// with no answer, as a client that gave up at a password prompt | raw: the inbox
-/// without the gate's framing) and print `inbox` framed as the gate frames it.
+/// test never reads half of it) and `.stdin` (the report line, as the gate reads it),
+/// then act on the file `poll-mode` (ok | slow | hang | hostkey | fail, with
+/// `poll-stderr` | nogate: exit 0 with no answer, as a client that gave up at a
+/// password prompt | raw: the inbox without the gate's framing | oldgate: a gate of
+/// protocol 2, which reads stdin to its end | hold: grant `hold-secs` (10), then send
+/// `hold-extra` as it is, a frame each time `inbox` changes, and keep the lines the
+/// agent sends in `.outcomes`, until stdin ends or the time is up) and print `inbox`
+/// framed as the gate frames it.
 /// Tunnels (`-N`) record `tunnels/<pid>.argv` and act on `tunnel-mode` (up | fail |
 /// hostkey); an `up` tunnel stays until SIGTERM.
 pub struct Fake {
@@ -58,9 +62,33 @@ if [ -n "$tunnel" ]; then
   while :; do sleep 1 & wait $!; done
 fi
 printf '%s\n' "$@" > "$D/polls/.$$.tmp" && mv "$D/polls/.$$.tmp" "$D/polls/$$.argv"
-cat > "$D/polls/$$.stdin"
 mode=$(cat "$D/poll-mode" 2>/dev/null)
+if [ "$mode" = oldgate ]; then
+  cat > "$D/polls/$$.stdin"
+  echo 'phonehome-inbox 2'; cat "$D/inbox" 2>/dev/null; echo end
+  exit 0
+fi
+IFS= read -r line; printf '%s\n' "$line" > "$D/polls/$$.stdin"
 case "$mode" in
+  hold)
+    secs=$(cat "$D/hold-secs" 2>/dev/null || echo 10)
+    last=$(cat "$D/inbox" 2>/dev/null)
+    echo "phonehome-inbox @VERSION@ hold=$secs"; [ -n "$last" ] && printf '%s\n' "$last"; echo end
+    cat "$D/hold-extra" 2>/dev/null
+    # (an asynchronous list reads /dev/null unless given another descriptor)
+    exec 3<&0
+    ( while IFS= read -r l; do printf '%s\n' "$l" >> "$D/polls/$$.outcomes"; done
+      touch "$D/polls/$$.eof" ) <&3 >/dev/null 2>&1 &
+    exec 3<&-
+    end=$(( $(date +%s) + secs ))
+    while [ ! -e "$D/polls/$$.eof" ] && [ "$(date +%s)" -lt "$end" ]; do
+      now=$(cat "$D/inbox" 2>/dev/null)
+      if [ "$now" != "$last" ]; then
+        last=$now; echo 'phonehome-inbox @VERSION@'; [ -n "$now" ] && printf '%s\n' "$now"; echo end
+      fi
+      sleep 0.05
+    done
+    exit 0;;
   slow) sleep 3;;
   hang) exec sleep 1000;;
   hostkey) printf "\nHost '127.0.0.1' is not in the trusted hosts file.\nDo you want to continue connecting? (y/n) " >&2; exec sleep 1000;;

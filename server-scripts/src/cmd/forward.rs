@@ -7,15 +7,17 @@
 //! before the request names it, closing withdraws the request before the grant.
 //! `--prune` (cron) drops expired requests, reconciles every key file with its
 //! requests, removes what a removed device left, and stale temp files.
-//! `--wait` watches /proc/net/tcp{,6} until the device's uid alone listens on the port,
-//! or fails with the device's own reported error, or with how long it has been silent.
+//! `--wait` (`wait.rs`) says whether the device hears the request now (a held session)
+//! or when it polled last and is due next, then that it picked the request up, then
+//! returns when the device's uid alone listens on the port, or fails with the device's
+//! own reason, another listener on the port, or a device that list-devices would call
+//! offline (silent for an hour or ten polls: said at once).
 
 use crate::accounts::{self, Account};
 use crate::cli::{self, Out};
 use crate::config::ServerConf;
 use crate::duration::{parse_duration, parse_ttl};
 use crate::error::{Error, Result};
-use crate::gate_status;
 use crate::keys;
 use crate::listeners::{self, Listener};
 use crate::lock;
@@ -24,7 +26,8 @@ use crate::registry::{self, DeviceRecord};
 use crate::requests::{self, Request};
 use crate::say;
 use crate::store;
-use phonehome_plumbing::clock::{format_iso, format_utc, now};
+use crate::wait::{self, Reach, Step};
+use phonehome_plumbing::clock::{format_age, format_iso, format_utc, now};
 use phonehome_plumbing::files::{self, Pending};
 use phonehome_plumbing::text::for_terminal;
 use phonehome_protocol::{parse_port, DeviceId, PortPair, MAX_REQUESTS};
@@ -39,8 +42,6 @@ requests. REMOTE must be 1024 or above and free.";
 
 /// Smallest remote port a device may be granted.
 pub const MIN_REMOTE_PORT: u16 = 1024;
-/// How often --wait looks at the listeners and the device's report.
-const WAIT_STEP: Duration = Duration::from_millis(250);
 /// Largest key file read (one key line).
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 /// Temp files of writes older than this are leftovers of a crash (`--prune`).
@@ -364,11 +365,16 @@ fn report_request(
     if !json {
         say!(
             out,
-            "requested {} on device {}, until {}; the device picks it up at its next poll (every {} s)",
+            "requested {} on device {}, until {}; the device picks it up at its next poll (every {} s){}",
             req.pair(),
             rec.label(),
             format_utc(req.expires),
-            conf.poll_interval
+            conf.poll_interval,
+            if conf.hold > 0 {
+                ", or at once if it holds a session"
+            } else {
+                ""
+            }
         )?;
     }
     let ready = match wait {
@@ -379,7 +385,18 @@ fn report_request(
                 out.flush()?;
             }
             let account = device_account(paths, &rec.id)?;
-            wait_for_tunnel(paths, rec, &account, req, secs)?;
+            let mut tell = |step: &Step| -> Result<()> {
+                if json {
+                    return Ok(());
+                }
+                if let Some(line) = progress_line(rec, step) {
+                    say!(out, "{}", line)?;
+                    out.flush()?;
+                }
+                Ok(())
+            };
+            let last = wait::run(paths, conf, rec, &account, req, secs, &mut tell)?;
+            wait_result(paths, rec, req, secs, last)?;
             Some(true)
         }
     };
@@ -517,7 +534,8 @@ struct Pruned {
 /// Bring every device's files back to what the registry and the unexpired requests
 /// say: expired requests dropped, key files granting exactly the requested ports
 /// (a crash between two renames, or an expiry), files of devices no longer registered
-/// removed, and temp files of interrupted writes deleted.
+/// removed, and temp files of interrupted writes deleted; and the held-session slot
+/// files back to what server.conf says.
 fn prune(out: &mut Out, paths: &Paths, conf: &ServerConf) -> Result<()> {
     cli::require_root(NAME)?;
     let _registry_lock = lock::registry(paths)?;
@@ -528,6 +546,16 @@ fn prune(out: &mut Out, paths: &Paths, conf: &ServerConf) -> Result<()> {
         prune_device(paths, conf, rec, &mut done)?;
     }
     done.leftovers += remove_leftovers(paths, &devices)?;
+    let (made, dropped) = crate::hold::sync_slots(paths, conf)?;
+    if made + dropped > 0 {
+        log::info!(
+            "held-session slots: {} made, {} removed (hold_sessions = {}, hold = {})",
+            made,
+            dropped,
+            conf.hold_sessions,
+            conf.hold
+        );
+    }
     for dir in [paths.keys_dir(), paths.requests_dir(), paths.state()] {
         match files::remove_stale_temps(&dir, STALE_TEMP_AGE) {
             Ok(n) => done.temps += n,
@@ -635,64 +663,79 @@ pub fn connect_hint(conf: &ServerConf, req: &Request) -> String {
     }
 }
 
-/// Up when the device's uid alone listens on the port; failed when someone else does
-/// or the device reports the tunnel failed; silent devices are told at the deadline.
-fn wait_for_tunnel(
+/// A progress line of `--wait` (the steps that do not end it).
+fn progress_line(rec: &DeviceRecord, step: &Step) -> Option<String> {
+    let t = now();
+    let at = |when: i64| format!("{} ({})", format_utc(when), format_age(t - when));
+    Some(match step {
+        Step::Reach(Reach::Holding { until }) => format!(
+            "device {} holds a session now (until {}): it hears the request at once",
+            rec.label(),
+            format_utc(*until)
+        ),
+        Step::Reach(Reach::Polled { at: last, next }) => format!(
+            "device {} last polled at {}; its next poll is due {}",
+            rec.label(),
+            at(*last),
+            if *next >= t {
+                format!("at about {} (in {} s)", format_utc(*next), next - t)
+            } else {
+                format!("now (it was expected at {})", format_utc(*next))
+            }
+        ),
+        Step::Reach(Reach::NotYet { added }) => format!(
+            "device {} has not called in since it was added at {}: its first poll picks the request up",
+            rec.label(),
+            at(*added)
+        ),
+        Step::PickedUp { at: when, held } => format!(
+            "device {} picked the request up at {}{}",
+            rec.label(),
+            format_utc(*when),
+            if *held { " (in its held session)" } else { " (at its poll)" }
+        ),
+        _ => return None,
+    })
+}
+
+/// How a wait ended: Ok when the tunnel is up, else the error that says why.
+fn wait_result(
     paths: &Paths,
     rec: &DeviceRecord,
-    account: &Account,
     req: &Request,
     secs: u64,
+    last: Step,
 ) -> Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let on_port = listeners::on_port(req.remote);
-        if listeners::held_only_by(&on_port, account.uid) {
-            return Ok(());
-        }
-        if let Some(l) = on_port.iter().find(|l| l.uid != account.uid) {
-            return Err(Error::new(format!(
-                "port {} is held by {} on {}: the device's tunnel cannot use it; close that listener or request another port",
-                req.remote,
-                user_name(paths, l.uid),
-                l.addr
-            )));
-        }
-        if let Some(why) = reported_failure(paths, rec, req) {
-            return Err(Error::new(format!(
-                "device {} reports that tunnel {} failed: {}",
-                rec.label(),
-                req.pair(),
-                for_terminal(&why, 300)
-            )));
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(Error::new(silence(paths, rec, req, secs)));
-        }
-        std::thread::sleep(WAIT_STEP);
-    }
-}
-
-/// The device's own reason, from a report received after the request.
-fn reported_failure(paths: &Paths, rec: &DeviceRecord, req: &Request) -> Option<String> {
-    let stored = gate_status::report(paths, &rec.id).ok().flatten()?;
-    crate::fleet::reported_failure(&stored, req)
-}
-
-/// Why nothing happened by the deadline, as far as the gate's records tell.
-fn silence(paths: &Paths, rec: &DeviceRecord, req: &Request, secs: u64) -> String {
-    match gate_status::heartbeat(paths, &rec.id).ok().flatten() {
-        None => format!(
-            "device {} has never called in: check the agent on the device (phonehome status) and its cron line",
-            rec.label()
+    let t = now();
+    let queued = format!("the request stays queued until {}", format_utc(req.expires));
+    Err(Error::new(match last {
+        Step::Up => return Ok(()),
+        Step::Taken(l) => format!(
+            "port {} is held by {} on {}: the device's tunnel cannot use it; close that listener or request another port",
+            req.remote,
+            user_name(paths, l.uid),
+            l.addr
         ),
-        Some(h) if h.received < req.created => format!(
-            "device {} has not called in since {}: the request stays queued until {}",
+        Step::Failed(why) => format!(
+            "device {} reports that tunnel {} failed: {}",
             rec.label(),
-            format_utc(h.received),
-            format_utc(req.expires)
+            req.pair(),
+            for_terminal(&why, 300)
         ),
-        Some(h) => format!(
+        Step::Reach(Reach::Offline { last: Some(last) }) => format!(
+            "device {} is offline: it last called in at {} ({}); {}. See `phonehome status` on the device",
+            rec.label(),
+            format_utc(last),
+            format_age(t - last),
+            queued
+        ),
+        Step::Reach(Reach::Offline { last: None }) => format!(
+            "device {} has never called in (added {}); {}: check the agent on the device (phonehome status) and its cron line",
+            rec.label(),
+            format_age(t - rec.created),
+            queued
+        ),
+        Step::TimedOut { last: Some(h) } if h.received >= req.created => format!(
             "device {} called in at {} but the tunnel on port {} is not up after {} s{}; see `phonehome status` on the device",
             rec.label(),
             format_utc(h.received),
@@ -702,7 +745,18 @@ fn silence(paths: &Paths, rec: &DeviceRecord, req: &Request, secs: u64) -> Strin
                 .map(|e| format!(" (its status report was refused: {})", for_terminal(&e, 200)))
                 .unwrap_or_default()
         ),
-    }
+        Step::TimedOut { last: Some(h) } => format!(
+            "device {} has not called in since {}: {}",
+            rec.label(),
+            format_utc(h.received),
+            queued
+        ),
+        Step::TimedOut { last: None } => format!(
+            "device {} has never called in: check the agent on the device (phonehome status) and its cron line",
+            rec.label()
+        ),
+        other => format!("--wait ended unexpectedly: {:?}", other),
+    }))
 }
 
 #[cfg(test)]

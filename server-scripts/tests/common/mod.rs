@@ -206,6 +206,17 @@ impl Root {
         std::fs::write(self.status_path(id), st.to_string()).unwrap();
     }
 
+    /// Write the held-session part of a device's status file (the rest kept; a
+    /// heartbeat now if there is none).
+    pub fn set_session(&self, id: &str, session: &str) {
+        let now = phonehome_plumbing::clock::now();
+        let mut st = self
+            .status(id)
+            .unwrap_or_else(|| serde_json::json!({"heartbeat": {"received": now}}));
+        st["session"] = serde_json::from_str(session).unwrap();
+        std::fs::write(self.status_path(id), st.to_string()).unwrap();
+    }
+
     /// Remove the report part of a device's status file.
     pub fn clear_report(&self, id: &str) {
         let mut st = self.status(id).unwrap();

@@ -80,6 +80,8 @@ pub fn format_age(secs: i64) -> String {
 
 /// Offset of local time from UTC (seconds east) at Unix time `t`, from the system's
 /// time zone (TZ, /etc/localtime): syslog timestamps are local time without a zone.
+// tm_gmtoff is a c_long: 32 bits on armv7 and MIPS, so the cast is needed there.
+#[allow(clippy::unnecessary_cast)]
 pub fn local_offset(t: i64) -> i64 {
     let tt = t as libc::time_t;
     // SAFETY: tm is a plain C struct; all-zero is a valid value.
@@ -90,7 +92,7 @@ pub fn local_offset(t: i64) -> i64 {
     if r.is_null() {
         0
     } else {
-        tm.tm_gmtoff
+        tm.tm_gmtoff as i64
     }
 }
 

@@ -29,11 +29,15 @@ lean_sshd_start() {
 	wait_until 10 tcp_open srv 127.0.0.1 "$LEAN_PORT"
 }
 
+# lean_sshd_stop: stop it, and point server.conf back at the lab's sshd: --device-sshd set
+# server_port to LEAN_PORT, so a device enrolled later (section 8's dev2) would be given
+# a port nobody listens on.
 lean_sshd_stop() {
 	[[ -n ${LEAN_SSHD:-} ]] || return 0
 	kill "$LEAN_SSHD" 2>/dev/null
 	wait "$LEAN_SSHD" 2>/dev/null || true
 	LEAN_SSHD=
+	sed -i 's/^server_port = .*/server_port = 22/' /etc/phonehome/server.conf
 }
 
 fixture_setup() {

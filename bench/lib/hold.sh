@@ -134,7 +134,14 @@ section_hold() {
 	bench_log "hold: $reqs requests to each of dev1 (hold on) and dev2 (hold off), ticks every $tick s"
 	: >"$FIX/hold-on.ms"
 	: >"$FIX/hold-off.ms"
+	local since dev
+	since=$(date +%s)
 	sleep $((2 * tick))
+	# Both must be polling, or the figures would time a device that never calls in.
+	for dev in dev1 dev2; do
+		(($(jq -r '.heartbeat.received // 0' "$(status_file "$(dev_id "$dev")")" 2>/dev/null || echo 0) >= since)) ||
+			bench_die "hold: $dev has not polled in two ticks: $(tail -n 3 "$LAB/$dev/agent.log" | tr '\n' ' ')"
+	done
 	local i
 	for ((i = 0; i < reqs; i++)); do
 		bench_sleep_to_tick "$tick" $((RANDOM % (tick * 1000)))

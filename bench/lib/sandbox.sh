@@ -4,8 +4,17 @@
 
 # Called by bench/run outside: runs the script again inside the namespaces. The inside
 # sets up the lab's private mounts and network (tests/e2e/lib.sh) itself.
+# Killed (TERM, INT), the bench takes the sandbox with it: unshare --fork blocks those
+# signals while it waits, so it gets SIGKILL, which --kill-child passes on to everything
+# inside (sshd, the lab's cron loops, the agents).
 sandbox_run_inner() {
-	unshare --mount --net --pid --fork --kill-child --mount-proc --propagation private "$@"
+	unshare --mount --net --pid --fork --kill-child --mount-proc --propagation private "$@" &
+	local sandbox=$!
+	trap 'kill -KILL "$sandbox" 2>/dev/null; exit 130' INT TERM
+	wait "$sandbox"
+	local rc=$?
+	trap - INT TERM
+	return "$rc"
 }
 
 # Total CPU (ms) of a process and every child it reaped: utime+stime+cutime+cstime.

@@ -144,7 +144,8 @@ section_hold() {
 	done
 	local i
 	for ((i = 0; i < reqs; i++)); do
-		bench_sleep_to_tick "$tick" $((RANDOM % (tick * 1000)))
+		# RANDOM has 15 bits: alone it would reach only the first 32.8 s of a 60 s tick
+		bench_sleep_to_tick "$tick" $(((RANDOM * 32768 + RANDOM) % (tick * 1000)))
 		request_both $((22000 + 2 * i)) $((2 * tick + 15))
 	done
 	cron_stop dev1

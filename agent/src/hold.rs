@@ -340,16 +340,7 @@ fn watch_tunnels(s: &mut PollSession, run: &RunDir, outcomes: &[Outcome]) -> Vec
         .filter(|o| o.state == OutcomeState::Starting)
     {
         if !failed(o.pair) && !running.iter().any(|(p, _)| *p == o.pair) {
-            let reason = tunnels::death_reason(run, o.pair);
-            log::warn!("tunnel {} died at once: {}", o.pair, reason);
-            send(
-                s,
-                &[Outcome {
-                    pair: o.pair,
-                    state: OutcomeState::Failed,
-                    reason: Some(reason),
-                }],
-            );
+            report_dead(s, run, o.pair, "at once");
         }
     }
     running
@@ -361,12 +352,17 @@ fn watch_tunnels(s: &mut PollSession, run: &RunDir, outcomes: &[Outcome]) -> Vec
 /// A watched tunnel died: tell the gate why, now, and stop watching it.
 fn report_death(s: &mut PollSession, run: &RunDir, watched: &mut Vec<Watched>, i: usize) {
     let w = watched.remove(i);
-    let reason = tunnels::death_reason(run, w.pair);
-    log::warn!("tunnel {} died during the held session: {}", w.pair, reason);
+    report_dead(s, run, w.pair, "during the held session");
+}
+
+/// Log why the tunnel of `pair` died (`when`: its moment) and send the gate that reason.
+fn report_dead(s: &mut PollSession, run: &RunDir, pair: PortPair, when: &str) {
+    let reason = tunnels::death_reason(run, pair);
+    log::warn!("tunnel {} died {}: {}", pair, when, reason);
     send(
         s,
         &[Outcome {
-            pair: w.pair,
+            pair,
             state: OutcomeState::Failed,
             reason: Some(reason),
         }],

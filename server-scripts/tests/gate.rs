@@ -233,20 +233,8 @@ fn threat_21_symlinks_in_the_device_writable_dir_are_not_followed() {
 /// and still answers with the requests.
 #[test]
 fn stdin_never_closed_still_answers_after_the_read_timeout() {
-    use std::process::{Command, Stdio};
     let r = setup();
-    let mut child = Command::new(bin_path("phonehome-gate"))
-        .arg("--root")
-        .arg(r.path(""))
-        .args(["--read-timeout", "1"])
-        .env_remove("PHONEHOME_ROOT")
-        .env("SSH_ORIGINAL_COMMAND", "poll")
-        .env("SSH_CONNECTION", "198.51.100.2 40022 198.51.100.1 22")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = r.gate_process(1).spawn().unwrap();
     // Held open, never written, until the gate has answered.
     let held_stdin = child.stdin.take().unwrap();
     let out = Out::new(

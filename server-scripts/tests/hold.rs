@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
@@ -24,18 +24,7 @@ struct Session {
 
 impl Session {
     fn start(r: &Root, report: &str) -> Session {
-        let mut child = Command::new(bin_path("phonehome-gate"))
-            .arg("--root")
-            .arg(&r.dir)
-            .args(["--read-timeout", "2"])
-            .env_remove("PHONEHOME_ROOT")
-            .env("SSH_ORIGINAL_COMMAND", "poll")
-            .env("SSH_CONNECTION", "198.51.100.2 40022 198.51.100.1 22")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = r.gate_process(2).spawn().unwrap();
         let mut stdin = child.stdin.take().unwrap();
         writeln!(stdin, "{}", report).unwrap();
         let (tx, lines) = channel();
@@ -277,23 +266,18 @@ fn no_hold_unless_offered_allowed_and_of_protocol_3() {
     assert!(s.ended_by_itself(Duration::from_secs(2)));
     // An agent that offers no hold.
     let no_offer = OFFER.replace("\"hold\":30,", "");
-    let mut s = Session::start(&r, &no_offer);
-    assert_eq!(
-        s.frame(Duration::from_secs(5)).unwrap()[0],
-        "phonehome-inbox 3"
-    );
-    assert!(s.ended_by_itself(Duration::from_secs(2)));
+    answered_not_held(&r, &no_offer);
     // An offer below the shortest hold.
     let short = OFFER.replace("\"hold\":30", "\"hold\":2");
-    let mut s = Session::start(&r, &short);
-    assert_eq!(
-        s.frame(Duration::from_secs(5)).unwrap()[0],
-        "phonehome-inbox 3"
-    );
-    assert!(s.ended_by_itself(Duration::from_secs(2)));
+    answered_not_held(&r, &short);
     // Slots not made yet (no --prune since hold was set): answered, not held.
     std::fs::remove_dir_all(r.path("var/lib/phonehome/hold")).unwrap();
-    let mut s = Session::start(&r, OFFER);
+    answered_not_held(&r, OFFER);
+}
+
+/// A protocol 3 answer comes, and the session then ends by itself: not held.
+fn answered_not_held(r: &Root, report: &str) {
+    let mut s = Session::start(r, report);
     assert_eq!(
         s.frame(Duration::from_secs(5)).unwrap()[0],
         "phonehome-inbox 3"

@@ -123,18 +123,26 @@ impl Root {
         .unwrap();
     }
 
-    /// Run the gate as a device would: SSH_ORIGINAL_COMMAND, SSH_CONNECTION, stdin.
-    pub fn gate(&self, command: Option<&str>, stdin: &[u8]) -> Out {
-        use std::io::Write;
+    /// The gate as sshd starts it for a device's `poll`: this root, a read timeout of
+    /// `read_timeout` seconds, SSH_CONNECTION, piped stdio.
+    pub fn gate_process(&self, read_timeout: u32) -> Command {
         let mut c = Command::new(bin_path("phonehome-gate"));
         c.arg("--root")
             .arg(&self.dir)
-            .args(["--read-timeout", "1"])
+            .args(["--read-timeout", &read_timeout.to_string()])
             .env_remove("PHONEHOME_ROOT")
+            .env("SSH_ORIGINAL_COMMAND", "poll")
             .env("SSH_CONNECTION", "198.51.100.2 40022 198.51.100.1 22")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        c
+    }
+
+    /// Run the gate as a device would: SSH_ORIGINAL_COMMAND, SSH_CONNECTION, stdin.
+    pub fn gate(&self, command: Option<&str>, stdin: &[u8]) -> Out {
+        use std::io::Write;
+        let mut c = self.gate_process(1);
         match command {
             Some(cmd) => c.env("SSH_ORIGINAL_COMMAND", cmd),
             None => c.env_remove("SSH_ORIGINAL_COMMAND"),

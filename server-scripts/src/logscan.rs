@@ -84,15 +84,18 @@ pub struct Refused<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted<'a> {
     pub account: &'a str,
+    /// The account's device id as a number (the scan's key).
+    device: u64,
     pub from: IpAddr,
     pub port: u16,
     pub key_type: &'a str,
     pub fingerprint: &'a str,
 }
 
-/// `s` split at its first space (found with memchr: this runs for every candidate line).
+/// `s` split at its first space (a plain loop: the words of a log line are short, and
+/// this runs for every candidate line).
 fn split_space(s: &str) -> Option<(&str, &str)> {
-    let i = memchr::memchr(b' ', s.as_bytes())?;
+    let i = s.bytes().position(|b| b == b' ')?;
     Some((&s[..i], &s[i + 1..]))
 }
 
@@ -123,7 +126,7 @@ pub fn parse_accepted(msg: &str) -> Option<Accepted<'_>> {
 fn key_sentence(rest: &str) -> Option<Accepted<'_>> {
     let mut w = words(rest);
     let account = w.next()?;
-    phonehome_protocol::DeviceId::from_account(account)?;
+    let device = device_number(account)?;
     if w.next()? != "from" {
         return None;
     }
@@ -157,6 +160,7 @@ fn key_sentence(rest: &str) -> Option<Accepted<'_>> {
     }
     Some(Accepted {
         account,
+        device,
         from,
         port,
         key_type,
@@ -194,7 +198,7 @@ pub fn parse_refused(msg: &str) -> Option<Refused<'_>> {
         .find_map(|(head, tail)| msg.strip_prefix(head)?.strip_suffix(tail))?;
     let mut w = words(rest);
     let account = w.next()?;
-    phonehome_protocol::DeviceId::from_account(account)?;
+    device_number(account)?;
     let from = w.next()?.parse::<IpAddr>().ok()?;
     if w.next()? != "port" {
         return None;
@@ -299,19 +303,76 @@ pub struct Entry<'a> {
     pub msg: std::borrow::Cow<'a, str>,
 }
 
+/// The last timestamp text a scan converted, and what it gave: a busy log's lines share
+/// their second, so most lines skip the calendar arithmetic.
+#[derive(Debug, Default)]
+pub struct TimeMemo {
+    text: String,
+    time: Option<i64>,
+}
+
+impl TimeMemo {
+    /// The time of the timestamp `head` + `tail`, converted by `convert` unless it is
+    /// the last one's.
+    fn get(
+        &mut self,
+        head: &str,
+        tail: &str,
+        convert: impl FnOnce() -> Option<i64>,
+    ) -> Option<i64> {
+        let same = self.text.len() == head.len() + tail.len()
+            && self.text.starts_with(head)
+            && self.text.ends_with(tail);
+        if !same {
+            self.text.clear();
+            self.text.push_str(head);
+            self.text.push_str(tail);
+            self.time = convert();
+        }
+        self.time
+    }
+}
+
+/// An ISO timestamp without its fraction of a second (which no heartbeat needs):
+/// `2026-11-21T23:49:50` and the zone after the fraction.
+fn iso_second(ts: &str) -> (&str, &str) {
+    let b = ts.as_bytes();
+    if b.len() > 19 && b[19] == b'.' && ts.is_char_boundary(19) {
+        let digits = b[20..].iter().take_while(|c| c.is_ascii_digit()).count();
+        (&ts[..19], &ts[20 + digits..])
+    } else {
+        (ts, "")
+    }
+}
+
 /// A syslog text line when it is an sshd line. `offset` is the local time zone's
 /// offset from UTC (seconds east), for timestamps without a zone.
 pub fn parse_syslog_line(line: &str, now: i64, offset: i64) -> Option<Entry<'_>> {
+    parse_syslog_line_with(line, now, offset, &mut TimeMemo::default())
+}
+
+/// [`parse_syslog_line`], converting a timestamp only when it differs from the last.
+fn parse_syslog_line_with<'a>(
+    line: &'a str,
+    now: i64,
+    offset: i64,
+    memo: &mut TimeMemo,
+) -> Option<Entry<'a>> {
     let (time, rest) = if line.as_bytes().first()?.is_ascii_digit() {
         let (ts, rest) = split_space(line)?;
-        (iso_time(ts)?, rest)
+        let (second, zone) = iso_second(ts);
+        (memo.get(second, zone, || iso_time(ts))?, rest)
     } else {
         // `Nov 21 23:49:50 host sshd[1]: msg`; single-digit days are space-padded.
         let (month, rest) = split_space(line)?;
-        let rest = rest.trim_start_matches(' ');
+        let rest = &rest[rest.bytes().take_while(|b| *b == b' ').count()..];
         let (day, rest) = split_space(rest)?;
         let (time, rest) = split_space(rest)?;
-        (traditional_time(month, day, time, now, offset)?, rest)
+        let stamp = &line[..line.len() - rest.len() - 1];
+        let t = memo.get(stamp, "", || {
+            traditional_time(month, day, time, now, offset)
+        })?;
+        (t, rest)
     };
     let (host, rest) = split_space(rest)?;
     let (tag, msg) = split_space(rest)?;
@@ -357,10 +418,13 @@ pub struct Filter {
 }
 
 /// A device's id as a number (its 12 hex digits), the key of the scan's table: cheap
-/// to hash, no string kept per line.
+/// to hash, no string kept per line. `None` unless `account` is a device account.
 fn device_number(account: &str) -> Option<u64> {
     let hex = account.strip_prefix(phonehome_protocol::ACCOUNT_PREFIX)?;
-    (hex.len() == 12).then(|| u64::from_str_radix(hex, 16).ok())?
+    if !phonehome_protocol::DeviceId::is_valid(hex) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// The account of a device number.
@@ -507,7 +571,7 @@ impl Hits {
             self.skipped_foreign += 1;
             return;
         }
-        let Some(k) = device_number(a.account).and_then(|n| Key::new(n, a.fingerprint)) else {
+        let Some(k) = Key::new(a.device, a.fingerprint) else {
             return;
         };
         self.keep(
@@ -581,7 +645,8 @@ impl Hits {
     }
 
     /// Scan one line (without its newline).
-    fn line(&mut self, line: &[u8], f: &Filter, offset: i64) {
+    fn line(&mut self, line: &[u8], p: &mut Pass) {
+        let f = p.filter;
         if line.len() > MAX_LOG_LINE {
             self.skipped_long += 1;
             return;
@@ -597,39 +662,47 @@ impl Hits {
             Ok(t) => std::borrow::Cow::Borrowed(t),
             Err(_) => String::from_utf8_lossy(line),
         };
-        if let Some(e) = parse_syslog_line(&text, f.now, offset) {
+        if let Some(e) = parse_syslog_line_with(&text, f.now, p.offset, &mut p.memo) {
             self.offer(e.time, Some(e.host), &e.msg, f);
         }
     }
 
     /// Scan the complete lines of `block`: only those that carry a sentence (or, in
     /// a journald export, a byte-array message) are parsed.
-    fn block(&mut self, block: &[u8], f: &Filter, offset: i64, json: bool) {
+    fn block(&mut self, block: &[u8], p: &mut Pass, json: bool) {
         for needle in std::iter::once(SENTENCE).chain(REFUSED_NEEDLES) {
             let mut done = 0;
             for at in memmem::find_iter(block, needle) {
-                done = self.line_at(block, at, done, f, offset);
+                done = self.line_at(block, at, done, p);
             }
         }
         if json {
             let mut done = 0;
             for at in memmem::find_iter(block, BYTE_MESSAGE) {
-                done = self.line_at(block, at, done, f, offset);
+                done = self.line_at(block, at, done, p);
             }
         }
     }
 
     /// Scan the line of `block` around byte `at`, unless it ends before `done` (a
     /// second hit on a line already scanned); returns where the next line starts.
-    fn line_at(&mut self, block: &[u8], at: usize, done: usize, f: &Filter, offset: i64) -> usize {
+    fn line_at(&mut self, block: &[u8], at: usize, done: usize, p: &mut Pass) -> usize {
         let start = memchr::memrchr(b'\n', &block[..at]).map_or(0, |i| i + 1);
         if start < done {
             return done;
         }
         let end = memchr::memchr(b'\n', &block[at..]).map_or(block.len(), |i| at + i);
-        self.line(&block[start..end], f, offset);
+        self.line(&block[start..end], p);
         end + 1
     }
+}
+
+/// What one scan carries from line to line besides its hits.
+struct Pass<'a> {
+    filter: &'a Filter,
+    /// The local time zone's offset from UTC, for timestamps without a zone.
+    offset: i64,
+    memo: TimeMemo,
 }
 
 /// Add `new` refusals to `kept`: one per connection (address and port; a `Failed
@@ -673,7 +746,11 @@ struct Skipping {
 
 /// Scan `input` to its end, in blocks.
 pub fn scan(mut input: impl Read, f: &Filter) -> std::io::Result<Scanned> {
-    let offset = local_offset(f.now);
+    let mut pass = Pass {
+        filter: f,
+        offset: local_offset(f.now),
+        memo: TimeMemo::default(),
+    };
     let mut out = Scanned::default();
     let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + MAX_LOG_LINE);
     let mut json = None;
@@ -716,7 +793,7 @@ pub fn scan(mut input: impl Read, f: &Filter) -> std::io::Result<Scanned> {
         // (but `complete` stops before it: it is read again next time).
         let lines_end = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
         let cut = if at_end { buf.len() } else { lines_end };
-        out.hits.block(&buf[..cut], f, offset, json == Some(true));
+        out.hits.block(&buf[..cut], &mut pass, json == Some(true));
         out.complete += lines_end as u64;
         if at_end {
             return Ok(out);
@@ -954,6 +1031,54 @@ mod tests {
         let t = traditional_time("Nov", "21", "23:49:50", now, off).unwrap();
         assert_eq!(t, 1_795_304_990 - off);
         assert!(traditional_time("Foo", "21", "23:49:50", now, off).is_none());
+    }
+
+    /// One memo across lines, as a scan uses it: a fraction of a second does not
+    /// change the second, a zone or a day does, and a bad stamp stays bad.
+    #[test]
+    fn timestamps_through_the_memo() {
+        let now = 1_795_304_990 + 3600;
+        let off = local_offset(now);
+        let mut memo = TimeMemo::default();
+        let mut at = |line: &str| {
+            parse_syslog_line_with(line, now, off, &mut memo).map(|e| (e.time, e.host.to_string()))
+        };
+        let t = 1_795_304_990;
+        let msg = "h sshd[1]: x";
+        assert_eq!(
+            at(&format!("2026-11-21T23:49:50.1+00:00 {msg}")),
+            Some((t, "h".into()))
+        );
+        assert_eq!(
+            at(&format!("2026-11-21T23:49:50.9+00:00 {msg}")),
+            Some((t, "h".into()))
+        );
+        assert_eq!(
+            at(&format!("2026-11-21T23:49:50.9+01:00 {msg}")),
+            Some((t - 3600, "h".into()))
+        );
+        assert_eq!(
+            at(&format!("2026-11-21T23:49:50Z {msg}")),
+            Some((t, "h".into()))
+        );
+        assert_eq!(
+            at(&format!("2026-11-21T23:49:51Z {msg}")),
+            Some((t + 1, "h".into()))
+        );
+        assert_eq!(at(&format!("2026-11-21T23:49:51.5Q {msg}")), None);
+        assert_eq!(at(&format!("2026-11-21T23:49:51.5Q {msg}")), None);
+        assert_eq!(
+            at(&format!("Nov 21 23:49:50 {msg}")),
+            Some((t - off, "h".into()))
+        );
+        assert_eq!(
+            at(&format!("Nov 21 23:49:50 {msg}")),
+            Some((t - off, "h".into()))
+        );
+        assert_eq!(
+            at(&format!("Nov  2 23:49:50 {msg}")),
+            Some((t - off - 19 * 86400, "h".into()))
+        );
     }
 
     #[test]

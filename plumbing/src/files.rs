@@ -144,37 +144,47 @@ pub enum Follow {
 /// opened non-blocking, then refused); anything but a regular file is an
 /// `InvalidInput` error saying so.
 pub fn open_regular(path: &Path, follow: Follow) -> io::Result<File> {
+    let f = open_nonblocking(path, follow)?;
+    regular_len(&f)?;
+    Ok(f)
+}
+
+/// `path` opened for reading without blocking on a FIFO, not yet checked.
+fn open_nonblocking(path: &Path, follow: Follow) -> io::Result<File> {
     let mut flags = libc::O_CLOEXEC | libc::O_NONBLOCK;
     if follow == Follow::No {
         flags |= libc::O_NOFOLLOW;
     }
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
+    OpenOptions::new().read(true).custom_flags(flags).open(path)
+}
+
+/// The length of an open file, which must be a regular file (one fstat).
+fn regular_len(f: &File) -> io::Result<u64> {
+    let m = f.metadata()?;
+    if !m.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file",
         ));
     }
-    Ok(f)
+    Ok(m.len())
 }
 
 /// Read a regular file of at most `max` bytes without following a symlink.
 /// `Ok(None)` when it does not exist; larger files are an `InvalidData` error.
 pub fn read_bounded(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
-    match open_regular(path, Follow::No) {
+    match open_nonblocking(path, Follow::No) {
         Ok(f) => read_sized(f, max).map(Some),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// What an open regular file holds, at most `max` bytes: sized by its metadata, so that
-/// the usual case is one read (files here are replaced by rename, never grown in place).
+/// What an open file holds, at most `max` bytes, if it is a regular file: sized by its
+/// metadata, so that the usual case is one read (files here are replaced by rename,
+/// never grown in place).
 fn read_sized(mut f: File, max: u64) -> io::Result<Vec<u8>> {
-    let len = f.metadata()?.len();
+    let len = regular_len(&f)?;
     if len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -229,12 +239,6 @@ impl Dir {
         }
         // SAFETY: a descriptor openat just returned, owned by nobody else.
         let f = unsafe { File::from_raw_fd(fd) };
-        if !f.metadata()?.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
-        }
         read_sized(f, max).map(Some)
     }
 }

@@ -180,9 +180,16 @@ pub fn log_login(
     src: &Sources,
     d: &DeviceRecord,
 ) -> Option<std::result::Result<logscan::Login, ()>> {
-    src.scan
-        .hits
-        .latest(&d.id.account(), &d.fingerprint, src.now)
+    login_of(src, d, &d.id.account())
+}
+
+/// [`log_login`] of `d`, whose account name the caller has made.
+fn login_of(
+    src: &Sources,
+    d: &DeviceRecord,
+    account: &str,
+) -> Option<std::result::Result<logscan::Login, ()>> {
+    src.scan.hits.latest(account, &d.fingerprint, src.now)
 }
 
 fn device_row(paths: &Paths, src: &Sources, d: &DeviceRecord) -> Row {
@@ -197,7 +204,8 @@ fn device_row(paths: &Paths, src: &Sources, d: &DeviceRecord) -> Row {
         }) => (Some(heartbeat), report),
         None => (None, None),
     };
-    let login = log_login(src, d).and_then(|l| l.ok());
+    let account = id.account();
+    let login = login_of(src, d, &account).and_then(|l| l.ok());
     let (last_seen, seen_by, from) = newest(hb.as_ref(), login.as_ref());
     let sources_readable = (status_err.is_none() && src.gate_writable) || !src.scan.read.is_empty();
     let state = state(src, last_seen, sources_readable);
@@ -208,7 +216,7 @@ fn device_row(paths: &Paths, src: &Sources, d: &DeviceRecord) -> Row {
     };
     let uid = src
         .passwd
-        .by_name(&id.account())
+        .by_name(&account)
         .map(|a| a.uid)
         .filter(|u| *u != 0);
     let open = uid.map_or_else(Vec::new, |u| open_ports(&src.listening, u));

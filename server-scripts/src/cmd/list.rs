@@ -209,28 +209,25 @@ fn print_table(out: &mut Out, rows: &[Row], now: i64) -> Result<()> {
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     table.extend(rows.iter().map(|r| cells(r, now)));
+    let width = |cell: &String| cell.chars().count();
     let widths: Vec<usize> = (0..header.len())
-        .map(|c| {
-            table
-                .iter()
-                .map(|row| row[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| table.iter().map(|row| width(&row[c])).max().unwrap_or(0))
         .collect();
+    // Padded by hand into one reused line: 10,000 rows of ten `{:w$}` cost more than
+    // reading the fleet.
+    let mut line = String::new();
     for row in &table {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, cell)| {
-                if i + 1 == row.len() {
-                    cell.clone()
-                } else {
-                    format!("{:w$}", cell, w = widths[i])
-                }
-            })
-            .collect();
-        say!(out, "{}", line.join("  ").trim_end())?;
+        line.clear();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            if i + 1 < row.len() {
+                line.extend(std::iter::repeat(' ').take(widths[i] - width(cell)));
+            }
+        }
+        say!(out, "{}", line.trim_end())?;
     }
     if rows.is_empty() {
         say!(out, "(no devices: add one with add-device)")?;

@@ -13,11 +13,13 @@
 //! - [`text`]: strict base64, shell quoting, and the terminal-safe sanitiser every
 //!   device- or log-supplied string goes through before a person sees it;
 //! - [`settings`]: the `name = value` file format both sides' config files use;
+//! - [`sockdiag`]: the listening TCP sockets, from the kernel;
 //! - [`tempdir`]: private temp directories for tests.
 //!
 //! std and libc only, `io::Result` everywhere: the callers add the context (which
 //! file, which command) that makes an error worth reading. `unsafe` lives in
-//! [`process`], [`lock`], [`clock`], [`watch`] and `files::free_bytes` only, each call
+//! [`process`], [`lock`], [`clock`], [`watch`], [`sockdiag`] and `files::free_bytes`
+//! only, each call
 //! commented.
 #![deny(unsafe_code)]
 
@@ -26,6 +28,7 @@ pub mod files;
 pub mod lock;
 pub mod process;
 pub mod settings;
+pub mod sockdiag;
 pub mod tempdir;
 pub mod text;
 pub mod watch;

@@ -21,6 +21,11 @@ use phonehome_plumbing::files::{self, Follow};
 use phonehome_protocol::{DeviceId, TunnelState};
 use std::path::PathBuf;
 
+/// The status files of a large fleet are read by this many threads at most, each
+/// reading at least `MIN_STATUS_CHUNK` of them.
+const MAX_STATUS_THREADS: usize = 4;
+const MIN_STATUS_CHUNK: usize = 1000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Online,
@@ -80,8 +85,6 @@ pub struct Sources {
     pub conf: ServerConf,
     pub now: i64,
     pub scan: Scan,
-    /// The gate's status files.
-    status: gate_status::Reader,
     /// Devices with a requests file (the others have none).
     with_requests: std::collections::HashSet<DeviceId>,
     /// The gate can write its records (the disk is not full).
@@ -100,17 +103,57 @@ pub struct Fleet {
 }
 
 /// Read everything and make the rows. `explicit`: `--log` files (else the default
-/// sources); `use_cache`: resume the log scan from the cursors of earlier runs.
+/// sources); `use_cache`: resume the log scan from the cursors of earlier runs. The
+/// gate's status files (a file a device, mostly system time) are read while the logs
+/// are scanned.
 pub fn read(paths: &Paths, explicit: &[PathBuf], use_cache: bool) -> Result<Fleet> {
     let devices = registry::list(paths)?;
-    let src = gather(paths, explicit, use_cache)?;
-    let rows = devices.iter().map(|d| device_row(paths, &src, d)).collect();
+    let (src, statuses) = std::thread::scope(|s| {
+        let statuses = s.spawn(|| read_statuses(paths, &devices));
+        let src = gather(paths, explicit, use_cache);
+        let statuses = statuses
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (src, statuses)
+    });
+    let src = src?;
+    let rows = devices
+        .iter()
+        .zip(statuses)
+        .map(|(d, status)| device_row(paths, &src, d, status))
+        .collect();
     let removed = removed_rows(paths, &devices);
     Ok(Fleet {
         devices,
         src,
         rows,
         removed,
+    })
+}
+
+/// Every device's status file, in the order of `devices`: by several threads when the
+/// fleet is large (the cost is the kernel's, a file at a time, and it shares cores well).
+fn read_statuses(paths: &Paths, devices: &[DeviceRecord]) -> Vec<Result<Option<Status>>> {
+    let reader = gate_status::Reader::new(paths);
+    let threads = phonehome_plumbing::process::cores().min(MAX_STATUS_THREADS);
+    let per_thread = devices.len().div_ceil(threads).max(MIN_STATUS_CHUNK);
+    let reader = &reader;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = devices
+            .chunks(per_thread)
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|d| reader.read(paths, &d.id))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
     })
 }
 
@@ -164,7 +207,6 @@ fn gather(paths: &Paths, explicit: &[PathBuf], use_cache: bool) -> Result<Source
         conf,
         now,
         scan,
-        status: gate_status::Reader::new(paths),
         with_requests: crate::paths::ids_in(&paths.requests_dir(), "read the requests")?
             .into_iter()
             .collect(),
@@ -192,9 +234,15 @@ fn login_of(
     src.scan.hits.latest(account, &d.fingerprint, src.now)
 }
 
-fn device_row(paths: &Paths, src: &Sources, d: &DeviceRecord) -> Row {
+/// The row of `d`, whose status file said `status`.
+fn device_row(
+    paths: &Paths,
+    src: &Sources,
+    d: &DeviceRecord,
+    status: Result<Option<Status>>,
+) -> Row {
     let id = &d.id;
-    let (status, status_err) = match src.status.read(paths, id) {
+    let (status, status_err) = match status {
         Ok(s) => (s, None),
         Err(e) => (None, Some(e.to_string())),
     };
@@ -393,11 +441,18 @@ fn removed_rows(paths: &Paths, devices: &[DeviceRecord]) -> Vec<Row> {
     let Ok(entries) = std::fs::read_dir(paths.status_dir()) else {
         return Vec::new();
     };
-    let registered: std::collections::HashSet<&DeviceId> = devices.iter().map(|d| &d.id).collect();
+    let registered: std::collections::HashSet<&str> =
+        devices.iter().map(|d| d.id.as_str()).collect();
     let mut rows: Vec<Row> = entries
         .flatten()
-        .filter_map(|e| DeviceId::parse(e.file_name().to_str()?).ok())
-        .filter(|id| !registered.contains(id))
+        .filter_map(|e| {
+            let name = e.file_name();
+            let name = name.to_str()?;
+            if registered.contains(name) {
+                return None;
+            }
+            DeviceId::parse(name).ok()
+        })
         .map(|id| {
             let status = gate_status::read(paths, &id).ok().flatten();
             let hb = status.as_ref().map(|s| s.heartbeat.clone());

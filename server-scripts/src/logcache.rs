@@ -20,7 +20,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever what is kept changes meaning.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 /// How many bytes before a cursor its checksum covers.
 const TAIL: u64 = 4096;
 /// Largest cache read.
@@ -81,23 +81,24 @@ fn load(path: &Path, hosts: &[String]) -> Cache {
 }
 
 /// Where a file's reading can start: from its cached cursor (with what was found
-/// before it), or from the beginning.
-fn resume(old: &Cache, file: &std::fs::File, id: &FileId) -> Option<Entry> {
-    let e = old
+/// before it, taken out of `old`), or from the beginning.
+fn resume(old: &mut Cache, file: &std::fs::File, id: &FileId) -> Option<Entry> {
+    let i = old
         .files
         .iter()
-        .find(|e| e.id.dev == id.dev && e.id.ino == id.ino)?;
+        .position(|e| e.id.dev == id.dev && e.id.ino == id.ino)?;
+    let e = &old.files[i];
     if id.size < e.complete || tail_of(file, e.complete).ok()? != e.tail {
         return None;
     }
     if e.id.gzip && id.size != e.id.size {
         return None;
     }
-    Some(e.clone())
+    Some(old.files.swap_remove(i))
 }
 
 /// Read one file, from its cursor when the cache has a valid one.
-fn read_one(path: &Path, old: &Cache, f: &Filter, out: &mut Outcome) -> std::io::Result<Entry> {
+fn read_one(path: &Path, old: &mut Cache, f: &Filter, out: &mut Outcome) -> std::io::Result<Entry> {
     let mut file = logscan::open_log(path)?;
     let id = FileId::of(&file)?;
     let mut entry = match resume(old, &file, &id) {
@@ -134,7 +135,7 @@ fn is_gzip(file: &std::fs::File) -> bool {
 pub fn scan(paths: &Paths, logs: &[PathBuf], f: &Filter, use_cache: bool) -> Outcome {
     let cache_path = paths.cache().join("logscan.json");
     let use_cache = use_cache && phonehome_plumbing::process::geteuid() == 0;
-    let old = if use_cache {
+    let mut old = if use_cache {
         load(&cache_path, &f.hosts)
     } else {
         Cache::default()
@@ -146,7 +147,7 @@ pub fn scan(paths: &Paths, logs: &[PathBuf], f: &Filter, use_cache: bool) -> Out
         files: Vec::new(),
     };
     for path in logs {
-        match read_one(path, &old, f, &mut out) {
+        match read_one(path, &mut old, f, &mut out) {
             Ok(e) => {
                 out.hits.merge(&e.hits);
                 out.read.push(path.display().to_string());

@@ -28,30 +28,59 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
 ];
 
+/// `--config`, the first option of the help.
+const CONFIG_OPTION: (&str, &str, &str) = (
+    "config",
+    "FILE",
+    "config file (/etc/phonehome/phonehome.conf)",
+);
+
+/// The flags without a value: short name, long name, description.
+const FLAGS: &[(&str, &str, &str)] = &[
+    ("", "json", "status: print JSON"),
+    ("v", "verbose", "log debug lines too"),
+    ("h", "help", "print this help"),
+    ("V", "version", "print the version"),
+];
+
+/// Every option in the help's order: short name, long name, value hint, description.
+fn option_rows() -> impl Iterator<Item = (&'static str, &'static str, &'static str, &'static str)> {
+    std::iter::once(CONFIG_OPTION)
+        .chain(VALUE_OPTIONS.iter().copied())
+        .map(|(name, hint, desc)| ("", name, hint, desc))
+        .chain(
+            FLAGS
+                .iter()
+                .map(|&(short, name, desc)| (short, name, "", desc)),
+        )
+}
+
 fn options() -> Options {
     let mut o = Options::new();
-    o.optopt(
-        "",
-        "config",
-        "config file (/etc/phonehome/phonehome.conf)",
-        "FILE",
-    );
-    for (name, hint, desc) in VALUE_OPTIONS {
-        if *name == "host-key" {
-            o.optmulti("", name, desc, hint);
+    for (short, name, hint, desc) in option_rows() {
+        if hint.is_empty() {
+            o.optflag(short, name, desc);
+        } else if name == "host-key" {
+            o.optmulti(short, name, desc, hint);
         } else {
-            o.optopt("", name, desc, hint);
+            o.optopt(short, name, desc, hint);
         }
     }
-    o.optflag("", "json", "status: print JSON");
-    o.optflag("v", "verbose", "log debug lines too");
-    o.optflag("h", "help", "print this help");
-    o.optflag("V", "version", "print the version");
     o
 }
 
 fn usage(command: Option<&str>) -> String {
-    let brief = match command.and_then(|c| COMMANDS.iter().find(|(n, _)| *n == c)) {
+    let mut text = brief(command);
+    text.push_str("\n\nOptions:\n");
+    for (short, name, hint, desc) in option_rows() {
+        option_usage(&mut text, short, name, hint, desc);
+    }
+    text
+}
+
+/// The text above the options.
+fn brief(command: Option<&str>) -> String {
+    match command.and_then(|c| COMMANDS.iter().find(|(n, _)| *n == c)) {
         Some((name, what)) => format!(
             "Usage: phonehome [OPTIONS] {}\n\n{}.",
             name,
@@ -67,8 +96,50 @@ fn usage(command: Option<&str>) -> String {
             b.push_str("\nEvery option can also be a `name = value` line of the config file.");
             b
         }
-    };
-    options().usage(&brief)
+    }
+}
+
+/// One option of the help, laid out as getopts' `Options::usage` does (the test
+/// `usage_is_getopts_own` holds them equal): the names and hint in 24 columns, the
+/// description wrapped at 54. Written here because getopts' layout measures text with
+/// the unicode-width crate, whose tables are 11 KB of the router build, for help texts
+/// that are ASCII.
+fn option_usage(text: &mut String, short: &str, name: &str, hint: &str, desc: &str) {
+    const INDENT: usize = 24;
+    let start = text.len();
+    text.push_str("    ");
+    if short.is_empty() {
+        text.push_str("    ");
+    } else {
+        text.push('-');
+        text.push_str(short);
+        text.push_str(", ");
+    }
+    text.push_str("--");
+    text.push_str(name);
+    text.push(' ');
+    text.push_str(hint);
+    let width = text[start..].chars().count();
+    let mut column = INDENT;
+    if width < INDENT {
+        text.extend(std::iter::repeat(' ').take(INDENT - width));
+    } else {
+        column = 0;
+    }
+    for word in desc.split_whitespace() {
+        let len = word.chars().count();
+        if column > INDENT && column + 1 + len <= INDENT + 54 {
+            text.push(' ');
+            column += 1;
+        } else if column != INDENT {
+            text.push('\n');
+            text.extend(std::iter::repeat(' ').take(INDENT));
+            column = INDENT;
+        }
+        text.push_str(word);
+        column += len;
+    }
+    text.push('\n');
 }
 
 fn capitalise(s: &str) -> String {
@@ -155,5 +226,31 @@ pub fn run(args: &[String]) -> i32 {
             }
             f.exit_code()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_getopts_own() {
+        let commands = COMMANDS.iter().map(|(name, _)| Some(*name));
+        for command in std::iter::once(None).chain(commands) {
+            assert_eq!(usage(command), options().usage(&brief(command)));
+        }
+        // The layout's corners: a description that wraps, a hint past the 24 columns,
+        // a word longer than a line, no description.
+        let long = format!("{} {} end", "word ".repeat(30), "x".repeat(60));
+        let mut text = String::new();
+        option_usage(&mut text, "", "a-long-option-name", "VALUE", &long);
+        option_usage(&mut text, "q", "quiet", "", "");
+        assert_eq!(
+            format!("\n\nOptions:\n{}", text),
+            Options::new()
+                .optopt("", "a-long-option-name", &long, "VALUE")
+                .optflag("q", "quiet", "")
+                .usage("")
+        );
     }
 }

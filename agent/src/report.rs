@@ -37,12 +37,33 @@ pub fn parse_uptime(text: &str) -> Option<u64> {
 }
 
 /// `/proc/loadavg`: "0.25 0.10 0.05 1/123 4567" → 0.25.
+///
+/// The kernel writes the load as plain decimal digits (`%lu.%02lu`); they are read by
+/// hand because `str::parse::<f64>` links its general algorithm and tables (15 KB of
+/// the router build) for this one number. `digits / 10^k` is one correctly rounded
+/// division of two exact doubles, so the value is the same as `parse` gives.
 pub fn parse_load1(text: &str) -> Option<f64> {
-    text.split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-        .filter(|l: &f64| l.is_finite() && *l >= 0.0)
+    let word = text.split_whitespace().next()?;
+    let (int, frac) = word.split_once('.').unwrap_or((word, ""));
+    if int.len() + frac.len() == 0 || frac.len() > 22 {
+        return None;
+    }
+    let mut digits: u64 = 0;
+    for b in int.bytes().chain(frac.bytes()) {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        digits = digits.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    // Exact as a double (2^53), as is every power of ten up to 10^22.
+    if digits > 1 << 53 {
+        return None;
+    }
+    let mut scale = 1.0;
+    for _ in 0..frac.len() {
+        scale *= 10.0;
+    }
+    Some(digits as f64 / scale)
 }
 
 /// `/proc/meminfo`: the `MemAvailable:  20480 kB` line (absent on kernels < 3.14).
@@ -123,6 +144,23 @@ mod tests {
         assert_eq!(parse_uptime(""), None);
         assert_eq!(parse_load1("0.25 0.10 0.05 1/123 4567\n"), Some(0.25));
         assert_eq!(parse_load1("nan 1 1"), None);
+        // The same value as `parse` for what the kernel writes.
+        for text in [
+            "0.00",
+            "0.01",
+            "0.1",
+            "3",
+            "1.5",
+            "12.34",
+            "255.99",
+            "0.07",
+            "1234567.89",
+        ] {
+            assert_eq!(parse_load1(text), text.parse::<f64>().ok(), "{}", text);
+        }
+        for text in ["", "-1.0", "inf", "1.2.3", "1e3", ".", "x 1"] {
+            assert_eq!(parse_load1(text), None, "{}", text);
+        }
         assert_eq!(
             parse_mem_available("MemTotal:  100 kB\nMemFree: 5 kB\nMemAvailable:   20480 kB\n"),
             Some(20480)

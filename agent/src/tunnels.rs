@@ -81,15 +81,22 @@ pub fn load_records(run: &RunDir) -> Vec<TunnelRecord> {
             .flatten()
             .and_then(|d| serde_json::from_slice::<TunnelRecord>(&d).ok())
         {
-            Some(r) if path == run.tunnel_record(r.local, r.remote) => out.push(r),
+            Some(r) if path == run.tunnel_record(r.local, r.remote) => insert_sorted(&mut out, r),
             _ => {
                 log::warn!("removing unreadable tunnel record {}", path.display());
                 let _ = std::fs::remove_file(&path);
             }
         }
     }
-    out.sort_by_key(|r| (r.local, r.remote));
     out
+}
+
+/// Records in port order, each put in its place as it is read (after its equals, as a
+/// stable sort would): a handful of them, and no sort algorithm in the router build
+/// (`slice::sort` was 4 KB of code per type).
+fn insert_sorted(out: &mut Vec<TunnelRecord>, r: TunnelRecord) {
+    let at = out.partition_point(|o| (o.local, o.remote) <= (r.local, r.remote));
+    out.insert(at, r);
 }
 
 /// Written without fsync: the run dir is a tmpfs, emptied at boot with the processes.
@@ -348,6 +355,34 @@ mod tests {
                 ..r
             }),
             Ok(false)
+        );
+    }
+
+    #[test]
+    fn records_load_in_port_order() {
+        let dir = phonehome_plumbing::tempdir::TempDir::new("records");
+        let run = RunDir::new(dir.path());
+        std::fs::create_dir_all(run.tunnels()).unwrap();
+        for (local, remote) in [(80, 9), (22, 9876), (443, 1), (22, 2222), (8080, 8080)] {
+            let r = TunnelRecord {
+                local,
+                remote,
+                pid: 0,
+                start_time: 0,
+                argv: vec![],
+                started_at: 0,
+                restarts: 0,
+                last_error: None,
+            };
+            save_record(&run, &r).unwrap();
+        }
+        let pairs: Vec<(u16, u16)> = load_records(&run)
+            .iter()
+            .map(|r| (r.local, r.remote))
+            .collect();
+        assert_eq!(
+            pairs,
+            [(22, 2222), (22, 9876), (80, 9), (443, 1), (8080, 8080)]
         );
     }
 

@@ -104,25 +104,27 @@ pub struct Fleet {
 
 /// Read everything and make the rows. `explicit`: `--log` files (else the default
 /// sources); `use_cache`: resume the log scan from the cursors of earlier runs. The
-/// gate's status files (a file a device, mostly system time) are read while the logs
-/// are scanned.
+/// registry and the gate's status files (a file a device, mostly system time) are read
+/// while the logs are scanned.
 pub fn read(paths: &Paths, explicit: &[PathBuf], use_cache: bool) -> Result<Fleet> {
-    let devices = registry::list(paths)?;
-    let (src, statuses) = std::thread::scope(|s| {
-        let statuses = s.spawn(|| read_statuses(paths, &devices));
-        let src = gather(paths, explicit, use_cache);
-        let statuses = statuses
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (src, statuses)
+    let (records, src) = std::thread::scope(|s| {
+        // The logs do not depend on the registry: their scan starts first.
+        let src = s.spawn(|| gather(paths, explicit, use_cache));
+        let records = registry::list(paths).map(|devices| {
+            let statuses = read_statuses(paths, &devices);
+            let removed = removed_rows(paths, &devices);
+            (devices, statuses, removed)
+        });
+        let src = src.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (records, src)
     });
+    let (devices, statuses, removed) = records?;
     let src = src?;
     let rows = devices
         .iter()
         .zip(statuses)
         .map(|(d, status)| device_row(paths, &src, d, status))
         .collect();
-    let removed = removed_rows(paths, &devices);
     Ok(Fleet {
         devices,
         src,

@@ -216,6 +216,9 @@ install -d -m 0700 "$state/locks" "$state/watch"
 # and the devices' own sshd): public key only, keys from the root-owned files add-device
 # and forward-device-port generate, the gate as the only command, remote forwarding only
 # to the ports each key line grants (permitlisten), nothing else. $1 indents each line.
+# sshd runs the forced command as `<the account's shell> -c '<command>'`; with `exec` the
+# shell (dash, the accounts' /bin/sh) becomes the gate instead of forking it and waiting
+# for it: one process fewer per login, and none left waiting through a held poll.
 device_login_rules() {
 	while IFS= read -r _rule; do
 		printf '%s%s\n' "$1" "$_rule"
@@ -228,7 +231,7 @@ PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 HostbasedAuthentication no
-ForceCommand $gate_cmd
+ForceCommand exec $gate_cmd
 PermitTTY no
 PermitUserRC no
 PermitTunnel no

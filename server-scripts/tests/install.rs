@@ -90,7 +90,7 @@ fn installs_under_a_root_and_the_tools_work_there() {
             r.dir.display()
         ),
         &format!(
-            "ForceCommand {d}/usr/local/lib/phonehome/phonehome-gate --root {d}",
+            "ForceCommand exec {d}/usr/local/lib/phonehome/phonehome-gate --root {d}",
             d = r.dir.display()
         ),
         "AllowTcpForwarding remote",
@@ -335,7 +335,7 @@ fn device_sshd_is_a_lean_instance_for_devices_only() {
         &format!("HostKey {}/etc/ssh/ssh_host_ed25519_key\n", r.dir.display()),
         "AllowGroups phonehome-devices\n",
         "AuthenticationMethods publickey\n",
-        &format!("ForceCommand {}\n", r.gate_command()),
+        &format!("ForceCommand exec {}\n", r.gate_command()),
         "AllowTcpForwarding remote\n",
         "PermitOpen none\n",
         "AllowStreamLocalForwarding no\n",

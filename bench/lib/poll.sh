@@ -268,7 +268,7 @@ section_server_poll() {
 			echo "The devices' own sshd (\`install.sh server --device-sshd PORT\`) against the shared sshd"
 			echo "(the admin's, with the drop-in), the same gate and client, in the same rounds:"
 			echo
-			echo "| a poll (dbclient $(dbclient -V 2>&1 | awk 'NR == 1 {print $2}')) | shared sshd | devices' own sshd | × shared |"
+			echo "| a poll (dbclient $(dbclient -V 2>&1 | awk 'NR == 1 {sub(/^v/, "", $2); print $2}')) | shared sshd | devices' own sshd | × shared |"
 			echo "| --- | ---: | ---: | ---: |"
 			echo "| sshd CPU ms / login | $gate_ms | $lean_ms | $(ratio "$lean_ms" "$gate_ms") |"
 			echo "| polls/min per core, CPU-bound (60,000 / ms) | $(calc "60000 / $gate_ms" 0) | $(calc "60000 / $lean_ms" 0) | $(ratio "$gate_ms" "$lean_ms") |"

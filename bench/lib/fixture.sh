@@ -135,11 +135,12 @@ fixture_commands() {
 	fi
 }
 
-# pq_dbclient: the newest dbclient of $BENCH_TARGET/dropbear/<version>/ (cross/dropbear.sh)
-# from 2025.87 on, the first release with post-quantum key exchange; nothing if none
+# pq_dbclient: the newest dbclient of target/dropbear/<version>/ (cross/dropbear.sh builds
+# them there, in the checkout; or in the bench's cargo target dir) from 2025.87 on, the
+# first release with post-quantum key exchange; nothing if none
 pq_dbclient() {
 	local d v best='' best_n=0
-	for d in "$BENCH_TARGET"/dropbear/*; do
+	for d in "$BENCH_TARGET"/dropbear/* "$BENCH_DIR"/../target/dropbear/*; do
 		v=${d##*/}
 		[[ -x $d/dbclient && $v =~ ^[0-9]{4}\.[0-9]{2}$ ]] || continue
 		# YYYY.NN as the number YYYYNN

@@ -157,7 +157,7 @@ section_server_poll() {
 	if [[ -n $lean_why ]]; then
 		pq_why=$lean_why
 	elif [[ -z $PQ_DBCLIENT ]]; then
-		pq_why="no dbclient >= 2025.87 in $BENCH_TARGET/dropbear (bash cross/dropbear.sh builds them)"
+		pq_why="no dbclient >= 2025.87 in target/dropbear (bash cross/dropbear.sh builds them)"
 	else
 		pq_v=$(basename "$(dirname "$PQ_DBCLIENT")")
 	fi

@@ -124,6 +124,30 @@ fixture_commands() {
 	GATE_DB=(env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/22" poll)
 	# the same through the devices' own sshd (install-server.sh --device-sshd)
 	GATE_LEAN=(env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/$LEAN_PORT" poll)
+	# both again with a dbclient that offers post-quantum key exchange (dropbear >= 2025.87,
+	# OpenWrt 25.12), when cross/dropbear.sh has built one: it picks sntrup761x25519 where
+	# sshd offers it
+	PQ_DBCLIENT=$(pq_dbclient)
+	GATE_PQ=() GATE_LEAN_PQ=()
+	if [[ -n $PQ_DBCLIENT ]]; then
+		GATE_PQ=(env HOME="$FIX/devhome" "$PQ_DBCLIENT" -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/22" poll)
+		GATE_LEAN_PQ=(env HOME="$FIX/devhome" "$PQ_DBCLIENT" -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/$LEAN_PORT" poll)
+	fi
+}
+
+# pq_dbclient: the newest dbclient of target/dropbear/<version>/ (cross/dropbear.sh builds
+# them there, in the checkout; or in the bench's cargo target dir) from 2025.87 on, the
+# first release with post-quantum key exchange; nothing if none
+pq_dbclient() {
+	local d v best='' best_n=0
+	for d in "$BENCH_TARGET"/dropbear/* "$BENCH_DIR"/../target/dropbear/*; do
+		v=${d##*/}
+		[[ -x $d/dbclient && $v =~ ^[0-9]{4}\.[0-9]{2}$ ]] || continue
+		# YYYY.NN as the number YYYYNN
+		((${v/./} >= 202587 && ${v/./} > best_n)) || continue
+		best=$d/dbclient best_n=${v/./}
+	done
+	[[ -z $best ]] || echo "$best"
 }
 
 # agent_cmd CLIENT: the agent's poll as dev1 runs it (the lab's dev_flags, client chosen here)

@@ -153,6 +153,14 @@ section_server_poll() {
 	elif ! lean_sshd_start; then
 		lean_why="the devices' own sshd did not start (see the error log)"
 	fi
+	local t_gpq=0 t_lpq=0 pq_why="" pq_v=""
+	if [[ -n $lean_why ]]; then
+		pq_why=$lean_why
+	elif [[ -z $PQ_DBCLIENT ]]; then
+		pq_why="no dbclient >= 2025.87 in target/dropbear (bash cross/dropbear.sh builds them)"
+	else
+		pq_v=$(basename "$(dirname "$PQ_DBCLIENT")")
+	fi
 	bench_log "server poll: sshd CPU, $rounds rounds of $per dbclient logins (cat, gate${LEAN_SSHD:+, gate on the device sshd}) and $kq OpenSSH logins (each kex)"
 	for ((r = 0; r < rounds; r++)); do
 		t_cat=$((t_cat + $(server_cpu_batch "$per" "${BASE_DB[@]}")))
@@ -164,6 +172,12 @@ section_server_poll() {
 			t_lean=$((t_lean + $(server_cpu_batch "$per" "${GATE_LEAN[@]}")))
 			FIX_SSHD=$main_sshd
 		fi
+		if [[ -z $pq_why ]]; then
+			t_gpq=$((t_gpq + $(server_cpu_batch "$kq" "${GATE_PQ[@]}")))
+			FIX_SSHD=$LEAN_SSHD
+			t_lpq=$((t_lpq + $(server_cpu_batch "$kq" "${GATE_LEAN_PQ[@]}")))
+			FIX_SSHD=$main_sshd
+		fi
 		t_x=$((t_x + $(server_cpu_batch "$kq" "${BASE_SSH_X[@]}")))
 		t_pq=$((t_pq + $(server_cpu_batch "$kq" "${BASE_SSH[@]}")))
 	done
@@ -172,33 +186,35 @@ section_server_poll() {
 	if [[ -z $why ]]; then gate_ms=$(calc "$t_gate / $n" 1); fi
 	local lean_ms="" lean_tp=""
 	if [[ -z $lean_why ]]; then lean_ms=$(calc "$t_lean / $n" 1); fi
+	local gpq_ms="" lpq_ms=""
+	if [[ -z $pq_why ]]; then
+		gpq_ms=$(calc "$t_gpq / ($kq * $rounds)" 1)
+		lpq_ms=$(calc "$t_lpq / ($kq * $rounds)" 1)
+	fi
 	local x_ms pq_ms
 	x_ms=$(calc "$t_x / ($kq * $rounds)" 1)
 	pq_ms=$(calc "$t_pq / ($kq * $rounds)" 1)
 	kq=$((kq * rounds))
 	if [[ $ncpu -ge 2 ]]; then
+		# both sshds (and all they fork) on cpu 0, the clients on cpu 1; one batch at a time
 		taskset -pc 0 "$FIX_SSHD" >/dev/null
-		bench_log "server poll: throughput, $n logins, sshd on cpu 0, clients on cpu 1"
-		# 4 rounds, cat and gate in turn
-		local s_cat=0 s_gate=0 q=$(((n + 3) / 4))
+		[[ -z $lean_ms ]] || taskset -pc 0 "$LEAN_SSHD" >/dev/null
+		bench_log "server poll: throughput, $n logins of each kind, sshd on cpu 0, clients on cpu 1"
+		# 4 rounds, cat, gate and the gate on the devices' own sshd in turn
+		local s_cat=0 s_gate=0 s_lean=0 q=$(((n + 3) / 4))
 		for ((r = 0; r < 4; r++)); do
 			s_cat=$(calc "$s_cat + $(server_elapsed "$q" "${BASE_DB[@]}")" 3)
 			if [[ -n $gate_ms ]]; then
 				s_gate=$(calc "$s_gate + $(server_elapsed "$q" "${GATE_DB[@]}")" 3)
 			fi
+			if [[ -n $lean_ms ]]; then
+				s_lean=$(calc "$s_lean + $(server_elapsed "$q" "${GATE_LEAN[@]}")" 3)
+			fi
 		done
 		cat_tp=$(calc "$q * 4 / $s_cat" 1)
 		if [[ -n $gate_ms ]]; then gate_tp=$(calc "$q * 4 / $s_gate" 1); fi
+		if [[ -n $lean_ms ]]; then lean_tp=$(calc "$q * 4 / $s_lean" 1); fi
 		taskset -pc "0-$((ncpu - 1))" "$FIX_SSHD" >/dev/null
-		if [[ -n $lean_ms ]]; then
-			# the devices' own sshd alone on cpu 0, the same logins
-			taskset -pc 0 "$LEAN_SSHD" >/dev/null
-			local s_lean=0
-			for ((r = 0; r < 4; r++)); do
-				s_lean=$(calc "$s_lean + $(server_elapsed "$q" "${GATE_LEAN[@]}")" 3)
-			done
-			lean_tp=$(calc "$q * 4 / $s_lean" 1)
-		fi
 	fi
 	lean_sshd_stop
 	local cat_cap gate_cap
@@ -224,9 +240,15 @@ section_server_poll() {
 			echo "| phonehome: the gate | not measured: $why | | | |"
 		fi
 		if [[ -n $lean_ms ]]; then
-			echo "| phonehome: the gate on the devices' own sshd (\`--device-sshd\`: no PAM, no motd, ed25519 host key only) | $lean_ms | $(ratio "$lean_ms" "$cat_ms") | $(calc "1000 / $lean_ms" 1) | ${lean_tp:-not measured: one cpu} |"
+			echo "| phonehome: the gate on the devices' own sshd (\`--device-sshd\`: no PAM, no motd, ed25519 host key only, no sntrup761, no compression) | $lean_ms | $(ratio "$lean_ms" "$cat_ms") | $(calc "1000 / $lean_ms" 1) | ${lean_tp:-not measured: one cpu} |"
 		else
 			echo "| phonehome: the gate on the devices' own sshd | not measured: $lean_why | | | |"
+		fi
+		if [[ -n $gpq_ms ]]; then
+			echo "| the gate, dbclient $pq_v (offers post-quantum kex: sntrup761x25519 on the shared sshd) ($kq logins) | $gpq_ms | $(ratio "$gpq_ms" "$cat_ms") | $(calc "1000 / $gpq_ms" 1) | |"
+			echo "| the gate on the devices' own sshd, dbclient $pq_v (curve25519 there) ($kq logins) | $lpq_ms | $(ratio "$lpq_ms" "$cat_ms") | $(calc "1000 / $lpq_ms" 1) | |"
+		else
+			echo "| the gate with a dbclient that offers post-quantum kex (>= 2025.87) | not measured: $pq_why | | | |"
 		fi
 		echo "| OpenSSH client, curve25519-sha256, forced \`cat\` ($kq logins) | $x_ms | $(ratio "$x_ms" "$cat_ms") | $(calc "1000 / $x_ms" 1) | |"
 		echo "| OpenSSH client, default kex (sntrup761x25519), forced \`cat\` ($kq logins) | $pq_ms | $(ratio "$pq_ms" "$cat_ms") | $(calc "1000 / $pq_ms" 1) | |"
@@ -239,14 +261,28 @@ section_server_poll() {
 			echo "Devices one core serves at one poll a minute with a bare forced \`cat\` (the floor):"
 			echo "about $(calc "${cat_tp:-$cat_cap} * 60" 0). phonehome's own figure: not measured ($why)."
 		fi
-		if [[ -n $lean_ms ]]; then
-			local lb=${lean_tp:-$(calc "1000 / $lean_ms" 1)}
-			echo "With the devices' own sshd (\`install.sh server --device-sshd PORT\`): about $(calc "$lb * 60" 0)"
-			echo "devices a core at one poll a minute ($(ratio "$lean_ms" "${gate_ms:-$cat_ms}") of the CPU a poll costs the shared sshd)."
-		fi
 		echo "The measured rate: $n logins of each kind in 4 interleaved rounds, 8 at a time (\`xargs -P 8\`), clients pinned to cpu 1 and"
 		echo "sshd (with everything it forks) to cpu 0, so the rate is what one core of sshd sustains."
 		echo
+		if [[ -n $lean_ms && -n $gate_ms ]]; then
+			echo "The devices' own sshd (\`install.sh server --device-sshd PORT\`) against the shared sshd"
+			echo "(the admin's, with the drop-in), the same gate and client, in the same rounds:"
+			echo
+			echo "| a poll (dbclient $(dbclient -V 2>&1 | awk 'NR == 1 {sub(/^v/, "", $2); print $2}')) | shared sshd | devices' own sshd | × shared |"
+			echo "| --- | ---: | ---: | ---: |"
+			echo "| sshd CPU ms / login | $gate_ms | $lean_ms | $(ratio "$lean_ms" "$gate_ms") |"
+			echo "| polls/min per core, CPU-bound (60,000 / ms) | $(calc "60000 / $gate_ms" 0) | $(calc "60000 / $lean_ms" 0) | $(ratio "$gate_ms" "$lean_ms") |"
+			if [[ -n $lean_tp ]]; then
+				echo "| polls/min per core, measured (sshd pinned to 1 core) | $(calc "$gate_tp * 60" 0) | $(calc "$lean_tp * 60" 0) | $(ratio "$lean_tp" "$gate_tp") |"
+			fi
+			if [[ -n $gpq_ms ]]; then
+				echo "| sshd CPU ms / login, dbclient $pq_v | $gpq_ms | $lpq_ms | $(ratio "$lpq_ms" "$gpq_ms") |"
+			fi
+			echo
+			echo "Issue 14's goal is 3,000 polls/min per core on the devices' own sshd."
+			echo "Where its CPU goes and what is left to cut: server-scripts/README.md (install-server.sh)."
+			echo
+		fi
 		echo "Reproduce: \`bench/run\` (section 3; \`--quick\` for 30 logins)."
 		echo
 	} >"$out"

@@ -90,7 +90,7 @@ fn installs_under_a_root_and_the_tools_work_there() {
             r.dir.display()
         ),
         &format!(
-            "ForceCommand {d}/usr/local/lib/phonehome/phonehome-gate --root {d}",
+            "ForceCommand exec {d}/usr/local/lib/phonehome/phonehome-gate --root {d}",
             d = r.dir.display()
         ),
         "AllowTcpForwarding remote",
@@ -335,7 +335,7 @@ fn device_sshd_is_a_lean_instance_for_devices_only() {
         &format!("HostKey {}/etc/ssh/ssh_host_ed25519_key\n", r.dir.display()),
         "AllowGroups phonehome-devices\n",
         "AuthenticationMethods publickey\n",
-        &format!("ForceCommand {}\n", r.gate_command()),
+        &format!("ForceCommand exec {}\n", r.gate_command()),
         "AllowTcpForwarding remote\n",
         "PermitOpen none\n",
         "AllowStreamLocalForwarding no\n",
@@ -349,6 +349,14 @@ fn device_sshd_is_a_lean_instance_for_devices_only() {
         1,
         "the ed25519 host key only"
     );
+    // Lean: curve25519 (ML-KEM too where sshd has it), never sntrup761; no compression.
+    assert!(conf.contains("Compression no\n"), "{}", conf);
+    let kex = conf
+        .lines()
+        .find(|l| l.starts_with("KexAlgorithms "))
+        .unwrap_or_else(|| panic!("no KexAlgorithms in\n{}", conf));
+    assert!(kex.contains("curve25519-sha256"), "{}", kex);
+    assert!(!kex.contains("sntrup"), "{}", kex);
     assert!(
         r.path("etc/ssh/ssh_host_ed25519_key").exists(),
         "made when missing"

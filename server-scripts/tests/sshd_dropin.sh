@@ -53,7 +53,7 @@ pass "add-device with root /"
 # 3. sshd -T: the restrictions apply to the device user, and only to it.
 T() { /usr/sbin/sshd -T -C "user=$1,host=x,addr=127.0.0.1"; }
 dt=$(T "$dev")
-for want in "forcecommand /usr/local/lib/phonehome/phonehome-gate" "allowtcpforwarding remote" \
+for want in "forcecommand exec /usr/local/lib/phonehome/phonehome-gate" "allowtcpforwarding remote" \
 	"permitopen none" "permittty no" "permituserrc no" "x11forwarding no" "allowagentforwarding no" \
 	"allowstreamlocalforwarding no" "authenticationmethods publickey" "passwordauthentication no" \
 	"authorizedkeysfile /etc/phonehome/authorized_keys/%u" "clientaliveinterval 15" "gatewayports no" \

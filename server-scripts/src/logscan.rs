@@ -497,19 +497,14 @@ impl Key {
             fingerprint: b64.as_bytes().try_into().ok()?,
         })
     }
-
-    fn fingerprint(&self) -> String {
-        format!("SHA256:{}", String::from_utf8_lossy(&self.fingerprint))
-    }
 }
 
 type Table = HashMap<Key, Login, std::hash::BuildHasherDefault<NumberHasher>>;
 type RefusedTable = HashMap<u64, Vec<Refusal>, std::hash::BuildHasherDefault<NumberHasher>>;
 
 /// What the scan of one source found: the newest login per (account, fingerprint),
-/// and what it passed over. Kept (`logcache`) as `account -> fingerprint -> login`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(from = "StoredHits")]
+/// and what it passed over. Kept by `logcache` (`StoredHits`).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Hits {
     logins: Table,
     /// Refused logins per device number, the newest `MAX_REFUSALS`, oldest first.
@@ -520,47 +515,69 @@ pub struct Hits {
     pub skipped_foreign: u64,
 }
 
-/// `Hits` as it is stored: a flat list of (account, fingerprint, login), quick to write
-/// and read back for a fleet of thousands (nested maps by account cost a sort and a
-/// map per device each way).
+/// `Hits` as it is stored: a flat list of (device number, the fingerprint's base64, time,
+/// address, port) — numbers rather than names, no object per login, the fingerprint
+/// borrowed from the file: a fleet of thousands is read back and written every run.
 #[derive(Serialize, Deserialize)]
-struct StoredHits {
-    logins: Vec<(String, String, Login)>,
+struct StoredHits<'a> {
+    #[serde(borrow)]
+    logins: Vec<(u64, &'a str, i64, IpAddr, u16)>,
     #[serde(default)]
     refused: std::collections::BTreeMap<String, Vec<Refusal>>,
     skipped_long: u64,
     skipped_foreign: u64,
 }
 
-impl From<StoredHits> for Hits {
-    fn from(s: StoredHits) -> Hits {
+/// Device numbers are 12 hex digits.
+const MAX_DEVICE_NUMBER: u64 = (1 << 48) - 1;
+
+/// What a cache holds is checked as a log line is: a device number, 43 base64 bytes.
+impl<'de> Deserialize<'de> for Hits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hits, D::Error> {
+        let s = StoredHits::deserialize(d)?;
         let logins = s
             .logins
             .into_iter()
-            .filter_map(|(account, fp, l)| Some((Key::new(device_number(&account)?, &fp)?, l)))
+            .filter(|(device, b64, ..)| {
+                *device <= MAX_DEVICE_NUMBER
+                    && b64.bytes().all(|b| CLASS[usize::from(b)] & BASE64 != 0)
+            })
+            .filter_map(|(device, b64, time, from, port)| {
+                let fingerprint = b64.as_bytes().try_into().ok()?;
+                Some((
+                    Key {
+                        device,
+                        fingerprint,
+                    },
+                    Login { time, from, port },
+                ))
+            })
             .collect();
         let refused = s
             .refused
             .into_iter()
             .filter_map(|(account, r)| Some((device_number(&account)?, r)))
             .collect();
-        Hits {
+        Ok(Hits {
             logins,
             refused,
             skipped_long: s.skipped_long,
             skipped_foreign: s.skipped_foreign,
-        }
+        })
     }
 }
 
-/// Stored without copying the table first (what `serde(into)` would do).
+/// Stored without copying the table first.
 impl Serialize for Hits {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         StoredHits {
             logins: self
                 .logins
                 .iter()
-                .map(|(k, l)| (account_of(k.device), k.fingerprint(), *l))
+                .filter_map(|(k, l)| {
+                    let b64 = std::str::from_utf8(&k.fingerprint).ok()?;
+                    Some((k.device, b64, l.time, l.from, l.port))
+                })
                 .collect(),
             refused: self
                 .refused
@@ -1316,6 +1333,38 @@ mod tests {
             text.len() - last.trim_end().len(),
             "but is read again next time"
         );
+    }
+
+    /// What a scan found survives being stored and read back; a stored login that no
+    /// log line could have given (a device number past 12 hex digits, a fingerprint
+    /// that is not 43 base64 characters) is dropped on reading.
+    #[test]
+    fn hits_stored_and_read_back() {
+        let now = unix_from_civil(2026, 11, 21, 12, 0, 0);
+        let text = format!(
+            "{}{}",
+            line("2026-11-21T11:00:00Z", "srv"),
+            line("2026-11-21T11:00:00Z", "other")
+        );
+        let hits = scan(text.as_bytes(), &filter(now)).unwrap().hits;
+        let json = serde_json::to_string(&hits).unwrap();
+        assert_eq!(serde_json::from_str::<Hits>(&json).unwrap(), hits);
+        assert_eq!(hits.skipped_foreign, 1);
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let good = v["logins"][0].clone();
+        let mut far = good.clone();
+        far[0] = serde_json::json!(1u64 << 48);
+        let mut short = good.clone();
+        short[1] = serde_json::json!("AAAA");
+        v["logins"] = serde_json::json!([far, short, good.clone()]);
+        let back: Hits = serde_json::from_str(&v.to_string()).unwrap();
+        assert_eq!(back, hits, "only the good login is read back");
+        // A fingerprint JSON had to escape is no fingerprint: the whole cache is
+        // refused (logcache then reads every log whole).
+        let mut odd = good;
+        odd[1] = serde_json::json!(format!("{}\"", "A".repeat(42)));
+        v["logins"] = serde_json::json!([odd]);
+        assert!(serde_json::from_str::<Hits>(&v.to_string()).is_err());
     }
 
     /// A file scanned in ranges by several threads gives what one pass over it gives,

@@ -113,7 +113,8 @@ pub fn tcp_listeners() -> io::Result<Vec<(IpAddr, u16, u32)>> {
                     SOCK_DIAG_BY_FAMILY => out.extend(listener(&rest[HEADER..len])),
                     _ => {}
                 }
-                rest = &rest[(len + 3) & !3..];
+                // Messages are 4-byte aligned; the last may end without its padding.
+                rest = rest.get((len + 3) & !3..).unwrap_or_default();
             }
         }
     }

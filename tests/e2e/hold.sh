@@ -259,10 +259,13 @@ step "C2 (THREATS 47). an old agent ($OLD_REV), this gate with hold on: answered
 device_setup dev2 || fail "C2 (THREATS 47) setup dev2"
 AGENT_BIN=$OLD_AGENT cron_start dev2 "$TICK"
 if wait_until $((2 * TICK + 10)) state_is "$ID2" online; then pass "C2 (THREATS 47) the old agent polls"; else fail "C2 (THREATS 47) the old agent does not poll: $(tail -n 5 "$LAB/dev2/agent.log")"; fi
-if [ "$(jq -r .report.report.protocol "$(status_file "$ID2")")" = 2 ]; then
+# sshd logs the login (what made list-devices say online) before the gate has read the
+# report: wait for the gate's record rather than race it.
+report_protocol_is() { [ "$(jq -r .report.report.protocol "$(status_file "$1")")" = "$2" ]; }
+if wait_until 10 report_protocol_is "$ID2" 2; then
     pass "C2 (THREATS 47) its reports are of protocol 2"
 else
-    fail "C2 (THREATS 47) report: $(cat "$(status_file "$ID2")")"
+    fail "C2 (THREATS 47) report: $(cat "$(status_file "$ID2")" 2>&1)"
 fi
 if timed_request dev2 "$ID2" 9990 && [ "$MS" -le $((TICK * 1000 + 3000)) ]; then
     pass "C2 (THREATS 47) a request reaches its tunnel at the next tick ($MS ms)"

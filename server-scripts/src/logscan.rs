@@ -23,10 +23,11 @@
 //! sentence with a vectorised substring search, and only the lines that carry it are
 //! parsed, without allocating; lines over `MAX_LOG_LINE` are skipped; invalid UTF-8 is
 //! tolerated. A long plain log is split into ranges of whole lines, one thread each,
-//! whose findings merge into what one pass finds (tested). Each file is opened once (a rotation between two opens would read two
-//! different files) and must be a regular file (a FIFO or a device would block or never
-//! end). What a scan finds is kept per (account, fingerprint), so that `logcache` can
-//! keep it between runs whatever the registry later says.
+//! whose findings merge into what one pass finds (tested). Each file is opened once (a
+//! rotation between two opens would read two different files) and must be a regular file
+//! (a FIFO or a device would block or never end). What a scan finds is kept per
+//! (account, fingerprint), so that `logcache` can keep it between runs whatever the
+//! registry later says.
 
 use memchr::memmem;
 use phonehome_plumbing::clock::{civil_from_days, local_offset, unix_from_civil};
@@ -328,7 +329,7 @@ pub struct Entry<'a> {
 /// The last timestamp text a scan converted, and what it gave: a busy log's lines share
 /// their second, so most lines skip the calendar arithmetic.
 #[derive(Debug, Default)]
-pub struct TimeMemo {
+struct TimeMemo {
     text: String,
     time: Option<i64>,
 }

@@ -61,20 +61,25 @@ pub fn parse(text: &str) -> Vec<Listener> {
 
 /// Every LISTEN socket of this network namespace.
 pub fn all() -> Vec<Listener> {
-    match phonehome_plumbing::sockdiag::tcp_listeners() {
-        Ok(l) => l
-            .into_iter()
-            .map(|(addr, port, uid)| Listener { addr, port, uid })
-            .collect(),
-        Err(e) => {
-            log::debug!("sock_diag: {}; reading /proc/net/tcp instead", e);
-            ["/proc/net/tcp", "/proc/net/tcp6"]
-                .iter()
-                .filter_map(|p| std::fs::read_to_string(p).ok())
-                .flat_map(|t| parse(&t))
-                .collect()
-        }
-    }
+    from_netlink().unwrap_or_else(|e| {
+        log::debug!("sock_diag: {}; reading /proc/net/tcp instead", e);
+        from_proc()
+    })
+}
+
+fn from_netlink() -> std::io::Result<Vec<Listener>> {
+    Ok(phonehome_plumbing::sockdiag::tcp_listeners()?
+        .into_iter()
+        .map(|(addr, port, uid)| Listener { addr, port, uid })
+        .collect())
+}
+
+fn from_proc() -> Vec<Listener> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| parse(&t))
+        .collect()
 }
 
 pub fn on_port(port: u16) -> Vec<Listener> {
@@ -152,18 +157,12 @@ mod tests {
         let mut ours = vec![v4.local_addr().unwrap().port()];
         ours.extend(v6.iter().map(|s| s.local_addr().unwrap().port()));
         let mine = |l: &Listener| ours.contains(&l.port);
-        let mut nl: Vec<Listener> = phonehome_plumbing::sockdiag::tcp_listeners()
+        let mut nl: Vec<Listener> = from_netlink()
             .expect("sock_diag answers here")
             .into_iter()
-            .map(|(addr, port, uid)| Listener { addr, port, uid })
             .filter(mine)
             .collect();
-        let mut proc: Vec<Listener> = ["/proc/net/tcp", "/proc/net/tcp6"]
-            .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
-            .flat_map(|t| parse(&t))
-            .filter(mine)
-            .collect();
+        let mut proc: Vec<Listener> = from_proc().into_iter().filter(mine).collect();
         let key = |l: &Listener| (l.port, l.addr, l.uid);
         nl.sort_by_key(key);
         proc.sort_by_key(key);

@@ -38,7 +38,8 @@ fn polls_running(f: &Fake) -> usize {
 fn a_request_during_a_held_session_opens_its_tunnel_at_once() {
     let f = Fake::new("held");
     f.set("poll-mode", "hold");
-    f.set("hold-secs", "4");
+    // Long enough that a loaded machine never reaches it: the test ends the hold itself.
+    f.set("hold-secs", "30");
     f.set("inbox", "");
     let start = Instant::now();
     let mut t = tick(&f, &[]);
@@ -70,18 +71,29 @@ fn a_request_during_a_held_session_opens_its_tunnel_at_once() {
     );
     // Withdrawn: stopped, and said so.
     f.set("inbox", "80:8080\n");
-    assert!(wait_for(Duration::from_secs(5), || outcomes(&f)
-        .contains("tunnel 22:9876 stopped")));
+    assert!(
+        wait_for(Duration::from_secs(5), || outcomes(&f)
+            .contains("tunnel 22:9876 stopped")),
+        "{}",
+        outcomes(&f)
+    );
+    assert!(t.try_wait().unwrap().is_none(), "still the same session");
+    // The gate ends the hold: the tick ends with it, at once.
+    let held = start.elapsed();
+    let over = Instant::now();
+    f.set("hold-over", "");
     let st = t.wait().unwrap();
     assert!(st.success(), "{:?}", st);
     assert!(
-        start.elapsed() < Duration::from_secs(9),
-        "ended with the hold"
+        over.elapsed() < Duration::from_secs(3),
+        "ended with the hold: {:?}",
+        over.elapsed()
     );
     let s = f.status_json();
-    assert_eq!(
-        s["last_poll"]["held_secs"].as_u64().map(|x| x >= 3),
-        Some(true)
+    let held_secs = s["last_poll"]["held_secs"].as_u64().unwrap();
+    assert!(
+        held_secs + 1 >= held.as_secs() && held_secs <= held.as_secs() + 3,
+        "held_secs {held_secs} for a hold of {held:?}"
     );
     assert!(s["last_poll"]["frames"].as_u64().unwrap() >= 4);
     assert_eq!(s["last_poll"]["gate_protocol"], 3);

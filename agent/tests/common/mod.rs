@@ -31,7 +31,8 @@ pub fn write_exec(path: &Path, text: &str) {
 /// password prompt | raw: the inbox without the gate's framing | oldgate: a gate of
 /// protocol 2, which reads stdin to its end | hold: grant `hold-secs` (10), then send
 /// `hold-extra` as it is, a frame each time `inbox` changes, and keep the lines the
-/// agent sends in `.outcomes`, until stdin ends or the time is up) and print `inbox`
+/// agent sends in `.outcomes`, until stdin ends, the file `hold-over` appears or the
+/// time is up) and print `inbox`
 /// framed as the gate frames it.
 /// Tunnels (`-N`) record `tunnels/<pid>.argv` and act on `tunnel-mode` (up | fail |
 /// hostkey); an `up` tunnel stays until SIGTERM.
@@ -52,8 +53,10 @@ fi
 tunnel=
 for a in "$@"; do [ "$a" = -N ] && tunnel=1; done
 if [ -n "$tunnel" ]; then
-  printf '%s\n' "$@" > "$D/tunnels/.$$.tmp" && mv "$D/tunnels/.$$.tmp" "$D/tunnels/$$.argv"
+  # The mode is read before the argv is recorded, so a test that changes the mode
+  # after seeing a tunnel's argv never changes that tunnel's mode.
   mode=$(cat "$D/tunnel-mode" 2>/dev/null)
+  printf '%s\n' "$@" > "$D/tunnels/.$$.tmp" && mv "$D/tunnels/.$$.tmp" "$D/tunnels/$$.argv"
   case "$mode" in
     fail) echo "Error: remote port forwarding failed for listen port 9876" >&2; exit 1;;
     hostkey) printf "\nHost '127.0.0.1' is not in the trusted hosts file.\nDo you want to continue connecting? (y/n) " >&2;;
@@ -81,7 +84,7 @@ case "$mode" in
       touch "$D/polls/$$.eof" ) <&3 >/dev/null 2>&1 &
     exec 3<&-
     end=$(( $(date +%s) + secs ))
-    while [ ! -e "$D/polls/$$.eof" ] && [ "$(date +%s)" -lt "$end" ]; do
+    while [ ! -e "$D/polls/$$.eof" ] && [ ! -e "$D/hold-over" ] && [ "$(date +%s)" -lt "$end" ]; do
       now=$(cat "$D/inbox" 2>/dev/null)
       if [ "$now" != "$last" ]; then
         last=$now; echo 'phonehome-inbox @VERSION@'; [ -n "$now" ] && printf '%s\n' "$now"; echo end

@@ -70,12 +70,20 @@ fn format_with(t: i64, sep: char, zone: &str) -> String {
 /// `3 min ago`, `2 h ago`, for tables. Never negative: a time ahead of the clock is
 /// "just now" (small skew) — callers refuse times far ahead before they get here.
 pub fn format_age(secs: i64) -> String {
-    match secs.max(0) {
-        s if s < 120 => format!("{} s ago", s),
-        s if s < 7200 => format!("{} min ago", s / 60),
-        s if s < 172_800 => format!("{} h ago", s / 3600),
-        s => format!("{} days ago", s / 86_400),
-    }
+    let mut s = String::new();
+    push_age(&mut s, secs);
+    s
+}
+
+/// [`format_age`], appended to `out` (a table built in one buffer).
+pub fn push_age(out: &mut String, secs: i64) {
+    use std::fmt::Write;
+    let _ = match secs.max(0) {
+        s if s < 120 => write!(out, "{} s ago", s),
+        s if s < 7200 => write!(out, "{} min ago", s / 60),
+        s if s < 172_800 => write!(out, "{} h ago", s / 3600),
+        s => write!(out, "{} days ago", s / 86_400),
+    };
 }
 
 /// Offset of local time from UTC (seconds east) at Unix time `t`, from the system's

@@ -95,6 +95,17 @@ pub fn is_unsafe_char(c: char) -> bool {
 /// `max_chars` characters (then `…`).
 pub fn for_terminal(s: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max_chars * 4));
+    push_for_terminal(&mut out, s, max_chars);
+    out
+}
+
+/// [`for_terminal`], appended to `out` (a table built in one buffer).
+pub fn push_for_terminal(out: &mut String, s: &str, max_chars: usize) {
+    // Printable ASCII within the limit, the usual case, is copied whole.
+    if s.len() <= max_chars && s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        out.push_str(s);
+        return;
+    }
     for (i, c) in s.chars().enumerate() {
         if i == max_chars {
             out.push('…');
@@ -102,7 +113,6 @@ pub fn for_terminal(s: &str, max_chars: usize) -> String {
         }
         out.push(if is_unsafe_char(c) { '?' } else { c });
     }
-    out
 }
 
 /// Bad input quoted back in an error: `"…"` with escapes, at most `max_chars`
@@ -179,6 +189,12 @@ mod tests {
         );
         assert_eq!(for_terminal("routér ok", 100), "routér ok");
         assert_eq!(for_terminal("abcdef", 3), "abc…");
+        // The plain-ASCII shortcut: at the limit, and with a control byte or DEL in it.
+        assert_eq!(for_terminal("abc", 3), "abc");
+        assert_eq!(for_terminal("a\tb\u{7f}", 10), "a?b?");
+        let mut cell = String::from("x ");
+        push_for_terminal(&mut cell, "10.0.0.1\u{1b}", 60);
+        assert_eq!(cell, "x 10.0.0.1?");
         for c in [
             '\u{0}', '\u{1f}', '\u{7f}', '\u{80}', '\u{9f}', '\u{202d}', '\u{2069}', '\u{200f}',
         ] {

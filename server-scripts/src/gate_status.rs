@@ -118,7 +118,7 @@ pub struct Status {
 
 /// Parse a status file's bytes; `None` if they are not one.
 pub fn parse(data: &[u8]) -> Option<Status> {
-    serde_json::from_slice(data).ok()
+    store::parse_json(data).ok()
 }
 
 /// A device's status; `Ok(None)` if missing or unreadable as a record. An I/O error

@@ -75,7 +75,7 @@ fn load(path: &Path, hosts: &[String]) -> Cache {
     files::read_bounded(path, MAX_CACHE_BYTES)
         .ok()
         .flatten()
-        .and_then(|d| serde_json::from_slice::<Cache>(&d).ok())
+        .and_then(|d| crate::store::parse_json::<Cache>(&d).ok())
         .filter(|c| c.format == FORMAT && c.hosts == hosts)
         .unwrap_or_default()
 }

@@ -155,7 +155,7 @@ impl Outbox {
         let Some(data) = store::read(&path, MAX_EVENT_BYTES)? else {
             return Ok(None);
         };
-        serde_json::from_slice(&data).map(Some).map_err(|err| {
+        crate::store::parse_json(&data).map(Some).map_err(|err| {
             Error::new(format!(
                 "{} is not an event ({}); remove it",
                 path.display(),
@@ -182,7 +182,7 @@ impl Outbox {
         store::read(&self.dir.join("meta.json"), MAX_META_BYTES)
             .ok()
             .flatten()
-            .and_then(|d| serde_json::from_slice(&d).ok())
+            .and_then(|d| crate::store::parse_json(&d).ok())
             .unwrap_or_default()
     }
 

@@ -55,7 +55,7 @@ pub fn list(paths: &Paths) -> Result<Vec<DeviceRecord>> {
     let Some(data) = store::read(&path, MAX_REGISTRY_BYTES)? else {
         return Ok(Vec::new());
     };
-    let mut file: RegistryFile = serde_json::from_slice(&data).map_err(|e| {
+    let mut file: RegistryFile = store::parse_json(&data).map_err(|e| {
         Error::new(format!(
             "the registry {} is corrupt ({}); restore it from a backup",
             path.display(),

@@ -46,7 +46,7 @@ pub fn load(paths: &Paths, id: &DeviceId) -> Result<Vec<Request>> {
     let Some(data) = store::read(&path, MAX_REQUESTS_BYTES)? else {
         return Ok(Vec::new());
     };
-    let file: RequestsFile = serde_json::from_slice(&data).map_err(|e| {
+    let file: RequestsFile = store::parse_json(&data).map_err(|e| {
         Error::new(format!(
             "requests file {} is corrupt ({}); remove it and request the ports again",
             path.display(),

@@ -121,7 +121,7 @@ pub fn load(paths: &Paths) -> Result<Option<WatchState>> {
     let Some(data) = store::read(&path, MAX_STATE_BYTES)? else {
         return Ok(None);
     };
-    let state: WatchState = serde_json::from_slice(&data).map_err(|e| {
+    let state: WatchState = crate::store::parse_json(&data).map_err(|e| {
         Error::new(format!(
             "{} is corrupt ({}); remove it: the next run starts afresh (and sends no event for what changed meanwhile)",
             path.display(),

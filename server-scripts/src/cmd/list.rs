@@ -13,8 +13,8 @@ use crate::fleet::{self, Fleet, Row, Sources, State};
 use crate::logscan;
 use crate::paths::Paths;
 use crate::say;
-use phonehome_plumbing::clock::{format_age, format_iso, format_utc};
-use phonehome_plumbing::text::for_terminal;
+use phonehome_plumbing::clock::{format_iso, format_utc, push_age};
+use phonehome_plumbing::text::{for_terminal, push_for_terminal};
 
 const NAME: &str = "list-devices";
 const ABOUT: &str =
@@ -165,38 +165,108 @@ fn all_went_quiet(rows: &[Row], window: i64, now: i64) -> Option<String> {
     ))
 }
 
-fn dash(s: String) -> String {
-    if s.is_empty() {
-        "-".into()
-    } else {
-        s
+/// The table's cells, every row's one after another in one string, and the widest
+/// cell of each column: 10,000 rows of ten `String`s, each allocated and freed, had cost
+/// more than reading the fleet.
+struct Table {
+    text: String,
+    /// Where each cell ends in `text`, and its width in characters.
+    ends: Vec<(usize, usize)>,
+    widths: Vec<usize>,
+}
+
+impl Table {
+    fn new(columns: usize) -> Table {
+        Table {
+            text: String::new(),
+            ends: Vec::new(),
+            widths: vec![0; columns],
+        }
+    }
+
+    /// Add the next cell, written by `write` (an empty cell reads `-`).
+    fn cell(&mut self, write: impl FnOnce(&mut String)) {
+        let start = self.text.len();
+        write(&mut self.text);
+        if self.text.len() == start {
+            self.text.push('-');
+        }
+        let width = self.text[start..].chars().count();
+        let column = self.ends.len() % self.widths.len();
+        self.widths[column] = self.widths[column].max(width);
+        self.ends.push((self.text.len(), width));
+    }
+
+    fn text_cell(&mut self, s: &str) {
+        self.cell(|t| t.push_str(s));
+    }
+
+    /// A cell of device-supplied text, made terminal-safe.
+    fn safe_cell(&mut self, s: &str) {
+        self.cell(|t| push_for_terminal(t, s, MAX_CELL));
+    }
+
+    /// The rows, padded, each given to `line` without trailing spaces.
+    fn lines(&self, mut line: impl FnMut(&str) -> Result<()>) -> Result<()> {
+        let columns = self.widths.len();
+        let mut out = String::new();
+        let mut start = 0;
+        for row in self.ends.chunks(columns) {
+            out.clear();
+            for (c, &(end, width)) in row.iter().enumerate() {
+                if c > 0 {
+                    out.push_str("  ");
+                }
+                out.push_str(&self.text[start..end]);
+                start = end;
+                let mut pad = self.widths[c] - width;
+                while pad > 0 {
+                    let n = pad.min(SPACES.len());
+                    out.push_str(&SPACES[..n]);
+                    pad -= n;
+                }
+            }
+            line(out.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+const SPACES: &str = "                                ";
+
+/// Append `items` joined by commas.
+fn push_joined<T: std::fmt::Display>(t: &mut String, items: impl Iterator<Item = T>) {
+    use std::fmt::Write;
+    for (i, x) in items.enumerate() {
+        if i > 0 {
+            t.push(',');
+        }
+        let _ = write!(t, "{}", x);
     }
 }
 
 /// The cells of a row; every device-supplied string made terminal-safe.
-fn cells(r: &Row, now: i64) -> Vec<String> {
+fn cells(table: &mut Table, r: &Row, now: i64) {
+    use std::fmt::Write;
     let rep = r.report.as_ref().map(|s| &s.report);
-    let safe = |s: &str| for_terminal(s, MAX_CELL);
-    vec![
-        r.id.to_string(),
-        r.alias.clone().unwrap_or_else(|| "-".into()),
-        r.state.as_str().into(),
-        r.last_seen
-            .map_or_else(|| "-".into(), |t| format_age(now - t)),
-        r.from.as_deref().map_or_else(|| "-".into(), safe),
-        dash(requested(r).join(",")),
-        dash(
-            r.open
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        rep.map_or_else(|| "-".into(), |r| safe(&r.agent_version)),
-        rep.and_then(|r| r.uptime_secs)
-            .map_or_else(|| "-".into(), |u| format!("{}h", u / 3600)),
-        r.error.as_deref().map_or_else(|| "-".into(), safe),
-    ]
+    table.text_cell(r.id.as_str());
+    table.text_cell(r.alias.as_deref().unwrap_or(""));
+    table.text_cell(r.state.as_str());
+    table.cell(|t| {
+        if let Some(s) = r.last_seen {
+            push_age(t, now - s)
+        }
+    });
+    table.safe_cell(r.from.as_deref().unwrap_or(""));
+    table.cell(|t| push_joined(t, r.requests.iter().map(|q| q.pair())));
+    table.cell(|t| push_joined(t, r.open.iter()));
+    table.safe_cell(rep.map_or("", |r| r.agent_version.as_str()));
+    table.cell(|t| {
+        if let Some(u) = rep.and_then(|r| r.uptime_secs) {
+            let _ = write!(t, "{}h", u / 3600);
+        }
+    });
+    table.safe_cell(r.error.as_deref().unwrap_or(""));
 }
 
 fn print_table(out: &mut Out, rows: &[Row], now: i64) -> Result<()> {
@@ -212,28 +282,14 @@ fn print_table(out: &mut Out, rows: &[Row], now: i64) -> Result<()> {
         "UPTIME",
         "LAST ERROR",
     ];
-    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    table.extend(rows.iter().map(|r| cells(r, now)));
-    let width = |cell: &String| cell.chars().count();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| table.iter().map(|row| width(&row[c])).max().unwrap_or(0))
-        .collect();
-    // Padded by hand into one reused line: 10,000 rows of ten `{:w$}` cost more than
-    // reading the fleet.
-    let mut line = String::new();
-    for row in &table {
-        line.clear();
-        for (i, cell) in row.iter().enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            line.push_str(cell);
-            if i + 1 < row.len() {
-                line.extend(std::iter::repeat(' ').take(widths[i] - width(cell)));
-            }
-        }
-        say!(out, "{}", line.trim_end())?;
+    let mut table = Table::new(header.len());
+    for h in header {
+        table.text_cell(h);
     }
+    for r in rows {
+        cells(&mut table, r, now);
+    }
+    table.lines(|line| say!(out, "{}", line))?;
     if rows.is_empty() {
         say!(out, "(no devices: add one with add-device)")?;
     }

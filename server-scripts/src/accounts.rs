@@ -65,20 +65,30 @@ fn read_db(path: &std::path::Path) -> Result<String> {
             path.display()
         ))
     })?;
-    Ok(String::from_utf8_lossy(&data).into_owned())
+    // Valid UTF-8 is taken as it is; only a broken file pays for the lossy copy.
+    Ok(String::from_utf8(data)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// The 7 fields of a passwd line, or `None` if it has another number of fields (a
+/// fleet's passwd has a line per device: no vector per line).
+fn fields7(line: &str) -> Option<[&str; 7]> {
+    let mut f = [""; 7];
+    let mut parts = line.split(':');
+    for slot in &mut f {
+        *slot = parts.next()?;
+    }
+    parts.next().is_none().then_some(f)
 }
 
 pub fn parse_passwd_line(line: &str) -> Option<Account> {
-    let f: Vec<&str> = line.split(':').collect();
-    if f.len() != 7 {
-        return None;
-    }
+    let [name, _, uid, gid, _, home, shell] = fields7(line)?;
     Some(Account {
-        name: f[0].to_string(),
-        uid: f[2].parse().ok()?,
-        gid: f[3].parse().ok()?,
-        home: f[5].to_string(),
-        shell: f[6].to_string(),
+        name: name.to_string(),
+        uid: uid.parse().ok()?,
+        gid: gid.parse().ok()?,
+        home: home.to_string(),
+        shell: shell.to_string(),
     })
 }
 

@@ -18,6 +18,7 @@ use crate::registry::{self, DeviceRecord};
 use crate::requests::{self, Request};
 use phonehome_plumbing::clock::now;
 use phonehome_plumbing::files::{self, Follow};
+use phonehome_plumbing::text::Ip;
 use phonehome_protocol::{DeviceId, TunnelState};
 use std::path::PathBuf;
 
@@ -224,16 +225,7 @@ pub fn log_login(
     src: &Sources,
     d: &DeviceRecord,
 ) -> Option<std::result::Result<logscan::Login, ()>> {
-    login_of(src, d, &d.id.account())
-}
-
-/// [`log_login`] of `d`, whose account name the caller has made.
-fn login_of(
-    src: &Sources,
-    d: &DeviceRecord,
-    account: &str,
-) -> Option<std::result::Result<logscan::Login, ()>> {
-    src.scan.hits.latest(account, &d.fingerprint, src.now)
+    src.scan.hits.latest(&d.id, &d.fingerprint, src.now)
 }
 
 /// The row of `d`, whose status file said `status`.
@@ -255,7 +247,7 @@ fn device_row(
         None => (None, None),
     };
     let account = id.account();
-    let login = login_of(src, d, &account).and_then(|l| l.ok());
+    let login = log_login(src, d).and_then(|l| l.ok());
     let (last_seen, seen_by, from) = newest(hb.as_ref(), login.as_ref());
     let sources_readable = (status_err.is_none() && src.gate_writable) || !src.scan.read.is_empty();
     let state = state(src, last_seen, sources_readable);
@@ -315,10 +307,10 @@ fn newest(
 ) -> (Option<i64>, Option<&'static str>, Option<String>) {
     match (hb, login) {
         (Some(h), Some(l)) if l.time > h.received => {
-            (Some(l.time), Some("sshd log"), Some(l.from.to_string()))
+            (Some(l.time), Some("sshd log"), Some(Ip(l.from).to_string()))
         }
         (Some(h), _) => (Some(h.received), Some("gate"), h.from.clone()),
-        (None, Some(l)) => (Some(l.time), Some("sshd log"), Some(l.from.to_string())),
+        (None, Some(l)) => (Some(l.time), Some("sshd log"), Some(Ip(l.from).to_string())),
         (None, None) => (None, None, None),
     }
 }

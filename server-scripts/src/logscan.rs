@@ -32,7 +32,9 @@
 use memchr::memmem;
 use phonehome_plumbing::clock::{civil_from_days, local_offset, unix_from_civil};
 use phonehome_plumbing::files::{self, Follow};
+use phonehome_plumbing::text::Ip;
 use serde::{Deserialize, Serialize};
+use phonehome_protocol::DeviceId;
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::IpAddr;
@@ -444,7 +446,7 @@ pub struct Filter {
 /// to hash, no string kept per line. `None` unless `account` is a device account.
 fn device_number(account: &str) -> Option<u64> {
     let hex = account.strip_prefix(phonehome_protocol::ACCOUNT_PREFIX)?;
-    if !phonehome_protocol::DeviceId::is_valid(hex) {
+    if !DeviceId::is_valid(hex) {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
@@ -519,14 +521,24 @@ pub struct Hits {
 /// `Hits` as it is stored: a flat list of (device number, the fingerprint's base64, time,
 /// address, port) — numbers rather than names, no object per login, the fingerprint
 /// borrowed from the file: a fleet of thousands is read back and written every run.
+/// `I` is the address: `IpAddr` read, [`IpText`] written.
 #[derive(Serialize, Deserialize)]
-struct StoredHits<'a> {
+struct StoredHits<'a, I> {
     #[serde(borrow)]
-    logins: Vec<(u64, &'a str, i64, IpAddr, u16)>,
+    logins: Vec<(u64, &'a str, i64, I, u16)>,
     #[serde(default)]
     refused: std::collections::BTreeMap<String, Vec<Refusal>>,
     skipped_long: u64,
     skipped_foreign: u64,
+}
+
+/// An address stored as `IpAddr` stores it, written by the faster [`Ip`].
+struct IpText(IpAddr);
+
+impl Serialize for IpText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&Ip(self.0))
+    }
 }
 
 /// Device numbers are 12 hex digits.
@@ -535,7 +547,7 @@ const MAX_DEVICE_NUMBER: u64 = (1 << 48) - 1;
 /// What a cache holds is checked as a log line is: a device number, 43 base64 bytes.
 impl<'de> Deserialize<'de> for Hits {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hits, D::Error> {
-        let s = StoredHits::deserialize(d)?;
+        let s = StoredHits::<IpAddr>::deserialize(d)?;
         let logins = s
             .logins
             .into_iter()
@@ -577,7 +589,7 @@ impl Serialize for Hits {
                 .iter()
                 .filter_map(|(k, l)| {
                     let b64 = std::str::from_utf8(&k.fingerprint).ok()?;
-                    Some((k.device, b64, l.time, l.from, l.port))
+                    Some((k.device, b64, l.time, IpText(l.from), l.port))
                 })
                 .collect(),
             refused: self
@@ -665,12 +677,11 @@ impl Hits {
         self.skipped_foreign += other.skipped_foreign;
     }
 
-    /// The newest login of `account` with `fingerprint`, not dated beyond the clock
+    /// The newest login of device `id` with `fingerprint`, not dated beyond the clock
     /// skew ahead of `now`; `Err(())` if the only ones are from the future.
-    pub fn latest(&self, account: &str, fingerprint: &str, now: i64) -> Option<Result<Login, ()>> {
-        let l = *self
-            .logins
-            .get(&Key::new(device_number(account)?, fingerprint)?)?;
+    pub fn latest(&self, id: &DeviceId, fingerprint: &str, now: i64) -> Option<Result<Login, ()>> {
+        let device = u64::from_str_radix(id.as_str(), 16).ok()?;
+        let l = *self.logins.get(&Key::new(device, fingerprint)?)?;
         Some(if l.time > now + MAX_CLOCK_SKEW_SECS {
             Err(())
         } else {
@@ -1047,6 +1058,11 @@ mod tests {
 
     const FP: &str = "SHA256:PtMtRWVHKuGrzuX9RFxdUS3m8k7hxmSwH+iceMIwDeM";
 
+    /// The device of `device6466b34bde54`, the account in the test lines.
+    fn dev() -> DeviceId {
+        DeviceId::parse("6466b34bde54").unwrap()
+    }
+
     #[test]
     fn accepted_sentence_is_anchored() {
         let ok = format!("Accepted publickey for device6466b34bde54 from 198.51.100.2 port 40022 ssh2: ED25519 {}", FP);
@@ -1259,19 +1275,19 @@ mod tests {
         let r = scan(text.as_bytes(), &filter(now)).unwrap();
         let l = r
             .hits
-            .latest("device6466b34bde54", FP, now)
+            .latest(&dev(), FP, now)
             .unwrap()
             .unwrap();
         assert_eq!(l.time, now + 240, "a few minutes of skew are accepted");
         assert_eq!(r.hits.skipped_foreign, 1);
         let r = scan(line("2099-01-01T00:00:00Z", "srv").as_bytes(), &filter(now)).unwrap();
         assert_eq!(
-            r.hits.latest("device6466b34bde54", FP, now),
+            r.hits.latest(&dev(), FP, now),
             Some(Err(())),
             "beyond the skew"
         );
         assert_eq!(
-            r.hits.latest("device6466b34bde54", "SHA256:other", now),
+            r.hits.latest(&dev(), "SHA256:other", now),
             None
         );
     }
@@ -1325,7 +1341,7 @@ mod tests {
         assert_eq!(r.hits.skipped_long, 1);
         let l = r
             .hits
-            .latest("device6466b34bde54", FP, now)
+            .latest(&dev(), FP, now)
             .unwrap()
             .unwrap();
         assert_eq!(l.time, now - 60, "the partial last line counts");

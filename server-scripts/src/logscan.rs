@@ -33,8 +33,8 @@ use memchr::memmem;
 use phonehome_plumbing::clock::{civil_from_days, local_offset, unix_from_civil};
 use phonehome_plumbing::files::{self, Follow};
 use phonehome_plumbing::text::Ip;
-use serde::{Deserialize, Serialize};
 use phonehome_protocol::DeviceId;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::IpAddr;
@@ -1273,11 +1273,7 @@ mod tests {
         ]
         .concat();
         let r = scan(text.as_bytes(), &filter(now)).unwrap();
-        let l = r
-            .hits
-            .latest(&dev(), FP, now)
-            .unwrap()
-            .unwrap();
+        let l = r.hits.latest(&dev(), FP, now).unwrap().unwrap();
         assert_eq!(l.time, now + 240, "a few minutes of skew are accepted");
         assert_eq!(r.hits.skipped_foreign, 1);
         let r = scan(line("2099-01-01T00:00:00Z", "srv").as_bytes(), &filter(now)).unwrap();
@@ -1286,10 +1282,7 @@ mod tests {
             Some(Err(())),
             "beyond the skew"
         );
-        assert_eq!(
-            r.hits.latest(&dev(), "SHA256:other", now),
-            None
-        );
+        assert_eq!(r.hits.latest(&dev(), "SHA256:other", now), None);
     }
 
     #[test]
@@ -1339,11 +1332,7 @@ mod tests {
         text.extend_from_slice(last.trim_end().as_bytes());
         let r = scan(&text[..], &filter(now)).unwrap();
         assert_eq!(r.hits.skipped_long, 1);
-        let l = r
-            .hits
-            .latest(&dev(), FP, now)
-            .unwrap()
-            .unwrap();
+        let l = r.hits.latest(&dev(), FP, now).unwrap().unwrap();
         assert_eq!(l.time, now - 60, "the partial last line counts");
         assert_eq!(
             r.complete as usize,

@@ -165,6 +165,12 @@ pub fn run(
                 .map(|l| Step::Taken(*l))
         };
         if let Some(step) = last {
+            // A tunnel that came up between two looks was picked up first: say so.
+            if !told_pickup {
+                if let Some(p) = picked_up(req, &Seen::read(paths, rec)) {
+                    tell(&p)?;
+                }
+            }
             tell(&step)?;
             return Ok(step);
         }

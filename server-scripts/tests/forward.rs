@@ -410,6 +410,54 @@ fn wait_shows_a_held_session_and_the_pickup() {
     );
     let _ = listener.kill();
     let _ = listener.wait();
+    // Picked up and up between two looks: the pickup is still said, before the tunnel.
+    // forward-device-port is stopped (SIGSTOP) once it has said the session, both
+    // happen, then it goes on.
+    r.set_session(ID1, &session(""));
+    let mut child = r
+        .cmd("forward-device-port")
+        .args([ID1, "22:21804", "--wait=15"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    while !text.contains("holds a session now") {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut said, &mut line).unwrap() > 0,
+            "{text}"
+        );
+        text.push_str(&line);
+    }
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP");
+    let picked = format!(
+        r#"{{"local":22,"remote":21804,"state":"starting","at":{}}}"#,
+        phonehome_plumbing::clock::now() + 1
+    );
+    r.set_session(ID1, &session(&picked));
+    let mut listener = listen_as(uid, 21804);
+    std::thread::sleep(Duration::from_millis(500));
+    signal("-CONT");
+    std::io::Read::read_to_string(&mut said, &mut text).unwrap();
+    assert!(child.wait().unwrap().success(), "{text}");
+    let pickup = text.find("picked the request up at ");
+    let up = text.find("tunnel up: device6466b34bde54 listens on 127.0.0.1:21804");
+    assert!(
+        matches!((pickup, up), (Some(p), Some(u)) if p < u),
+        "{}",
+        text
+    );
+    let _ = listener.kill();
+    let _ = listener.wait();
     // Without a live gate, the same record says nothing of a session: the last poll.
     let _ = gate.kill();
     let _ = gate.wait();

@@ -239,8 +239,46 @@ impl Dir {
         }
         // SAFETY: a descriptor openat just returned, owned by nobody else.
         let f = unsafe { File::from_raw_fd(fd) };
-        read_sized(f, max).map(Some)
+        read_to_short(f, max).map(Some)
     }
+}
+
+/// The first read of [`read_to_short`]: a device's status file fits.
+const FIRST_READ: usize = 1024;
+
+/// What an open file holds, at most `max` bytes, read until a read comes back short:
+/// for the regular files read here (replaced by rename, never grown in place) that is
+/// their end, so the usual case is one read and no fstat — list-devices reads a file a
+/// device, and the kernel's time is most of it. Only an empty read is checked to be a
+/// regular file's (a FIFO opened without blocking reads as empty too).
+fn read_to_short(mut f: File, max: u64) -> io::Result<Vec<u8>> {
+    let limit = usize::try_from(max).unwrap_or(usize::MAX).saturating_add(1);
+    let mut data = vec![0u8; FIRST_READ.min(limit)];
+    let mut got = 0;
+    loop {
+        let want = data.len() - got;
+        let n = match f.read(&mut data[got..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        got += n;
+        if got as u64 > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("larger than {} bytes", max),
+            ));
+        }
+        if n < want {
+            break;
+        }
+        data.resize((data.len() * 2).min(limit), 0);
+    }
+    if got == 0 {
+        regular_len(&f)?;
+    }
+    data.truncate(got);
+    Ok(data)
 }
 
 /// Create `dir` (and its parents) if missing, the last one with exactly `mode`. An
@@ -372,14 +410,18 @@ mod tests {
         }
         // A FIFO with no writer: refused at once, not waited on.
         let fifo = t.join("fifo");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        mkfifo(&fifo);
+        let e = open_regular(&fifo, Follow::Yes).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(read_bounded(&t.join("."), 10).is_err(), "a directory");
+    }
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
         #[allow(unsafe_code)]
         // SAFETY: a valid NUL-terminated path; mkfifo touches no memory of ours.
         let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
         assert_eq!(rc, 0);
-        let e = open_regular(&fifo, Follow::Yes).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-        assert!(read_bounded(&t.join("."), 10).is_err(), "a directory");
     }
 
     #[test]
@@ -402,6 +444,25 @@ mod tests {
         assert!(
             d.read_bounded(Path::new("a"), 9).is_err(),
             "a directory is not a file"
+        );
+        // Larger than the first read, at the limit and beyond it; empty; a FIFO.
+        let big: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(t.join("a/big"), &big).unwrap();
+        assert_eq!(
+            d.read_bounded(Path::new("a/big"), 5000).unwrap().unwrap(),
+            big
+        );
+        assert!(d.read_bounded(Path::new("a/big"), 4999).is_err());
+        assert!(d.read_bounded(Path::new("a/big"), 1024).is_err());
+        std::fs::write(t.join("a/empty"), b"").unwrap();
+        assert_eq!(
+            d.read_bounded(Path::new("a/empty"), 9).unwrap().unwrap(),
+            b""
+        );
+        mkfifo(&t.join("a/fifo"));
+        assert!(
+            d.read_bounded(Path::new("a/fifo"), 9).is_err(),
+            "a FIFO is not a file, and is not waited on"
         );
     }
 

@@ -59,6 +59,8 @@ const BLOCK: usize = 1 << 20;
 const MIN_SCAN_RANGE: u64 = 8 << 20;
 /// At most this many threads scan one log.
 const MAX_SCAN_THREADS: usize = 4;
+/// A thread's range is read in chunks of about this many bytes, the newest first.
+const SCAN_CHUNK: u64 = 4 << 20;
 
 /// A login of a device account, as far as the log says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -607,6 +609,9 @@ impl Serialize for Hits {
 impl Hits {
     fn offer(&mut self, time: i64, host: Option<&str>, msg: &str, f: &Filter) {
         let foreign = host.is_some_and(|h| !f.hosts.iter().any(|o| o == h));
+        if !foreign && self.has_newer(time, msg) {
+            return;
+        }
         let Some(a) = parse_accepted(msg) else {
             if !foreign {
                 self.offer_refused(time, msg);
@@ -653,12 +658,44 @@ impl Hits {
             .map_or(&[], |v| v.as_slice())
     }
 
-    /// Keep `login` under `k` if it is the newest.
+    /// True when `msg`, read as an accepted login without checking it, names a key
+    /// already kept with a newer login: then nothing in the line can change what is
+    /// kept (a login replaces only an older one), valid or forged, and it is not
+    /// parsed. A log scanned newest part first (`scan_ranges`) skips most of its lines
+    /// here. The account is right after the sentence, the fingerprint ends the line.
+    fn has_newer(&self, time: i64, msg: &str) -> bool {
+        let b = msg.as_bytes();
+        let Some(rest) = b.strip_prefix(SENTENCE) else {
+            return false;
+        };
+        let prefix = phonehome_protocol::ACCOUNT_PREFIX.len();
+        if rest.len() < prefix + 12 + 43 {
+            return false;
+        }
+        let Some(device) = std::str::from_utf8(&rest[prefix..prefix + 12])
+            .ok()
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        else {
+            return false;
+        };
+        let mut fingerprint = [0u8; 43];
+        fingerprint.copy_from_slice(&b[b.len() - 43..]);
+        self.logins
+            .get(&Key {
+                device,
+                fingerprint,
+            })
+            .is_some_and(|l| l.time > time)
+    }
+
+    /// Keep `login` under `k` if it is the newest. Two logins of one second are told
+    /// apart by address and port, so that what is kept does not depend on the order
+    /// the lines were read in (ranges, chunks newest first, a cache and a new part).
     fn keep(&mut self, k: Key, login: Login) {
         self.logins
             .entry(k)
             .and_modify(|l| {
-                if login.time > l.time {
+                if (login.time, login.from, login.port) > (l.time, l.from, l.port) {
                     *l = login
                 }
             })
@@ -796,13 +833,26 @@ pub fn scan(input: impl Read, f: &Filter) -> std::io::Result<Scanned> {
 
 /// [`scan`]; `json`: whether the input is a journald export, when its first byte does
 /// not tell (a range in the middle of a file).
-fn scan_as(mut input: impl Read, f: &Filter, mut json: Option<bool>) -> std::io::Result<Scanned> {
+fn scan_as(input: impl Read, f: &Filter, json: Option<bool>) -> std::io::Result<Scanned> {
+    let mut out = Scanned::default();
+    out.complete = scan_into(input, f, json, &mut out.hits)?;
+    Ok(out)
+}
+
+/// [`scan_as`] into `hits`, which may hold what newer parts of the log gave; returns
+/// how far the input was read (the end of its last complete line).
+fn scan_into(
+    mut input: impl Read,
+    f: &Filter,
+    mut json: Option<bool>,
+    hits: &mut Hits,
+) -> std::io::Result<u64> {
     let mut pass = Pass {
         filter: f,
         offset: local_offset(f.now),
         memo: TimeMemo::default(),
     };
-    let mut out = Scanned::default();
+    let mut out = Out { hits, complete: 0 };
     let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + MAX_LOG_LINE);
     let mut skipping: Option<Skipping> = None;
     // What a sentence cut by a read boundary needs kept while skipping.
@@ -826,7 +876,7 @@ fn scan_as(mut input: impl Read, f: &Filter, mut json: Option<bool>) -> std::io:
                 sk.carried |= memmem::find(&buf, SENTENCE).is_some();
                 if at_end {
                     out.hits.skipped_long += u64::from(sk.carried);
-                    return Ok(out);
+                    return Ok(out.complete);
                 }
                 let drop = buf.len().saturating_sub(keep);
                 sk.bytes += drop as u64;
@@ -846,7 +896,7 @@ fn scan_as(mut input: impl Read, f: &Filter, mut json: Option<bool>) -> std::io:
         out.hits.block(&buf[..cut], &mut pass, json == Some(true));
         out.complete += lines_end as u64;
         if at_end {
-            return Ok(out);
+            return Ok(out.complete);
         }
         buf.drain(..cut);
         if buf.len() > MAX_LOG_LINE {
@@ -861,6 +911,12 @@ fn scan_as(mut input: impl Read, f: &Filter, mut json: Option<bool>) -> std::io:
             skipping = Some(sk);
         }
     }
+}
+
+/// What [`scan_into`] fills as it goes.
+struct Out<'a> {
+    hits: &'a mut Hits,
+    complete: u64,
 }
 
 /// Scan an open log file from byte `from`, gunzipping it when it starts with the gzip
@@ -880,7 +936,7 @@ pub fn scan_file(file: &mut std::fs::File, from: u64, f: &Filter) -> std::io::Re
     let json = head.first().map(|b| *b == b'{');
     drop(input);
     let threads = phonehome_plumbing::process::cores().min(MAX_SCAN_THREADS);
-    scan_ranges(file, from, f, json, threads, MIN_SCAN_RANGE)
+    scan_ranges(file, from, f, json, threads, MIN_SCAN_RANGE, SCAN_CHUNK)
 }
 
 /// Scan a plain file from `from` in up to `threads` ranges of at least `min_range`
@@ -892,25 +948,17 @@ fn scan_ranges(
     json: Option<bool>,
     threads: usize,
     min_range: u64,
+    chunk: u64,
 ) -> std::io::Result<Scanned> {
-    let starts = ranges(file, from, file.metadata()?.len(), threads, min_range)?;
+    let len = file.metadata()?.len();
+    let starts = ranges(file, from, len, threads, min_range)?;
     let parts = std::thread::scope(|s| {
         let workers: Vec<_> = starts
             .iter()
             .enumerate()
             .map(|(i, &start)| {
                 let end = starts.get(i + 1).copied();
-                s.spawn(move || {
-                    scan_as(
-                        Range {
-                            file,
-                            at: start,
-                            end,
-                        },
-                        f,
-                        json,
-                    )
-                })
+                s.spawn(move || scan_newest_first(file, (start, end, len), f, json, chunk))
             })
             .collect();
         workers
@@ -924,6 +972,40 @@ fn scan_ranges(
         out.hits.merge(&part.hits);
         // Every range but the last ends after a newline: complete to its end.
         out.complete = start + part.complete;
+    }
+    Ok(out)
+}
+
+/// Scan the range of `file` from `start` to `end` (to the file's end, about `len`,
+/// when `None`) in chunks of about `chunk` bytes of whole lines, the last chunk first: a log is in time order,
+/// so once the newest chunk is read nearly every line of an older one names a key with
+/// a newer login already kept, and is passed over unparsed (`Hits::has_newer`). What
+/// is kept is what one pass from the start keeps (tested).
+fn scan_newest_first(
+    file: &std::fs::File,
+    (start, end, len): (u64, Option<u64>, u64),
+    f: &Filter,
+    json: Option<bool>,
+    chunk: u64,
+) -> std::io::Result<Scanned> {
+    let chunks = ranges(file, start, end.unwrap_or(len), usize::MAX, chunk)?;
+    let mut out = Scanned::default();
+    for (i, &at) in chunks.iter().enumerate().rev() {
+        let chunk_end = chunks.get(i + 1).copied().or(end);
+        let complete = scan_into(
+            Range {
+                file,
+                at,
+                end: chunk_end,
+            },
+            f,
+            json,
+            &mut out.hits,
+        )?;
+        // Every chunk but the last ends after a newline: complete to its end.
+        if chunk_end == end {
+            out.complete = at - start + complete;
+        }
     }
     Ok(out)
 }
@@ -1406,6 +1488,14 @@ mod tests {
                 )),
             }
         }
+        // Logins of one second, far apart in the file: the same one is kept whichever
+        // is read first.
+        let tie = |port: u32, from: &str| {
+            format!("2026-11-21T10:30:00Z srv sshd[9]: Accepted publickey for device6466b34bffff from {from} port {port} ssh2: ED25519 {FP}\n")
+        };
+        text.insert_str(0, &tie(7, "10.9.9.9"));
+        text.push_str(&tie(5, "10.9.9.10"));
+        text.push_str(&tie(9, "10.9.9.9"));
         text.push_str(line("2026-11-21T11:59:00Z", "srv").trim_end());
         let dir = phonehome_plumbing::tempdir::TempDir::new("logscan-ranges");
         let path = dir.path().join("auth.log");
@@ -1416,15 +1506,14 @@ mod tests {
         for from in [0, cursor] {
             let one = scan(&text.as_bytes()[from as usize..], &f).unwrap();
             for threads in [1, 2, 3, 4] {
-                let r = scan_ranges(&file, from, &f, Some(false), threads, 4096).unwrap();
-                assert_eq!(r.hits, one.hits, "{} threads from {}", threads, from);
-                assert_eq!(
-                    r.complete,
-                    from + one.complete,
-                    "{} threads from {}",
-                    threads,
-                    from
-                );
+                // Ranges read whole, and in chunks of whole lines, the newest first.
+                for chunk in [u64::MAX, 4096, 50_000] {
+                    let r =
+                        scan_ranges(&file, from, &f, Some(false), threads, 4096, chunk).unwrap();
+                    let what = format!("{threads} threads, chunks of {chunk}, from {from}");
+                    assert_eq!(r.hits, one.hits, "{what}");
+                    assert_eq!(r.complete, from + one.complete, "{what}");
+                }
             }
             assert!(
                 ranges(&file, from, text.len() as u64, 4, 4096)

@@ -267,7 +267,8 @@ section_server_poll() {
 	lean_sshd_stop
 	lean10_sshd_stop
 	local cat_cap gate_cap ossh10=""
-	[[ -z $l10_ms ]] || ossh10=$("$BENCH_OSSH10" -V 2>&1 | awk 'NR == 1 {sub(/,$/, "", $1); print $1}')
+	# the release cross/openssh.sh builds (10.0p1's source names itself OpenSSH_10.0p2)
+	[[ -z $l10_ms ]] || ossh10="OpenSSH $(sed -n 's/^VERSION=//p' "$BENCH_REPO/cross/openssh.sh")"
 	cat_cap=$(calc "1000 / $cat_ms" 1)
 	{
 		echo "## 3. Server cost of one poll"
@@ -303,7 +304,7 @@ section_server_poll() {
 			echo "| the gate, dbclient $pq_v (offers post-quantum kex: sntrup761x25519 on the shared sshd) ($kq logins) | $gpq_ms | $(ratio "$gpq_ms" "$cat_ms") | $(calc "1000 / $gpq_ms" 1) | |"
 			echo "| the gate on the devices' own sshd, dbclient $pq_v (curve25519 there) ($kq logins) | $lpq_ms | $(ratio "$lpq_ms" "$cat_ms") | $(calc "1000 / $lpq_ms" 1) | |"
 			if [[ -n $l10pq_ms ]]; then
-				echo "| the gate on the devices' own sshd on $ossh10, dbclient $pq_v (mlkem768x25519 offered first there) ($kq logins) | $l10pq_ms | $(ratio "$l10pq_ms" "$cat_ms") | $(calc "1000 / $l10pq_ms" 1) | |"
+				echo "| the gate on the devices' own sshd on $ossh10, dbclient $pq_v (mlkem768x25519 offered first there; this dbclient has it) ($kq logins) | $l10pq_ms | $(ratio "$l10pq_ms" "$cat_ms") | $(calc "1000 / $l10pq_ms" 1) | |"
 			fi
 		else
 			echo "| the gate with a dbclient that offers post-quantum kex (>= 2025.87) | not measured: $pq_why | | | |"
@@ -348,8 +349,9 @@ section_server_poll() {
 			fi
 			if [[ -n $l10_ms ]]; then
 				echo
-				echo "$ossh10 is built here by \`cross/openssh.sh\` (Debian's source; OpenSSL and zlib, no PAM,"
-				echo "Kerberos or SELinux): its listener starts \`sshd-session\` (4 shared libraries) for each"
+				echo "$ossh10 is built here by \`cross/openssh.sh\` (Debian's source, whose \`sshd -V\` says"
+				echo "$("$BENCH_OSSH10" -V 2>&1 | awk 'NR == 1 {sub(/,$/, "", $1); print $1}'); OpenSSL and zlib, no PAM, Kerberos or SELinux): its listener starts"
+				echo "\`sshd-session\` ($(ldd "$(dirname "$BENCH_OSSH10")/../libexec/sshd-session" 2>/dev/null | grep -c '=>') shared libraries) for each"
 				echo "connection, which starts \`sshd-auth\` for the pre-auth part, where 9.2 re-executes the"
 				echo "whole sshd (Debian's build: $(ldd /usr/sbin/sshd 2>/dev/null | grep -c '=>') libraries). It runs the configuration"
 				echo "\`install-server.sh --device-sshd\` writes where sshd is 10.0 (the same, with"

@@ -16,8 +16,9 @@ FIX_ACCOUNT=          # dev1's server account
 # The short poll interval of section 5 (the lab reads it when sourced).
 export PHONEHOME_E2E_POLL=${PHONEHOME_E2E_POLL:-2}
 
-# The port of the devices' own sshd in section 3.
+# The port of the devices' own sshd in section 3, and of the same on OpenSSH 10.0.
 LEAN_PORT=2222
+LEAN10_PORT=2223
 
 # lean_sshd_start: the devices' own sshd as install-server.sh --device-sshd configures it,
 # on LEAN_PORT beside the lab's sshd; sets LEAN_SSHD to its pid.
@@ -27,6 +28,29 @@ lean_sshd_start() {
 	ip netns exec srv /usr/sbin/sshd -D -E "$LAB/srv/lean-sshd.log" -f /etc/phonehome/sshd_config &
 	LEAN_SSHD=$!
 	wait_until 10 tcp_open srv 127.0.0.1 "$LEAN_PORT"
+}
+
+# lean10_sshd_start: the devices' own sshd on OpenSSH 10.0 ($BENCH_OSSH10, built by
+# cross/openssh.sh outside the sandbox), on LEAN10_PORT; sets LEAN10_SSHD to its pid and
+# LEAN10_CONF to its configuration: the one install-server.sh --device-sshd writes where
+# sshd is that binary (first on PATH: it offers mlkem768x25519 there), its own pid file.
+# Run before lean_sshd_start, which writes /etc/phonehome/sshd_config again for 9.2.
+lean10_sshd_start() {
+	LEAN10_CONF=$LAB/srv/lean10-sshd_config
+	PATH="$(dirname "$BENCH_OSSH10"):$PATH" "$REPO_DIR/server-scripts/install-server.sh" \
+		--bin-dir "$BIN_DIR" --device-sshd "$LEAN10_PORT" --no-reload >>"$BENCH_ERRLOG" 2>&1 || return 1
+	sed "s|^PidFile .*|PidFile $LAB/srv/lean10-sshd.pid|" /etc/phonehome/sshd_config >"$LEAN10_CONF"
+	"$BENCH_OSSH10" -t -f "$LEAN10_CONF" >>"$BENCH_ERRLOG" 2>&1 || return 1
+	ip netns exec srv "$BENCH_OSSH10" -D -E "$LAB/srv/lean10-sshd.log" -f "$LEAN10_CONF" &
+	LEAN10_SSHD=$!
+	wait_until 10 tcp_open srv 127.0.0.1 "$LEAN10_PORT"
+}
+
+lean10_sshd_stop() {
+	[[ -n ${LEAN10_SSHD:-} ]] || return 0
+	kill "$LEAN10_SSHD" 2>/dev/null
+	wait "$LEAN10_SSHD" 2>/dev/null || true
+	LEAN10_SSHD=
 }
 
 # lean_sshd_stop: stop it, and point server.conf back at the lab's sshd: --device-sshd set
@@ -124,14 +148,17 @@ fixture_commands() {
 	GATE_DB=(env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/22" poll)
 	# the same through the devices' own sshd (install-server.sh --device-sshd)
 	GATE_LEAN=(env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/$LEAN_PORT" poll)
+	# and through the same on OpenSSH 10.0 (section 3, when cross/openssh.sh built it)
+	GATE_LEAN10=(env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/$LEAN10_PORT" poll)
 	# both again with a dbclient that offers post-quantum key exchange (dropbear >= 2025.87,
 	# OpenWrt 25.12), when cross/dropbear.sh has built one: it picks sntrup761x25519 where
 	# sshd offers it
 	PQ_DBCLIENT=$(pq_dbclient)
-	GATE_PQ=() GATE_LEAN_PQ=()
+	GATE_PQ=() GATE_LEAN_PQ=() GATE_LEAN10_PQ=()
 	if [[ -n $PQ_DBCLIENT ]]; then
 		GATE_PQ=(env HOME="$FIX/devhome" "$PQ_DBCLIENT" -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/22" poll)
 		GATE_LEAN_PQ=(env HOME="$FIX/devhome" "$PQ_DBCLIENT" -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/$LEAN_PORT" poll)
+		GATE_LEAN10_PQ=(env HOME="$FIX/devhome" "$PQ_DBCLIENT" -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/$LEAN10_PORT" poll)
 	fi
 }
 

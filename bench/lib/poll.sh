@@ -103,6 +103,31 @@ section_device_poll() {
 	} >"$out"
 }
 
+# build_openssh10: called by bench/run outside the sandbox (the build fetches the source)
+# when section 3 runs. --full builds OpenSSH 10.0p1 with cross/openssh.sh into
+# <target>/openssh-10.0p1 (cached there); the default run uses it when it is built;
+# --quick leaves it out. Sets BENCH_OSSH10 (its sshd) or BENCH_NO_OSSH10 (why not).
+build_openssh10() {
+	BENCH_OSSH10='' BENCH_NO_OSSH10=''
+	local dir=$BENCH_TARGET/openssh-10.0p1 log=$BENCH_TMP/openssh.log
+	if [[ $BENCH_MODE == quick ]]; then
+		BENCH_NO_OSSH10="--quick does not build OpenSSH 10.0 (bench/run --full does, with cross/openssh.sh)"
+	elif [[ $BENCH_MODE != full && ! -x $dir/sbin/sshd ]]; then
+		BENCH_NO_OSSH10="OpenSSH 10.0 is not built (bench/run --full builds it, or: bash cross/openssh.sh $dir)"
+	else
+		bench_log "OpenSSH 10.0p1 for section 3: cross/openssh.sh $dir"
+		if BENCH_OSSH10=$(bash "$BENCH_REPO/cross/openssh.sh" "$dir" 2>"$log"); then
+			cat "$log" >>"$BENCH_ERRLOG"
+		else
+			BENCH_OSSH10=
+			BENCH_NO_OSSH10="cross/openssh.sh failed: $(tail -n 1 "$log")"
+			cat "$log" >>"$BENCH_ERRLOG"
+		fi
+	fi
+	[[ -z $BENCH_NO_OSSH10 ]] || bench_log "section 3, OpenSSH 10.0: not measured: $BENCH_NO_OSSH10"
+	export BENCH_OSSH10 BENCH_NO_OSSH10
+}
+
 # server_cpu_batch N CMD...: sshd's CPU (listener and all it reaped) over N logins, in
 # ms; CMD runs in the server namespace with the status report on stdin
 server_cpu_batch() {
@@ -148,12 +173,18 @@ section_server_poll() {
 	kq=$(((per + 3) / 4))
 	[[ $FIX_PHONEHOME == yes ]] || why=$FIX_PHONEHOME_WHY
 	local t_lean=0 lean_why="" main_sshd=$FIX_SSHD
-	if [[ -n $why ]]; then
-		lean_why=$why
-	elif ! lean_sshd_start; then
-		lean_why="the devices' own sshd did not start (see the error log)"
+	[[ -z $why ]] || lean_why=$why
+	local t_l10=0 l10_why=${BENCH_NO_OSSH10:-}
+	if [[ -n $lean_why ]]; then
+		l10_why=$lean_why
+	elif [[ -z $l10_why ]] && ! lean10_sshd_start; then
+		l10_why="OpenSSH 10.0's sshd did not start with the devices' configuration (see the error log)"
 	fi
-	local t_gpq=0 t_lpq=0 pq_why="" pq_v=""
+	if [[ -z $lean_why ]] && ! lean_sshd_start; then
+		lean_why="the devices' own sshd did not start (see the error log)"
+		[[ -n $l10_why ]] || l10_why=$lean_why
+	fi
+	local t_gpq=0 t_lpq=0 t_l10pq=0 pq_why="" pq_v=""
 	if [[ -n $lean_why ]]; then
 		pq_why=$lean_why
 	elif [[ -z $PQ_DBCLIENT ]]; then
@@ -172,10 +203,19 @@ section_server_poll() {
 			t_lean=$((t_lean + $(server_cpu_batch "$per" "${GATE_LEAN[@]}")))
 			FIX_SSHD=$main_sshd
 		fi
+		if [[ -z $l10_why ]]; then
+			FIX_SSHD=$LEAN10_SSHD
+			t_l10=$((t_l10 + $(server_cpu_batch "$per" "${GATE_LEAN10[@]}")))
+			FIX_SSHD=$main_sshd
+		fi
 		if [[ -z $pq_why ]]; then
 			t_gpq=$((t_gpq + $(server_cpu_batch "$kq" "${GATE_PQ[@]}")))
 			FIX_SSHD=$LEAN_SSHD
 			t_lpq=$((t_lpq + $(server_cpu_batch "$kq" "${GATE_LEAN_PQ[@]}")))
+			if [[ -z $l10_why ]]; then
+				FIX_SSHD=$LEAN10_SSHD
+				t_l10pq=$((t_l10pq + $(server_cpu_batch "$kq" "${GATE_LEAN10_PQ[@]}")))
+			fi
 			FIX_SSHD=$main_sshd
 		fi
 		t_x=$((t_x + $(server_cpu_batch "$kq" "${BASE_SSH_X[@]}")))
@@ -186,10 +226,13 @@ section_server_poll() {
 	if [[ -z $why ]]; then gate_ms=$(calc "$t_gate / $n" 1); fi
 	local lean_ms="" lean_tp=""
 	if [[ -z $lean_why ]]; then lean_ms=$(calc "$t_lean / $n" 1); fi
-	local gpq_ms="" lpq_ms=""
+	local l10_ms="" l10_tp=""
+	if [[ -z $l10_why ]]; then l10_ms=$(calc "$t_l10 / $n" 1); fi
+	local gpq_ms="" lpq_ms="" l10pq_ms=""
 	if [[ -z $pq_why ]]; then
 		gpq_ms=$(calc "$t_gpq / ($kq * $rounds)" 1)
 		lpq_ms=$(calc "$t_lpq / ($kq * $rounds)" 1)
+		if [[ -z $l10_why ]]; then l10pq_ms=$(calc "$t_l10pq / ($kq * $rounds)" 1); fi
 	fi
 	local x_ms pq_ms
 	x_ms=$(calc "$t_x / ($kq * $rounds)" 1)
@@ -199,9 +242,10 @@ section_server_poll() {
 		# both sshds (and all they fork) on cpu 0, the clients on cpu 1; one batch at a time
 		taskset -pc 0 "$FIX_SSHD" >/dev/null
 		[[ -z $lean_ms ]] || taskset -pc 0 "$LEAN_SSHD" >/dev/null
+		[[ -z $l10_ms ]] || taskset -pc 0 "$LEAN10_SSHD" >/dev/null
 		bench_log "server poll: throughput, $n logins of each kind, sshd on cpu 0, clients on cpu 1"
-		# 4 rounds, cat, gate and the gate on the devices' own sshd in turn
-		local s_cat=0 s_gate=0 s_lean=0 q=$(((n + 3) / 4))
+		# 4 rounds, cat, gate and the gate on the devices' own sshd (9.2, 10.0) in turn
+		local s_cat=0 s_gate=0 s_lean=0 s_l10=0 q=$(((n + 3) / 4))
 		for ((r = 0; r < 4; r++)); do
 			s_cat=$(calc "$s_cat + $(server_elapsed "$q" "${BASE_DB[@]}")" 3)
 			if [[ -n $gate_ms ]]; then
@@ -210,14 +254,21 @@ section_server_poll() {
 			if [[ -n $lean_ms ]]; then
 				s_lean=$(calc "$s_lean + $(server_elapsed "$q" "${GATE_LEAN[@]}")" 3)
 			fi
+			if [[ -n $l10_ms ]]; then
+				s_l10=$(calc "$s_l10 + $(server_elapsed "$q" "${GATE_LEAN10[@]}")" 3)
+			fi
 		done
 		cat_tp=$(calc "$q * 4 / $s_cat" 1)
 		if [[ -n $gate_ms ]]; then gate_tp=$(calc "$q * 4 / $s_gate" 1); fi
 		if [[ -n $lean_ms ]]; then lean_tp=$(calc "$q * 4 / $s_lean" 1); fi
+		if [[ -n $l10_ms ]]; then l10_tp=$(calc "$q * 4 / $s_l10" 1); fi
 		taskset -pc "0-$((ncpu - 1))" "$FIX_SSHD" >/dev/null
 	fi
 	lean_sshd_stop
-	local cat_cap gate_cap
+	lean10_sshd_stop
+	local cat_cap gate_cap ossh10=""
+	# the release cross/openssh.sh builds (10.0p1's source names itself OpenSSH_10.0p2)
+	[[ -z $l10_ms ]] || ossh10="OpenSSH $(sed -n 's/^VERSION=//p' "$BENCH_REPO/cross/openssh.sh")"
 	cat_cap=$(calc "1000 / $cat_ms" 1)
 	{
 		echo "## 3. Server cost of one poll"
@@ -244,9 +295,17 @@ section_server_poll() {
 		else
 			echo "| phonehome: the gate on the devices' own sshd | not measured: $lean_why | | | |"
 		fi
+		if [[ -n $l10_ms ]]; then
+			echo "| phonehome: the gate on the devices' own sshd, on $ossh10 (cross/openssh.sh: sshd, sshd-session, sshd-auth; OpenSSL, no PAM) | $l10_ms | $(ratio "$l10_ms" "$cat_ms") | $(calc "1000 / $l10_ms" 1) | ${l10_tp:-not measured: one cpu} |"
+		else
+			echo "| phonehome: the gate on the devices' own sshd, on OpenSSH 10.0 | not measured: $l10_why | | | |"
+		fi
 		if [[ -n $gpq_ms ]]; then
 			echo "| the gate, dbclient $pq_v (offers post-quantum kex: sntrup761x25519 on the shared sshd) ($kq logins) | $gpq_ms | $(ratio "$gpq_ms" "$cat_ms") | $(calc "1000 / $gpq_ms" 1) | |"
 			echo "| the gate on the devices' own sshd, dbclient $pq_v (curve25519 there) ($kq logins) | $lpq_ms | $(ratio "$lpq_ms" "$cat_ms") | $(calc "1000 / $lpq_ms" 1) | |"
+			if [[ -n $l10pq_ms ]]; then
+				echo "| the gate on the devices' own sshd on $ossh10, dbclient $pq_v (mlkem768x25519 offered first there; this dbclient has it) ($kq logins) | $l10pq_ms | $(ratio "$l10pq_ms" "$cat_ms") | $(calc "1000 / $l10pq_ms" 1) | |"
+			fi
 		else
 			echo "| the gate with a dbclient that offers post-quantum kex (>= 2025.87) | not measured: $pq_why | | | |"
 		fi
@@ -268,22 +327,46 @@ section_server_poll() {
 			echo "The devices' own sshd (\`install.sh server --device-sshd PORT\`) against the shared sshd"
 			echo "(the admin's, with the drop-in), the same gate and client, in the same rounds:"
 			echo
-			echo "| a poll (dbclient $(dbclient -V 2>&1 | awk 'NR == 1 {sub(/^v/, "", $2); print $2}')) | shared sshd | devices' own sshd | × shared |"
-			echo "| --- | ---: | ---: | ---: |"
-			echo "| sshd CPU ms / login | $gate_ms | $lean_ms | $(ratio "$lean_ms" "$gate_ms") |"
-			echo "| polls/min per core, CPU-bound (60,000 / ms) | $(calc "60000 / $gate_ms" 0) | $(calc "60000 / $lean_ms" 0) | $(ratio "$gate_ms" "$lean_ms") |"
+			# with OpenSSH 10.0 measured: two more columns, its lean sshd and × shared
+			local h10="" d10="" c10="" tp10="" pq10="" own
+			own=$(/usr/sbin/sshd -V 2>&1 | awk 'NR == 1 {sub(/,$/, "", $1); print $1}')
+			if [[ -n $l10_ms ]]; then
+				h10=" devices' own sshd, $ossh10 | × shared |" d10=" ---: | ---: |"
+				c10=" $l10_ms | $(ratio "$l10_ms" "$gate_ms") |"
+				tp10=" $(calc "60000 / $l10_ms" 0) | $(ratio "$gate_ms" "$l10_ms") |"
+			fi
+			echo "| a poll (dbclient $(dbclient -V 2>&1 | awk 'NR == 1 {sub(/^v/, "", $2); print $2}')) | shared sshd ($own) | devices' own sshd ($own) | × shared |$h10"
+			echo "| --- | ---: | ---: | ---: |$d10"
+			echo "| sshd CPU ms / login | $gate_ms | $lean_ms | $(ratio "$lean_ms" "$gate_ms") |$c10"
+			echo "| polls/min per core, CPU-bound (60,000 / ms) | $(calc "60000 / $gate_ms" 0) | $(calc "60000 / $lean_ms" 0) | $(ratio "$gate_ms" "$lean_ms") |$tp10"
 			if [[ -n $lean_tp ]]; then
-				echo "| polls/min per core, measured (sshd pinned to 1 core) | $(calc "$gate_tp * 60" 0) | $(calc "$lean_tp * 60" 0) | $(ratio "$lean_tp" "$gate_tp") |"
+				[[ -z $l10_tp ]] || tp10=" $(calc "$l10_tp * 60" 0) | $(ratio "$l10_tp" "$gate_tp") |"
+				echo "| polls/min per core, measured (sshd pinned to 1 core) | $(calc "$gate_tp * 60" 0) | $(calc "$lean_tp * 60" 0) | $(ratio "$lean_tp" "$gate_tp") |$tp10"
 			fi
 			if [[ -n $gpq_ms ]]; then
-				echo "| sshd CPU ms / login, dbclient $pq_v | $gpq_ms | $lpq_ms | $(ratio "$lpq_ms" "$gpq_ms") |"
+				[[ -z $l10pq_ms ]] || pq10=" $l10pq_ms | $(ratio "$l10pq_ms" "$gpq_ms") |"
+				echo "| sshd CPU ms / login, dbclient $pq_v | $gpq_ms | $lpq_ms | $(ratio "$lpq_ms" "$gpq_ms") |$pq10"
+			fi
+			if [[ -n $l10_ms ]]; then
+				echo
+				echo "$ossh10 is built here by \`cross/openssh.sh\` (Debian's source, whose \`sshd -V\` says"
+				echo "$("$BENCH_OSSH10" -V 2>&1 | awk 'NR == 1 {sub(/,$/, "", $1); print $1}'); OpenSSL and zlib, no PAM, Kerberos or SELinux): its listener starts"
+				echo "\`sshd-session\` ($(ldd "$(dirname "$BENCH_OSSH10")/../libexec/sshd-session" 2>/dev/null | grep -c '=>') shared libraries) for each"
+				echo "connection, which starts \`sshd-auth\` for the pre-auth part, where 9.2 re-executes the"
+				echo "whole sshd (Debian's build: $(ldd /usr/sbin/sshd 2>/dev/null | grep -c '=>') libraries). It runs the configuration"
+				echo "\`install-server.sh --device-sshd\` writes where sshd is 10.0 (the same, with"
+				echo "mlkem768x25519 offered first; dbclient $(dbclient -V 2>&1 | awk 'NR == 1 {sub(/^v/, "", $2); print $2}') picks curve25519 on both). Its listener's"
+				echo "counters cover sshd-session and sshd-auth: each is reaped by its parent."
+			elif [[ -n $l10_why ]]; then
+				echo
+				echo "OpenSSH 10.0's lean sshd: not measured: $l10_why."
 			fi
 			echo
 			echo "Issue 14's goal is 3,000 polls/min per core on the devices' own sshd."
 			echo "Where its CPU goes and what is left to cut: server-scripts/README.md (install-server.sh)."
 			echo
 		fi
-		echo "Reproduce: \`bench/run\` (section 3; \`--quick\` for 30 logins)."
+		echo "Reproduce: \`bench/run\` (section 3; \`--quick\` for 30 logins, without OpenSSH 10.0; \`--full\` builds it)."
 		echo
 	} >"$out"
 }

@@ -197,7 +197,7 @@ close_port "$ID1" 9970
 
 step "H6. the server reboots (every sshd process ends): back to held within the next tick"
 sshd_stop
-mapfile -t sessions < <(pgrep -x sshd)
+mapfile -t sessions < <(pgrep -x 'sshd|sshd-session|sshd-auth')
 [ "${#sessions[@]}" -gt 0 ] && kill "${sessions[@]}"
 sshd_start || fail "H6 sshd did not start again"
 back=$(date +%s)

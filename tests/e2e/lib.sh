@@ -28,6 +28,10 @@ POLL=${PHONEHOME_E2E_POLL:-3}
 # PHONEHOME_E2E_DEVICE_SSHD=PORT: the server runs the devices' own lean sshd on PORT
 # (install-server.sh --device-sshd) beside the admin's; devices connect there.
 DEVICE_SSHD=${PHONEHOME_E2E_DEVICE_SSHD:-}
+# PHONEHOME_E2E_DEVICE_SSHD_BIN=PATH: that sshd runs the devices' own sshd instead of
+# /usr/sbin/sshd (e.g. OpenSSH 10.0 from cross/openssh.sh), and install-server.sh
+# configures it for that binary (it finds it first on PATH).
+DEVICE_SSHD_BIN=${PHONEHOME_E2E_DEVICE_SSHD_BIN:-/usr/sbin/sshd}
 # The port devices (and a thief with a device's key) connect to.
 DEVICE_PORT=${DEVICE_SSHD:-22}
 SSHD_LOG=$LAB/srv/sshd.log
@@ -220,7 +224,8 @@ EOF
     # PHONEHOME_E2E_INSTALL_SERVER: another installer, only to debug the harness itself.
     local -a lean=()
     [ -z "$DEVICE_SSHD" ] || lean=(--device-sshd "$DEVICE_SSHD" --no-reload)
-    if ! "${PHONEHOME_E2E_INSTALL_SERVER:-$REPO_DIR/server-scripts/install-server.sh}" \
+    if ! PATH="$(dirname "$DEVICE_SSHD_BIN"):$PATH" \
+        "${PHONEHOME_E2E_INSTALL_SERVER:-$REPO_DIR/server-scripts/install-server.sh}" \
         --bin-dir "$BIN_DIR" "${lean[@]}" >"$LAB/srv/install.log" 2>&1; then
         echo "install-server.sh failed:" >&2
         cat "$LAB/srv/install.log" >&2
@@ -258,7 +263,7 @@ sshd_start() {
     if [ -n "$DEVICE_SSHD" ]; then
         # The devices' own sshd, as install-server.sh configured it; its log goes where
         # the admin's does (the syslog stand-in stamps both into auth.log).
-        lab_daemon ip netns exec srv /usr/sbin/sshd -D -E "$SSHD_LOG" -f /etc/phonehome/sshd_config
+        lab_daemon ip netns exec srv "$DEVICE_SSHD_BIN" -D -E "$SSHD_LOG" -f /etc/phonehome/sshd_config
         echo $! >$LAB/srv/device-sshd.pid
     fi
     wait_until 10 tcp_open srv 127.0.0.1 22 && wait_until 10 tcp_open srv 127.0.0.1 "$DEVICE_PORT"

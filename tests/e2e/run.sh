@@ -289,7 +289,7 @@ fi
 check "5 dev1's tunnel serves after the restart" wait_until $((3 * POLL + 15)) admin_reaches dev1 9876
 # Stop: the listener and every session (what a reboot does).
 sshd_stop
-mapfile -t sessions < <(pgrep -x sshd)
+mapfile -t sessions < <(pgrep -x 'sshd|sshd-session|sshd-auth')
 [ "${#sessions[@]}" -gt 0 ] && kill "${sessions[@]}"
 if wait_until 60 state_is "$ID1" stale; then
     pass "5 with the server down, dev1 turns stale in list-devices"
@@ -338,7 +338,7 @@ check "8 dev2 is untouched: 9881 still serves" admin_reaches dev2 9881
 # --- THREATS 16 ------------------------------------------------------------------
 step "THREATS 16: the server's host keys change (dev2 pinned the old ones)"
 sshd_stop
-mapfile -t sessions < <(pgrep -x sshd)
+mapfile -t sessions < <(pgrep -x 'sshd|sshd-session|sshd-auth')
 [ "${#sessions[@]}" -gt 0 ] && kill "${sessions[@]}"
 rm -f /etc/ssh/ssh_host_*
 ssh-keygen -A >/dev/null

@@ -23,7 +23,9 @@
 //! sentence with a vectorised substring search, and only the lines that carry it are
 //! parsed, without allocating; lines over `MAX_LOG_LINE` are skipped; invalid UTF-8 is
 //! tolerated. A long plain log is split into ranges of whole lines, one thread each,
-//! whose findings merge into what one pass finds (tested). Each file is opened once (a
+//! whose findings merge into what one pass finds (tested); each thread reads its range
+//! in chunks, the newest first, so that most lines of a log in time order name a key
+//! that already has a newer login, and are passed over unparsed. Each file is opened once (a
 //! rotation between two opens would read two different files) and must be a regular file
 //! (a FIFO or a device would block or never end). What a scan finds is kept per
 //! (account, fingerprint), so that `logcache` can keep it between runs whatever the

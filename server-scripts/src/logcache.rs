@@ -20,7 +20,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever what is kept changes meaning.
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
 /// How many bytes before a cursor its checksum covers.
 const TAIL: u64 = 4096;
 /// Largest cache read.

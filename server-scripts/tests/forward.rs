@@ -375,20 +375,26 @@ fn wait_shows_a_held_session_and_the_pickup() {
             outcomes
         )
     };
+    // forward-device-port --wait for 22:PORT, its output piped.
+    let wait_for = |port: u16| {
+        r.cmd("forward-device-port")
+            .args([ID1, &format!("22:{port}"), "--wait=15"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The gate's record that the device picked 22:PORT up, a second from now.
+    let picked = |port: u16| {
+        format!(
+            r#"{{"local":22,"remote":{port},"state":"starting","at":{}}}"#,
+            phonehome_plumbing::clock::now() + 1
+        )
+    };
     r.set_session(ID1, &session(""));
-    let child = r
-        .cmd("forward-device-port")
-        .args([ID1, "22:21802", "--wait=15"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = wait_for(21802);
     std::thread::sleep(Duration::from_millis(700));
-    let picked = format!(
-        r#"{{"local":22,"remote":21802,"state":"starting","at":{}}}"#,
-        phonehome_plumbing::clock::now() + 1
-    );
-    r.set_session(ID1, &session(&picked));
+    r.set_session(ID1, &session(&picked(21802)));
     std::thread::sleep(Duration::from_millis(500));
     let mut listener = listen_as(uid, 21802);
     let out = Out::new("forward --wait".into(), child.wait_with_output().unwrap()).ok();
@@ -414,13 +420,7 @@ fn wait_shows_a_held_session_and_the_pickup() {
     // forward-device-port is stopped (SIGSTOP) once it has said the session, both
     // happen, then it goes on.
     r.set_session(ID1, &session(""));
-    let mut child = r
-        .cmd("forward-device-port")
-        .args([ID1, "22:21804", "--wait=15"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = wait_for(21804);
     let mut said = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut text = String::new();
     while !text.contains("holds a session now") {
@@ -439,11 +439,7 @@ fn wait_shows_a_held_session_and_the_pickup() {
         assert!(ok.success());
     };
     signal("-STOP");
-    let picked = format!(
-        r#"{{"local":22,"remote":21804,"state":"starting","at":{}}}"#,
-        phonehome_plumbing::clock::now() + 1
-    );
-    r.set_session(ID1, &session(&picked));
+    r.set_session(ID1, &session(&picked(21804)));
     let mut listener = listen_as(uid, 21804);
     std::thread::sleep(Duration::from_millis(500));
     signal("-CONT");

@@ -854,7 +854,7 @@ fn scan_into(
         offset: local_offset(f.now),
         memo: TimeMemo::default(),
     };
-    let mut out = Out { hits, complete: 0 };
+    let mut complete = 0;
     let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + MAX_LOG_LINE);
     let mut skipping: Option<Skipping> = None;
     // What a sentence cut by a read boundary needs kept while skipping.
@@ -877,8 +877,8 @@ fn scan_into(
             let Some(i) = memchr::memchr(b'\n', &buf) else {
                 sk.carried |= memmem::find(&buf, SENTENCE).is_some();
                 if at_end {
-                    out.hits.skipped_long += u64::from(sk.carried);
-                    return Ok(out.complete);
+                    hits.skipped_long += u64::from(sk.carried);
+                    return Ok(complete);
                 }
                 let drop = buf.len().saturating_sub(keep);
                 sk.bytes += drop as u64;
@@ -886,8 +886,8 @@ fn scan_into(
                 continue;
             };
             sk.carried |= memmem::find(&buf[..i], SENTENCE).is_some();
-            out.hits.skipped_long += u64::from(sk.carried);
-            out.complete += sk.bytes + i as u64 + 1;
+            hits.skipped_long += u64::from(sk.carried);
+            complete += sk.bytes + i as u64 + 1;
             buf.drain(..=i);
             skipping = None;
         }
@@ -895,10 +895,10 @@ fn scan_into(
         // (but `complete` stops before it: it is read again next time).
         let lines_end = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
         let cut = if at_end { buf.len() } else { lines_end };
-        out.hits.block(&buf[..cut], &mut pass, json == Some(true));
-        out.complete += lines_end as u64;
+        hits.block(&buf[..cut], &mut pass, json == Some(true));
+        complete += lines_end as u64;
         if at_end {
-            return Ok(out.complete);
+            return Ok(complete);
         }
         buf.drain(..cut);
         if buf.len() > MAX_LOG_LINE {
@@ -913,12 +913,6 @@ fn scan_into(
             skipping = Some(sk);
         }
     }
-}
-
-/// What [`scan_into`] fills as it goes.
-struct Out<'a> {
-    hits: &'a mut Hits,
-    complete: u64,
 }
 
 /// Scan an open log file from byte `from`, gunzipping it when it starts with the gzip

@@ -34,7 +34,6 @@
 use memchr::memmem;
 use phonehome_plumbing::clock::{civil_from_days, local_offset, unix_from_civil};
 use phonehome_plumbing::files::{self, Follow};
-use phonehome_plumbing::text::Ip;
 use phonehome_protocol::DeviceId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -456,11 +455,6 @@ fn device_number(account: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// The account of a device number.
-fn account_of(n: u64) -> String {
-    format!("{}{:012x}", phonehome_protocol::ACCOUNT_PREFIX, n)
-}
-
 /// Hashes a device number with one multiplication (the numbers are MAC addresses: their
 /// low bits vary, the multiplication spreads them).
 #[derive(Default)]
@@ -522,27 +516,17 @@ pub struct Hits {
     pub skipped_foreign: u64,
 }
 
-/// `Hits` as it is stored: a flat list of (device number, the fingerprint's base64, time,
-/// address, port) — numbers rather than names, no object per login, the fingerprint
-/// borrowed from the file: a fleet of thousands is read back and written every run.
-/// `I` is the address: `IpAddr` read, [`IpText`] written.
+/// `Hits` as it is stored (`logcache`, a binary file): a flat list of (device number,
+/// the fingerprint's base64, time, address, port), numbers rather than names, the
+/// fingerprint borrowed from the file: a fleet of thousands is read back and written
+/// every run.
 #[derive(Serialize, Deserialize)]
-struct StoredHits<'a, I> {
+struct StoredHits<'a> {
     #[serde(borrow)]
-    logins: Vec<(u64, &'a str, i64, I, u16)>,
-    #[serde(default)]
-    refused: std::collections::BTreeMap<String, Vec<Refusal>>,
+    logins: Vec<(u64, &'a str, i64, IpAddr, u16)>,
+    refused: Vec<(u64, Vec<Refusal>)>,
     skipped_long: u64,
     skipped_foreign: u64,
-}
-
-/// An address stored as `IpAddr` stores it, written by the faster [`Ip`].
-struct IpText(IpAddr);
-
-impl Serialize for IpText {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&Ip(self.0))
-    }
 }
 
 /// Device numbers are 12 hex digits.
@@ -551,7 +535,7 @@ const MAX_DEVICE_NUMBER: u64 = (1 << 48) - 1;
 /// What a cache holds is checked as a log line is: a device number, 43 base64 bytes.
 impl<'de> Deserialize<'de> for Hits {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hits, D::Error> {
-        let s = StoredHits::<IpAddr>::deserialize(d)?;
+        let s = StoredHits::deserialize(d)?;
         let logins = s
             .logins
             .into_iter()
@@ -573,7 +557,7 @@ impl<'de> Deserialize<'de> for Hits {
         let refused = s
             .refused
             .into_iter()
-            .filter_map(|(account, r)| Some((device_number(&account)?, r)))
+            .filter(|(device, _)| *device <= MAX_DEVICE_NUMBER)
             .collect();
         Ok(Hits {
             logins,
@@ -593,14 +577,10 @@ impl Serialize for Hits {
                 .iter()
                 .filter_map(|(k, l)| {
                     let b64 = std::str::from_utf8(&k.fingerprint).ok()?;
-                    Some((k.device, b64, l.time, IpText(l.from), l.port))
+                    Some((k.device, b64, l.time, l.from, l.port))
                 })
                 .collect(),
-            refused: self
-                .refused
-                .iter()
-                .map(|(n, r)| (account_of(*n), r.clone()))
-                .collect(),
+            refused: self.refused.iter().map(|(n, r)| (*n, r.clone())).collect(),
             skipped_long: self.skipped_long,
             skipped_foreign: self.skipped_foreign,
         }
@@ -1421,7 +1401,8 @@ mod tests {
 
     /// What a scan found survives being stored and read back; a stored login that no
     /// log line could have given (a device number past 12 hex digits, a fingerprint
-    /// that is not 43 base64 characters) is dropped on reading.
+    /// that is not 43 base64 characters) is dropped on reading, and so are refusals of
+    /// such a number.
     #[test]
     fn hits_stored_and_read_back() {
         let now = unix_from_civil(2026, 11, 21, 12, 0, 0);
@@ -1431,24 +1412,19 @@ mod tests {
             line("2026-11-21T11:00:00Z", "other")
         );
         let hits = scan(text.as_bytes(), &filter(now)).unwrap().hits;
-        let json = serde_json::to_string(&hits).unwrap();
-        assert_eq!(serde_json::from_str::<Hits>(&json).unwrap(), hits);
+        let bytes = postcard::to_stdvec(&hits).unwrap();
+        assert_eq!(postcard::from_bytes::<Hits>(&bytes).unwrap(), hits);
         assert_eq!(hits.skipped_foreign, 1);
-        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        let good = v["logins"][0].clone();
-        let mut far = good.clone();
-        far[0] = serde_json::json!(1u64 << 48);
-        let mut short = good.clone();
-        short[1] = serde_json::json!("AAAA");
-        v["logins"] = serde_json::json!([far, short, good.clone()]);
-        let back: Hits = serde_json::from_str(&v.to_string()).unwrap();
+        let mut stored: StoredHits = postcard::from_bytes(&bytes).unwrap();
+        let good = stored.logins[0];
+        let far = (1u64 << 48, good.1, good.2, good.3, good.4);
+        let short = (good.0, "AAAA", good.2, good.3, good.4);
+        let odd_text = format!("{}\"", "A".repeat(42));
+        let odd = (good.0, odd_text.as_str(), good.2, good.3, good.4);
+        stored.logins = vec![far, short, odd, good];
+        stored.refused = vec![(1u64 << 48, vec![])];
+        let back: Hits = postcard::from_bytes(&postcard::to_stdvec(&stored).unwrap()).unwrap();
         assert_eq!(back, hits, "only the good login is read back");
-        // A fingerprint JSON had to escape is no fingerprint: the whole cache is
-        // refused (logcache then reads every log whole).
-        let mut odd = good;
-        odd[1] = serde_json::json!(format!("{}\"", "A".repeat(42)));
-        v["logins"] = serde_json::json!([odd]);
-        assert!(serde_json::from_str::<Hits>(&v.to_string()).is_err());
     }
 
     /// A file scanned in ranges by several threads gives what one pass over it gives,

@@ -405,7 +405,12 @@ fn incremental_listing_equals_a_full_scan_and_changes_no_state() {
         conclusions(&inc)
     };
     accepted(&r, "var/log/auth.log", now - 900, ID1, FP1, "192.0.2.1");
+    // An earlier release's JSON cache is not read, and is removed.
+    let old_cache = r.path("var/cache/phonehome/logscan.json");
+    std::fs::create_dir_all(old_cache.parent().unwrap()).unwrap();
+    std::fs::write(&old_cache, r#"{"format":5,"hosts":[],"files":[]}"#).unwrap();
     both("first run", false);
+    assert!(!old_cache.exists());
     // Appended: only the new bytes are read, the answer moves on.
     accepted(&r, "var/log/auth.log", now - 600, ID2, FP4, "192.0.2.2");
     let c = both("appended", true);
@@ -449,7 +454,7 @@ fn incremental_listing_equals_a_full_scan_and_changes_no_state() {
     both("foreign", true);
     // Listing wrote nothing in the state directory; the cursors are in the cache.
     assert_eq!(snapshot(&r.path("var/lib/phonehome")), state_before);
-    let cache = r.path("var/cache/phonehome/logscan.json");
+    let cache = r.path("var/cache/phonehome/logscan.bin");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,

@@ -14,7 +14,8 @@
 //!   device- or log-supplied string goes through before a person sees it;
 //! - [`settings`]: the `name = value` file format both sides' config files use;
 //! - [`sockdiag`]: the listening TCP sockets, from the kernel;
-//! - [`tempdir`]: private temp directories for tests.
+//! - [`tempdir`]: private temp directories for tests;
+//! - [`threads`]: how many threads can run, and items mapped on scoped threads in order.
 //!
 //! std and libc only, `io::Result` everywhere: the callers add the context (which
 //! file, which command) that makes an error worth reading. `unsafe` lives in
@@ -31,4 +32,5 @@ pub mod settings;
 pub mod sockdiag;
 pub mod tempdir;
 pub mod text;
+pub mod threads;
 pub mod watch;

@@ -38,13 +38,6 @@ pub const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 /// Wake-up interval when the kernel has no pidfd to wait on.
 const FALLBACK_TICK: Duration = Duration::from_millis(50);
 
-/// How many threads can run at once here (cgroup quotas included), asked once: std
-/// reads /proc and the cgroup files each time.
-pub fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
 /// The real uid of this process.
 pub fn getuid() -> u32 {
     // SAFETY: getuid has no arguments, cannot fail and touches no memory of ours.

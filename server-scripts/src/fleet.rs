@@ -19,6 +19,7 @@ use crate::requests::{self, Request};
 use phonehome_plumbing::clock::now;
 use phonehome_plumbing::files::{self, Follow};
 use phonehome_plumbing::text::Ip;
+use phonehome_plumbing::threads;
 use phonehome_protocol::{DeviceId, TunnelState};
 use std::path::PathBuf;
 
@@ -116,7 +117,7 @@ pub fn read(paths: &Paths, explicit: &[PathBuf], use_cache: bool) -> Result<Flee
             let removed = removed_rows(paths, &devices);
             (devices, statuses, removed)
         });
-        let src = src.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let src = threads::rejoin(src);
         (records, src)
     });
     let (devices, statuses, removed) = records?;
@@ -138,26 +139,11 @@ pub fn read(paths: &Paths, explicit: &[PathBuf], use_cache: bool) -> Result<Flee
 /// fleet is large (the cost is the kernel's, a file at a time, and it shares cores well).
 fn read_statuses(paths: &Paths, devices: &[DeviceRecord]) -> Vec<Result<Option<Status>>> {
     let reader = gate_status::Reader::new(paths);
-    let threads = phonehome_plumbing::process::cores().min(MAX_STATUS_THREADS);
-    let per_thread = devices.len().div_ceil(threads).max(MIN_STATUS_CHUNK);
-    let reader = &reader;
-    std::thread::scope(|s| {
-        let parts: Vec<_> = devices
-            .chunks(per_thread)
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|d| reader.read(paths, &d.id))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
+    let per_thread = devices
+        .len()
+        .div_ceil(threads::cores().min(MAX_STATUS_THREADS))
+        .max(MIN_STATUS_CHUNK);
+    threads::map(devices, per_thread, |d| reader.read(paths, &d.id))
 }
 
 /// `--log` files must exist and be regular files (a FIFO or /dev/zero would hang).

@@ -911,7 +911,7 @@ pub fn scan_file(file: &mut std::fs::File, from: u64, f: &Filter) -> std::io::Re
     }
     let json = head.first().map(|b| *b == b'{');
     drop(input);
-    let threads = phonehome_plumbing::process::cores().min(MAX_SCAN_THREADS);
+    let threads = phonehome_plumbing::threads::cores().min(MAX_SCAN_THREADS);
     scan_ranges(file, from, f, json, threads, MIN_SCAN_RANGE, SCAN_CHUNK)
 }
 
@@ -928,19 +928,11 @@ fn scan_ranges(
 ) -> std::io::Result<Scanned> {
     let len = file.metadata()?.len();
     let starts = ranges(file, from, len, threads, min_range)?;
-    let parts = std::thread::scope(|s| {
-        let workers: Vec<_> = starts
-            .iter()
-            .enumerate()
-            .map(|(i, &start)| {
-                let end = starts.get(i + 1).copied();
-                s.spawn(move || scan_newest_first(file, (start, end, len), f, json, chunk))
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect::<Vec<_>>()
+    let spans: Vec<_> = (0..starts.len())
+        .map(|i| (starts[i], starts.get(i + 1).copied(), len))
+        .collect();
+    let parts = phonehome_plumbing::threads::map(&spans, 1, |&span| {
+        scan_newest_first(file, span, f, json, chunk)
     });
     let mut out = Scanned::default();
     for (part, start) in parts.into_iter().zip(&starts) {

@@ -25,8 +25,10 @@
 //! tolerated. A long plain log is split into ranges of whole lines, one thread each,
 //! whose findings merge into what one pass finds (tested); each thread reads its range
 //! in chunks, the newest first, so that most lines of a log in time order name a key
-//! that already has a newer login, and are passed over unparsed. Each file is opened once (a
-//! rotation between two opens would read two different files) and must be a regular file
+//! that already has a newer login, and are passed over after one look-up; those
+//! look-ups, mostly cache misses, are made in batches so that they overlap. Each file is
+//! opened once (a rotation between two opens would read two different files) and must
+//! be a regular file
 //! (a FIFO or a device would block or never end). What a scan finds is kept per
 //! (account, fingerprint), so that `logcache` can keep it between runs whatever the
 //! registry later says.
@@ -62,6 +64,8 @@ const MIN_SCAN_RANGE: u64 = 8 << 20;
 const MAX_SCAN_THREADS: usize = 4;
 /// A thread's range is read in chunks of about this many bytes, the newest first.
 const SCAN_CHUNK: u64 = 4 << 20;
+/// Accepted lines whose keys are looked up together (`Hits::accepted_lines`).
+const LOOKUP_BATCH: usize = 32;
 
 /// A login of a device account, as far as the log says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -448,11 +452,26 @@ pub struct Filter {
 /// A device's id as a number (its 12 hex digits), the key of the scan's table: cheap
 /// to hash, no string kept per line. `None` unless `account` is a device account.
 fn device_number(account: &str) -> Option<u64> {
-    let hex = account.strip_prefix(phonehome_protocol::ACCOUNT_PREFIX)?;
-    if !DeviceId::is_valid(hex) {
+    hex12(
+        account
+            .strip_prefix(phonehome_protocol::ACCOUNT_PREFIX)?
+            .as_bytes(),
+    )
+}
+
+/// 12 lowercase hex digits (a device id, `DeviceId::is_valid`) as a number.
+fn hex12(hex: &[u8]) -> Option<u64> {
+    if hex.len() != 12 {
         return None;
     }
-    u64::from_str_radix(hex, 16).ok()
+    hex.iter().try_fold(0u64, |n, b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        Some(n << 4 | u64::from(digit))
+    })
 }
 
 /// Hashes a device number with one multiplication (the numbers are MAC addresses: their
@@ -644,30 +663,14 @@ impl Hits {
     /// already kept with a newer login: then nothing in the line can change what is
     /// kept (a login replaces only an older one), valid or forged, and it is not
     /// parsed. A log scanned newest part first (`scan_ranges`) skips most of its lines
-    /// here. The account is right after the sentence, the fingerprint ends the line.
+    /// here.
     fn has_newer(&self, time: i64, msg: &str) -> bool {
-        let b = msg.as_bytes();
-        let Some(rest) = b.strip_prefix(SENTENCE) else {
-            return false;
-        };
-        let prefix = phonehome_protocol::ACCOUNT_PREFIX.len();
-        if rest.len() < prefix + 12 + 43 {
-            return false;
-        }
-        let Some(device) = std::str::from_utf8(&rest[prefix..prefix + 12])
-            .ok()
-            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-        else {
-            return false;
-        };
-        let mut fingerprint = [0u8; 43];
-        fingerprint.copy_from_slice(&b[b.len() - 43..]);
-        self.logins
-            .get(&Key {
-                device,
-                fingerprint,
-            })
-            .is_some_and(|l| l.time > time)
+        unchecked_key(msg.as_bytes()).is_some_and(|k| self.newer(time, &k))
+    }
+
+    /// True when `k` is kept with a login newer than `time`.
+    fn newer(&self, time: i64, k: &Key) -> bool {
+        self.logins.get(k).is_some_and(|l| l.time > time)
     }
 
     /// Keep `login` under `k` if it is the newest. Two logins of one second are told
@@ -699,7 +702,7 @@ impl Hits {
     /// The newest login of device `id` with `fingerprint`, not dated beyond the clock
     /// skew ahead of `now`; `Err(())` if the only ones are from the future.
     pub fn latest(&self, id: &DeviceId, fingerprint: &str, now: i64) -> Option<Result<Login, ()>> {
-        let device = u64::from_str_radix(id.as_str(), 16).ok()?;
+        let device = hex12(id.as_str().as_bytes())?;
         let l = *self.logins.get(&Key::new(device, fingerprint)?)?;
         Some(if l.time > now + MAX_CLOCK_SKEW_SECS {
             Err(())
@@ -734,31 +737,105 @@ impl Hits {
     /// Scan the complete lines of `block`: only those that carry a sentence (or, in
     /// a journald export, a byte-array message) are parsed.
     fn block(&mut self, block: &[u8], p: &mut Pass, json: bool) {
-        for needle in std::iter::once(SENTENCE).chain(REFUSED_NEEDLES) {
+        self.accepted_lines(block, p);
+        let others = if json {
+            &[REFUSED_NEEDLES[0], REFUSED_NEEDLES[1], BYTE_MESSAGE][..]
+        } else {
+            &REFUSED_NEEDLES[..]
+        };
+        for needle in others {
             let mut done = 0;
             for at in memmem::find_iter(block, needle) {
-                done = self.line_at(block, at, done, p);
-            }
-        }
-        if json {
-            let mut done = 0;
-            for at in memmem::find_iter(block, BYTE_MESSAGE) {
-                done = self.line_at(block, at, done, p);
+                if let Some(line) = line_around(block, at, &mut done) {
+                    self.line(&block[line], p);
+                }
             }
         }
     }
 
-    /// Scan the line of `block` around byte `at`, unless it ends before `done` (a
-    /// second hit on a line already scanned); returns where the next line starts.
-    fn line_at(&mut self, block: &[u8], at: usize, done: usize, p: &mut Pass) -> usize {
-        let start = memchr::memrchr(b'\n', &block[..at]).map_or(0, |i| i + 1);
-        if start < done {
-            return done;
+    /// The lines of `block` that carry the accepted sentence, `LOOKUP_BATCH` at a time:
+    /// the key and time of each are read first, then all of the batch's keys are
+    /// looked up together, then only the lines whose key has no newer login kept are
+    /// scanned. A look-up is mostly a cache miss (one table entry of thousands); made
+    /// one after the other, without a line's parsing between them, they overlap. A key
+    /// looked up before the lines just ahead of it were kept may miss a newer login:
+    /// then its line is scanned in full, which gives the same answer.
+    fn accepted_lines(&mut self, block: &[u8], p: &mut Pass) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(LOOKUP_BATCH);
+        let mut done = 0;
+        for at in memmem::find_iter(block, SENTENCE) {
+            let Some(line) = line_around(block, at, &mut done) else {
+                continue;
+            };
+            let key = quick_key(&block[line.clone()], p);
+            batch.push((line, key));
+            if batch.len() == LOOKUP_BATCH {
+                self.scan_batch(block, &mut batch, p);
+            }
         }
-        let end = memchr::memchr(b'\n', &block[at..]).map_or(block.len(), |i| at + i);
-        self.line(&block[start..end], p);
-        end + 1
+        self.scan_batch(block, &mut batch, p);
     }
+
+    /// Look up the keys of `batch`, then scan its lines that may change something.
+    fn scan_batch(&mut self, block: &[u8], batch: &mut Vec<Pending>, p: &mut Pass) {
+        let mut newer = [false; LOOKUP_BATCH];
+        for (n, (_, key)) in newer.iter_mut().zip(batch.iter()) {
+            *n = key.as_ref().is_some_and(|(time, k)| self.newer(*time, k));
+        }
+        for (n, (range, _)) in newer.iter().zip(batch.drain(..)) {
+            if !n {
+                self.line(&block[range], p);
+            }
+        }
+    }
+}
+
+/// An accepted line of a block waiting for its look-up: where it is, and its time and
+/// key when [`quick_key`] could read them.
+type Pending = (std::ops::Range<usize>, Option<(i64, Key)>);
+
+/// The line of `block` around byte `at` (without its newline), unless it starts before
+/// `done` (a second hit on a line already scanned); `done` moves past it.
+fn line_around(block: &[u8], at: usize, done: &mut usize) -> Option<std::ops::Range<usize>> {
+    let start = memchr::memrchr(b'\n', &block[..at]).map_or(0, |i| i + 1);
+    if start < *done {
+        return None;
+    }
+    let end = memchr::memchr(b'\n', &block[at..]).map_or(block.len(), |i| at + i);
+    *done = end + 1;
+    Some(start..end)
+}
+
+/// The key of an accepted-login message read without checking it: the account is
+/// right after the sentence, the fingerprint ends the line.
+fn unchecked_key(msg: &[u8]) -> Option<Key> {
+    let rest = msg.strip_prefix(SENTENCE)?;
+    let prefix = phonehome_protocol::ACCOUNT_PREFIX.len();
+    if rest.len() < prefix + 12 + 43 {
+        return None;
+    }
+    let device = hex12(&rest[prefix..prefix + 12])?;
+    let mut fingerprint = [0u8; 43];
+    fingerprint.copy_from_slice(&msg[msg.len() - 43..]);
+    Some(Key {
+        device,
+        fingerprint,
+    })
+}
+
+/// The time and unchecked key of a syslog line that `Hits::has_newer` would look up
+/// (a line of this host, valid UTF-8, its message an accepted login); `None` for any
+/// other, which is scanned in full.
+fn quick_key(line: &[u8], p: &mut Pass) -> Option<(i64, Key)> {
+    if line.len() > MAX_LOG_LINE || line.first() == Some(&b'{') {
+        return None;
+    }
+    let text = std::str::from_utf8(line).ok()?;
+    let e = parse_syslog_line_with(text, p.filter.now, p.offset, &mut p.memo)?;
+    if !p.filter.hosts.iter().any(|h| h == e.host) {
+        return None;
+    }
+    Some((e.time, unchecked_key(e.msg.as_bytes())?))
 }
 
 /// What one scan carries from line to line besides its hits.
@@ -817,17 +894,20 @@ pub fn scan(input: impl Read, f: &Filter) -> std::io::Result<Scanned> {
 /// not tell (a range in the middle of a file).
 fn scan_as(input: impl Read, f: &Filter, json: Option<bool>) -> std::io::Result<Scanned> {
     let mut out = Scanned::default();
-    out.complete = scan_into(input, f, json, &mut out.hits)?;
+    out.complete = scan_into(input, f, json, &mut out.hits, &mut Vec::new())?;
     Ok(out)
 }
 
 /// [`scan_as`] into `hits`, which may hold what newer parts of the log gave; returns
-/// how far the input was read (the end of its last complete line).
+/// how far the input was read (the end of its last complete line). `buf` is the
+/// block read and what is carried from the last one: zeroed once, reused by the
+/// caller's next call.
 fn scan_into(
     mut input: impl Read,
     f: &Filter,
     mut json: Option<bool>,
     hits: &mut Hits,
+    buf: &mut Vec<u8>,
 ) -> std::io::Result<u64> {
     let mut pass = Pass {
         filter: f,
@@ -835,64 +915,73 @@ fn scan_into(
         memo: TimeMemo::default(),
     };
     let mut complete = 0;
-    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + MAX_LOG_LINE);
+    if buf.len() < BLOCK + MAX_LOG_LINE {
+        buf.resize(BLOCK + MAX_LOG_LINE, 0);
+    }
+    // The first `have` bytes of `buf` are held: read, not yet scanned (at most
+    // MAX_LOG_LINE at the top of the loop).
+    let mut have = 0;
     let mut skipping: Option<Skipping> = None;
     // What a sentence cut by a read boundary needs kept while skipping.
     let keep = SENTENCE.len() - 1;
     loop {
-        let have = buf.len();
-        buf.resize(have + BLOCK, 0);
         let n = loop {
-            match input.read(&mut buf[have..]) {
+            match input.read(&mut buf[have..have + BLOCK]) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 r => break r?,
             }
         };
-        buf.truncate(have + n);
+        have += n;
         let at_end = n == 0;
-        if json.is_none() && !buf.is_empty() {
+        if json.is_none() && have > 0 {
             json = Some(buf[0] == b'{');
         }
         if let Some(sk) = &mut skipping {
-            let Some(i) = memchr::memchr(b'\n', &buf) else {
-                sk.carried |= memmem::find(&buf, SENTENCE).is_some();
+            let Some(i) = memchr::memchr(b'\n', &buf[..have]) else {
+                sk.carried |= memmem::find(&buf[..have], SENTENCE).is_some();
                 if at_end {
                     hits.skipped_long += u64::from(sk.carried);
                     return Ok(complete);
                 }
-                let drop = buf.len().saturating_sub(keep);
+                let drop = have.saturating_sub(keep);
                 sk.bytes += drop as u64;
-                buf.drain(..drop);
+                drop_front(buf, drop, &mut have);
                 continue;
             };
             sk.carried |= memmem::find(&buf[..i], SENTENCE).is_some();
             hits.skipped_long += u64::from(sk.carried);
             complete += sk.bytes + i as u64 + 1;
-            buf.drain(..=i);
+            drop_front(buf, i + 1, &mut have);
             skipping = None;
         }
         // Complete lines are scanned now; at the end, the unterminated last one too
         // (but `complete` stops before it: it is read again next time).
-        let lines_end = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
-        let cut = if at_end { buf.len() } else { lines_end };
+        let lines_end = memchr::memrchr(b'\n', &buf[..have]).map_or(0, |i| i + 1);
+        let cut = if at_end { have } else { lines_end };
         hits.block(&buf[..cut], &mut pass, json == Some(true));
         complete += lines_end as u64;
         if at_end {
             return Ok(complete);
         }
-        buf.drain(..cut);
-        if buf.len() > MAX_LOG_LINE {
+        drop_front(buf, cut, &mut have);
+        if have > MAX_LOG_LINE {
             // No newline in sight: an over-long line, skipped up to its newline.
             let mut sk = Skipping {
-                carried: memmem::find(&buf, SENTENCE).is_some(),
+                carried: memmem::find(&buf[..have], SENTENCE).is_some(),
                 bytes: 0,
             };
-            let drop = buf.len() - keep;
+            let drop = have - keep;
             sk.bytes += drop as u64;
-            buf.drain(..drop);
+            drop_front(buf, drop, &mut have);
             skipping = Some(sk);
         }
     }
+}
+
+/// Drop the first `n` of the `have` bytes held at the front of `buf`.
+fn drop_front(buf: &mut [u8], n: usize, have: &mut usize) {
+    buf.copy_within(n..*have, 0);
+    *have -= n;
 }
 
 /// Scan an open log file from byte `from`, gunzipping it when it starts with the gzip
@@ -958,6 +1047,7 @@ fn scan_newest_first(
 ) -> std::io::Result<Scanned> {
     let chunks = ranges(file, start, end.unwrap_or(len), usize::MAX, chunk)?;
     let mut out = Scanned::default();
+    let mut buf = Vec::new();
     for (i, &at) in chunks.iter().enumerate().rev() {
         let chunk_end = chunks.get(i + 1).copied().or(end);
         let complete = scan_into(
@@ -969,6 +1059,7 @@ fn scan_newest_first(
             f,
             json,
             &mut out.hits,
+            &mut buf,
         )?;
         // Every chunk but the last ends after a newline: complete to its end.
         if chunk_end == end {
@@ -1389,6 +1480,33 @@ mod tests {
             text.len() - last.trim_end().len(),
             "but is read again next time"
         );
+    }
+
+    /// A device number is read from exactly what `DeviceId::is_valid` accepts.
+    #[test]
+    fn device_numbers() {
+        for hex in [
+            "000000000000",
+            "6466b34bde54",
+            "ffffffffffff",
+            "0123456789ab",
+        ] {
+            assert!(DeviceId::is_valid(hex));
+            assert_eq!(hex12(hex.as_bytes()), u64::from_str_radix(hex, 16).ok());
+        }
+        for bad in [
+            "6466B34BDE54",
+            "6466b34bde5",
+            "6466b34bde545",
+            "6466b34bde5g",
+            "+466b34bde54",
+            "",
+        ] {
+            assert!(!DeviceId::is_valid(bad));
+            assert_eq!(hex12(bad.as_bytes()), None, "{}", bad);
+        }
+        assert_eq!(device_number("device6466b34bde54"), Some(0x6466_b34b_de54));
+        assert_eq!(device_number("root"), None);
     }
 
     /// What a scan found survives being stored and read back; a stored login that no

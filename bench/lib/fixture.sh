@@ -177,12 +177,13 @@ pq_dbclient() {
 	[[ -z $best ]] || echo "$best"
 }
 
-# agent_cmd CLIENT: the agent's poll as dev1 runs it (the lab's dev_flags, client chosen here)
+# agent_cmd CLIENT [BINARY [RUN_SUFFIX]]: the agent's poll as dev1 runs it (the lab's
+# dev_flags, client chosen here); BINARY defaults to BENCH_AGENT, each suffix its own run dir
 # shellcheck disable=SC2034 # AGENT is used by the section scripts
 agent_cmd() {
-	local client=$1 key=$FIX_DEV/id_dropbear
+	local client=$1 bin=${2:-$BENCH_AGENT} key=$FIX_DEV/id_dropbear
 	[[ $client == ssh ]] && key=$FIX_DEV/id_openssh
-	AGENT=("$BENCH_AGENT" --config "$FIX_DEV/phonehome.conf" --run-dir "$FIX_DEV/run-$client"
+	AGENT=("$bin" --config "$FIX_DEV/phonehome.conf" --run-dir "$FIX_DEV/run-$client${3:-}"
 		--key "$key" --known-hosts "$FIX_DEV/known_hosts" --device-id "$FIX_ID"
 		--client "$client" --timeout 15 --keepalive 5 --log stderr poll)
 }

@@ -23,6 +23,20 @@ build_binaries() {
 			BENCH_NO_AGENT="the agent does not build under the router profile"
 		fi
 	fi
+	# The agent as routers run it (static musl, built as cross/build.sh builds it), for
+	# section 2: the host build above is linked dynamically, whose start-up a router's
+	# agent does not pay.
+	BENCH_AGENT_STATIC=
+	BENCH_NO_AGENT_STATIC=
+	if [[ -n $BENCH_AGENT ]]; then
+		if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+			BENCH_NO_AGENT_STATIC="rustup has no x86_64-unknown-linux-musl std here (cross/build.sh x86_64 adds it)"
+		elif (cd "$BENCH_REPO" && cross_cargo x86_64 stable "$BENCH_TARGET" --offline -p phonehome) >>"$BENCH_ERRLOG" 2>&1; then
+			BENCH_AGENT_STATIC=$BENCH_TARGET/x86_64-unknown-linux-musl/router/phonehome
+		else
+			BENCH_NO_AGENT_STATIC="its static musl build failed (see the error log)"
+		fi
+	fi
 	if [[ -z $BENCH_NO_SERVER_TOOLS ]]; then
 		local b
 		for b in add-device forward-device-port list-devices phonehome-gate; do
@@ -37,8 +51,9 @@ build_binaries() {
 	fi
 	# the lab installs and runs the binaries from here
 	export PHONEHOME_BIN_DIR=$BENCH_TARGET/release
-	export BENCH_AGENT BENCH_NO_AGENT BENCH_NO_SERVER_TOOLS
+	export BENCH_AGENT BENCH_NO_AGENT BENCH_AGENT_STATIC BENCH_NO_AGENT_STATIC BENCH_NO_SERVER_TOOLS
 	[[ -n $BENCH_NO_AGENT ]] && bench_log "agent: $BENCH_NO_AGENT"
+	[[ -n $BENCH_NO_AGENT_STATIC ]] && bench_log "static agent: $BENCH_NO_AGENT_STATIC"
 	[[ -n $BENCH_NO_SERVER_TOOLS ]] && bench_log "server tools: $BENCH_NO_SERVER_TOOLS"
 	return 0
 }

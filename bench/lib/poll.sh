@@ -3,20 +3,21 @@
 # ssh login that any "call home" needs anyway (a login and a `cat` of a small file
 # through the same sshd). The device runs in its namespace behind NAT, as in the lab.
 
-# row LABEL "cpu rss wall wmax fails" BASE_CPU BASE_RSS
+# row LABEL "cpu rss wall wmax fails" BASE_CPU BASE_RSS "mean se" BASE_MEAN
 poll_row() {
-	local label=$1 cpu rss wall fails
+	local label=$1 cpu rss wall fails mean se
 	read -r cpu rss wall _ fails <<<"$2"
+	read -r mean se <<<"$5"
 	if [[ $cpu == nan ]]; then
-		echo "| $label | not measured: every run failed | | | | |"
+		echo "| $label | not measured: every run failed | | | | | | |"
 		return
 	fi
 	[[ $fails -gt 0 ]] && label="$label ($fails runs failed)"
-	echo "| $label | $cpu | $(ratio "$cpu" "$3") | $(thousands "$rss") | $(ratio "$rss" "$4") | $wall |"
+	echo "| $label | $cpu | $(ratio "$cpu" "$3") | $mean ± $se | $(ratio "$mean" "$6") | $(thousands "$rss") | $(ratio "$rss" "$4") | $wall |"
 }
 
 section_device_poll() {
-	local out n=$BENCH_REPS
+	local out n=$BENCH_POLL_ROUNDS
 	out=$(section_file 2-device)
 	local b_db b_ssh b_x
 	local st=$FIX/status.json
@@ -40,6 +41,15 @@ section_device_poll() {
 		in_ns dev1 "${AGENT[@]}" </dev/null >>"$BENCH_ERRLOG" 2>&1 || true
 		cmd_save a_ssh dev1 /dev/null "${AGENT[@]}"
 		names+=(a_db a_ssh)
+		if [[ -n $BENCH_AGENT_STATIC ]]; then
+			local c
+			for c in dbclient ssh; do
+				agent_cmd "$c" "$BENCH_AGENT_STATIC" -static
+				in_ns dev1 "${AGENT[@]}" </dev/null >>"$BENCH_ERRLOG" 2>&1 || true
+				cmd_save "s_$c" dev1 /dev/null "${AGENT[@]}"
+				names+=("s_$c")
+			done
+		fi
 	fi
 	bench_log "device poll: $n rounds of ${names[*]}, interleaved"
 	time_interleaved "$n" "${names[@]}"
@@ -52,8 +62,10 @@ section_device_poll() {
 		a_db=$(time_stats a_db)
 		a_ssh=$(time_stats a_ssh)
 	fi
-	local db_cpu db_rss x_cpu x_rss s_cpu
+	local db_cpu db_rss x_cpu x_rss s_cpu db_mean x_mean
 	read -r db_cpu db_rss _ <<<"$b_db"
+	read -r db_mean _ <<<"$(time_cpu_mean b_db)"
+	read -r x_mean _ <<<"$(time_cpu_mean b_x)"
 	read -r x_cpu x_rss _ <<<"$b_x"
 	read -r s_cpu _ <<<"$b_ssh"
 	local kex
@@ -62,23 +74,31 @@ section_device_poll() {
 		echo "## 2. Device cost of one poll"
 		echo
 		echo "CPU (user + sys, the process and every child it waited for) and peak RSS (the largest"
-		echo "single process of that tree, GNU time's %M) of one poll with no request pending: median"
-		echo "of $n rounds (each round runs every row once, in turn, so that a slow spell of a shared"
-		echo "machine hits all rows alike), on the device namespace (behind NAT) against the lab's sshd. The"
+		echo "single process of that tree, GNU time's %M) of one poll with no request pending over"
+		echo "$n rounds (each round runs every row once, in turn, so that a slow spell of a shared"
+		echo "machine hits all rows alike), on the device namespace (behind NAT) against the lab's sshd:"
+		echo "the median, and the mean with its standard error (CPU is counted in whole milliseconds,"
+		echo "so the median of a 20 ms figure moves in steps of 5 %; the mean does not). The"
 		echo "baseline is the bare client doing the same login and a forced \`cat\` of a small file,"
 		echo "with a status report of the agent's size on stdin, through the same sshd."
 		echo
-		echo "| what | CPU ms | × baseline | peak RSS KiB | × baseline | wall ms |"
-		echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-		poll_row "baseline: \`dbclient\` login + cat" "$b_db" "$db_cpu" "$db_rss"
-		poll_row "the same baseline again (A/A: how far this run's noise goes)" "$b_db2" "$db_cpu" "$db_rss"
-		poll_row "baseline: \`ssh\`, curve25519-sha256, login + cat" "$b_x" "$x_cpu" "$x_rss"
-		poll_row "\`ssh\`, OpenSSH default kex (sntrup761x25519), login + cat" "$b_ssh" "$x_cpu" "$x_rss"
+		echo "| what | CPU ms, median | × baseline | CPU ms, mean ± s.e. | × baseline (means) | peak RSS KiB | × baseline | wall ms |"
+		echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+		poll_row "baseline: \`dbclient\` login + cat" "$b_db" "$db_cpu" "$db_rss" "$(time_cpu_mean b_db)" "$db_mean"
+		poll_row "the same baseline again (A/A: how far this run's noise goes)" "$b_db2" "$db_cpu" "$db_rss" "$(time_cpu_mean b_db2)" "$db_mean"
+		poll_row "baseline: \`ssh\`, curve25519-sha256, login + cat" "$b_x" "$x_cpu" "$x_rss" "$(time_cpu_mean b_x)" "$x_mean"
+		poll_row "\`ssh\`, OpenSSH default kex (sntrup761x25519), login + cat" "$b_ssh" "$x_cpu" "$x_rss" "$(time_cpu_mean b_ssh)" "$x_mean"
 		if [[ -n $a_db ]]; then
-			poll_row "\`phonehome poll\` with dbclient (vs dbclient baseline)" "$a_db" "$db_cpu" "$db_rss"
-			poll_row "\`phonehome poll\` with ssh (vs ssh curve25519 baseline)" "$a_ssh" "$x_cpu" "$x_rss"
+			if [[ -n $BENCH_AGENT_STATIC ]]; then
+				poll_row "\`phonehome poll\`, router build (static musl), with dbclient (vs dbclient baseline)" "$(time_stats s_dbclient)" "$db_cpu" "$db_rss" "$(time_cpu_mean s_dbclient)" "$db_mean"
+				poll_row "\`phonehome poll\`, router build (static musl), with ssh (vs ssh curve25519 baseline)" "$(time_stats s_ssh)" "$x_cpu" "$x_rss" "$(time_cpu_mean s_ssh)" "$x_mean"
+			else
+				echo "| \`phonehome poll\`, router build (static musl) | not measured: $BENCH_NO_AGENT_STATIC | | | | | | |"
+			fi
+			poll_row "\`phonehome poll\`, host build (glibc, dynamic), with dbclient (vs dbclient baseline)" "$a_db" "$db_cpu" "$db_rss" "$(time_cpu_mean a_db)" "$db_mean"
+			poll_row "\`phonehome poll\`, host build (glibc, dynamic), with ssh (vs ssh curve25519 baseline)" "$a_ssh" "$x_cpu" "$x_rss" "$(time_cpu_mean a_ssh)" "$x_mean"
 		else
-			echo "| \`phonehome poll\` | not measured: $why | | | | |"
+			echo "| \`phonehome poll\` | not measured: $why | | | | | | |"
 		fi
 		echo
 		echo "OpenSSH's default key exchange (post-quantum sntrup761x25519) costs $(ratio "$s_cpu" "$x_cpu") times"
@@ -95,10 +115,15 @@ section_device_poll() {
 			echo "(post-quantum) key exchange. dbclient 2022.83 negotiates curve25519-sha256."
 		fi
 		echo
+		echo "The router build is what OpenWrt runs (the router profile, statically linked against"
+		echo "musl, built for x86_64 as \`cross/build.sh\` builds it); the host build is the same"
+		echo "profile for this machine's default target, dynamically linked against glibc, whose"
+		echo "start-up (the dynamic linker) is part of its CPU."
+		echo
 		echo "Peak RSS is the largest process of the poll's tree; in every phonehome row it is the"
 		echo "ssh client's own, so the agent itself stays below the client's figure."
 		echo
-		echo "Reproduce: \`bench/run\` (section 2; \`--quick\` for 5 rounds)."
+		echo "Reproduce: \`bench/run --only 2\` ($n rounds; \`--quick\` for 5)."
 		echo
 	} >"$out"
 }

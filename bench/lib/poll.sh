@@ -3,23 +3,25 @@
 # ssh login that any "call home" needs anyway (a login and a `cat` of a small file
 # through the same sshd). The device runs in its namespace behind NAT, as in the lab.
 
-# row LABEL "cpu rss wall wmax fails" BASE_CPU BASE_RSS "mean se" BASE_MEAN
+# poll_row LABEL NAME BASE: the row of NAME's samples, each figure also as a ratio to
+# the same figure of BASE's samples
 poll_row() {
-	local label=$1 cpu rss wall fails mean se
-	read -r cpu rss wall _ fails <<<"$2"
-	read -r mean se <<<"$5"
+	local label=$1 cpu rss wall fails mean se b_cpu b_rss b_mean
+	read -r cpu rss wall _ fails <<<"$(time_stats "$2")"
+	read -r mean se <<<"$(time_cpu_mean "$2")"
+	read -r b_cpu b_rss _ <<<"$(time_stats "$3")"
+	read -r b_mean _ <<<"$(time_cpu_mean "$3")"
 	if [[ $cpu == nan ]]; then
 		echo "| $label | not measured: every run failed | | | | | | |"
 		return
 	fi
 	[[ $fails -gt 0 ]] && label="$label ($fails runs failed)"
-	echo "| $label | $cpu | $(ratio "$cpu" "$3") | $mean ± $se | $(ratio "$mean" "$6") | $(thousands "$rss") | $(ratio "$rss" "$4") | $wall |"
+	echo "| $label | $cpu | $(ratio "$cpu" "$b_cpu") | $mean ± $se | $(ratio "$mean" "$b_mean") | $(thousands "$rss") | $(ratio "$rss" "$b_rss") | $wall |"
 }
 
 section_device_poll() {
 	local out n=$BENCH_POLL_ROUNDS
 	out=$(section_file 2-device)
-	local b_db b_ssh b_x
 	local st=$FIX/status.json
 	fixture_commands "$SRV_IP"
 	cmd_save b_db dev1 "$st" "${BASE_DB[@]}"
@@ -27,7 +29,7 @@ section_device_poll() {
 	cmd_save b_x dev1 "$st" "${BASE_SSH_X[@]}"
 	cmd_save b_db2 dev1 "$st" "${BASE_DB[@]}"
 	local -a names=(b_db b_ssh b_x b_db2)
-	local a_db="" a_ssh="" why=""
+	local why=""
 	if [[ -z $BENCH_AGENT ]]; then
 		why=$BENCH_NO_AGENT
 	elif [[ $FIX_PHONEHOME != yes ]]; then
@@ -53,21 +55,9 @@ section_device_poll() {
 	fi
 	bench_log "device poll: $n rounds of ${names[*]}, interleaved"
 	time_interleaved "$n" "${names[@]}"
-	b_db=$(time_stats b_db)
-	b_ssh=$(time_stats b_ssh)
-	b_x=$(time_stats b_x)
-	local b_db2
-	b_db2=$(time_stats b_db2)
-	if [[ -z $why ]]; then
-		a_db=$(time_stats a_db)
-		a_ssh=$(time_stats a_ssh)
-	fi
-	local db_cpu db_rss x_cpu x_rss s_cpu db_mean x_mean
-	read -r db_cpu db_rss _ <<<"$b_db"
-	read -r db_mean _ <<<"$(time_cpu_mean b_db)"
-	read -r x_mean _ <<<"$(time_cpu_mean b_x)"
-	read -r x_cpu x_rss _ <<<"$b_x"
-	read -r s_cpu _ <<<"$b_ssh"
+	local s_cpu x_cpu
+	read -r s_cpu _ <<<"$(time_stats b_ssh)"
+	read -r x_cpu _ <<<"$(time_stats b_x)"
 	local kex
 	kex=$(grep -rhoE 'KexAlgorithms=[]^A-Za-z0-9@.,+-]+' "$BENCH_REPO/agent/src" 2>/dev/null | head -n1) || true
 	{
@@ -84,19 +74,19 @@ section_device_poll() {
 		echo
 		echo "| what | CPU ms, median | × baseline | CPU ms, mean ± s.e. | × baseline (means) | peak RSS KiB | × baseline | wall ms |"
 		echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-		poll_row "baseline: \`dbclient\` login + cat" "$b_db" "$db_cpu" "$db_rss" "$(time_cpu_mean b_db)" "$db_mean"
-		poll_row "the same baseline again (A/A: how far this run's noise goes)" "$b_db2" "$db_cpu" "$db_rss" "$(time_cpu_mean b_db2)" "$db_mean"
-		poll_row "baseline: \`ssh\`, curve25519-sha256, login + cat" "$b_x" "$x_cpu" "$x_rss" "$(time_cpu_mean b_x)" "$x_mean"
-		poll_row "\`ssh\`, OpenSSH default kex (sntrup761x25519), login + cat" "$b_ssh" "$x_cpu" "$x_rss" "$(time_cpu_mean b_ssh)" "$x_mean"
-		if [[ -n $a_db ]]; then
+		poll_row "baseline: \`dbclient\` login + cat" b_db b_db
+		poll_row "the same baseline again (A/A: how far this run's noise goes)" b_db2 b_db
+		poll_row "baseline: \`ssh\`, curve25519-sha256, login + cat" b_x b_x
+		poll_row "\`ssh\`, OpenSSH default kex (sntrup761x25519), login + cat" b_ssh b_x
+		if [[ -z $why ]]; then
 			if [[ -n $BENCH_AGENT_STATIC ]]; then
-				poll_row "\`phonehome poll\`, router build (static musl), with dbclient (vs dbclient baseline)" "$(time_stats s_dbclient)" "$db_cpu" "$db_rss" "$(time_cpu_mean s_dbclient)" "$db_mean"
-				poll_row "\`phonehome poll\`, router build (static musl), with ssh (vs ssh curve25519 baseline)" "$(time_stats s_ssh)" "$x_cpu" "$x_rss" "$(time_cpu_mean s_ssh)" "$x_mean"
+				poll_row "\`phonehome poll\`, router build (static musl), with dbclient (vs dbclient baseline)" s_dbclient b_db
+				poll_row "\`phonehome poll\`, router build (static musl), with ssh (vs ssh curve25519 baseline)" s_ssh b_x
 			else
 				echo "| \`phonehome poll\`, router build (static musl) | not measured: $BENCH_NO_AGENT_STATIC | | | | | | |"
 			fi
-			poll_row "\`phonehome poll\`, host build (glibc, dynamic), with dbclient (vs dbclient baseline)" "$a_db" "$db_cpu" "$db_rss" "$(time_cpu_mean a_db)" "$db_mean"
-			poll_row "\`phonehome poll\`, host build (glibc, dynamic), with ssh (vs ssh curve25519 baseline)" "$a_ssh" "$x_cpu" "$x_rss" "$(time_cpu_mean a_ssh)" "$x_mean"
+			poll_row "\`phonehome poll\`, host build (glibc, dynamic), with dbclient (vs dbclient baseline)" a_db b_db
+			poll_row "\`phonehome poll\`, host build (glibc, dynamic), with ssh (vs ssh curve25519 baseline)" a_ssh b_x
 		else
 			echo "| \`phonehome poll\` | not measured: $why | | | | | | |"
 		fi

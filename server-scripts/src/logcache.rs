@@ -198,11 +198,9 @@ fn save(path: &Path, cache: &Cache) -> std::io::Result<()> {
         files::ensure_dir(dir, 0o700)?;
     }
     files::write(path, &encode(cache), 0o600, false)?;
+    // An earlier release's cache is only stale bytes: gone or not, the new one stands.
     if let Some(dir) = path.parent() {
-        match std::fs::remove_file(dir.join(OLD_CACHE_FILE)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        let _ = std::fs::remove_file(dir.join(OLD_CACHE_FILE));
     }
     Ok(())
 }

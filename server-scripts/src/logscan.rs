@@ -28,10 +28,9 @@
 //! that already has a newer login, and are passed over after one look-up; those
 //! look-ups, mostly cache misses, are made in batches so that they overlap. Each file is
 //! opened once (a rotation between two opens would read two different files) and must
-//! be a regular file
-//! (a FIFO or a device would block or never end). What a scan finds is kept per
-//! (account, fingerprint), so that `logcache` can keep it between runs whatever the
-//! registry later says.
+//! be a regular file (a FIFO or a device would block or never end). What a scan finds
+//! is kept per (account, fingerprint), so that `logcache` can keep it between runs
+//! whatever the registry later says.
 
 use memchr::memmem;
 use phonehome_plumbing::clock::{civil_from_days, local_offset, unix_from_civil};
@@ -738,12 +737,10 @@ impl Hits {
     /// a journald export, a byte-array message) are parsed.
     fn block(&mut self, block: &[u8], p: &mut Pass, json: bool) {
         self.accepted_lines(block, p);
-        let others = if json {
-            &[REFUSED_NEEDLES[0], REFUSED_NEEDLES[1], BYTE_MESSAGE][..]
-        } else {
-            &REFUSED_NEEDLES[..]
-        };
-        for needle in others {
+        for needle in REFUSED_NEEDLES
+            .into_iter()
+            .chain(json.then_some(BYTE_MESSAGE))
+        {
             let mut done = 0;
             for at in memmem::find_iter(block, needle) {
                 if let Some(line) = line_around(block, at, &mut done) {

@@ -89,7 +89,10 @@ pub fn push_age(out: &mut String, secs: i64) {
 /// Offset of local time from UTC (seconds east) at Unix time `t`, from the system's
 /// time zone (TZ, /etc/localtime): syslog timestamps are local time without a zone.
 // tm_gmtoff is a c_long: 32 bits on armv7 and MIPS, so the cast is needed there.
-#[allow(clippy::unnecessary_cast)]
+// `libc::time_t` is deprecated on musl targets (the libc crate's 32-bit musl time_t will
+// become musl 1.2's 64-bit one); only the server's log scan calls this, and a 32-bit musl
+// build is still right until 2038 (it links musl's time32 `localtime_r`).
+#[allow(clippy::unnecessary_cast, deprecated)]
 pub fn local_offset(t: i64) -> i64 {
     let tt = t as libc::time_t;
     // SAFETY: tm is a plain C struct; all-zero is a valid value.

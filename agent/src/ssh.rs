@@ -132,7 +132,6 @@ pub fn start_poll(
 ) -> Result<PollSession, PollError> {
     let mut cmd = Command::new(&client.program);
     cmd.args(client.poll_args(target)).env("HOME", home);
-    process::die_with_parent(&mut cmd);
     let command = process::render(&cmd);
     log::debug!("running {}", command);
     let limits = Limits {
@@ -140,7 +139,8 @@ pub fn start_poll(
         max_stdout: MAX_INBOX_BYTES,
         max_stderr: MAX_STDERR_BYTES,
     };
-    let session = Session::start(&mut cmd, &limits).map_err(|error| PollError::Spawn {
+    // Tied: a killed agent takes its poll along (THREATS 18).
+    let session = Session::start_tied(&cmd, &limits).map_err(|error| PollError::Spawn {
         command: command.clone(),
         error,
     })?;

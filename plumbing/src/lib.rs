@@ -14,14 +14,14 @@
 //!   device- or log-supplied string goes through before a person sees it;
 //! - [`settings`]: the `name = value` file format both sides' config files use;
 //! - [`sockdiag`]: the listening TCP sockets, from the kernel;
+//! - [`spawn`]: a child started without fork(2) that dies with its parent (the poll);
 //! - [`tempdir`]: private temp directories for tests;
 //! - [`threads`]: how many threads can run, and items mapped on scoped threads in order.
 //!
 //! std and libc only, `io::Result` everywhere: the callers add the context (which
 //! file, which command) that makes an error worth reading. `unsafe` lives in
-//! [`process`], [`lock`], [`clock`], [`watch`], [`sockdiag`] and `files::free_bytes`
-//! only, each call
-//! commented.
+//! [`process`], [`spawn`], [`lock`], [`clock`], [`watch`], [`sockdiag`] and
+//! `files::free_bytes` and `files::Dir::read_bounded` only, each call commented.
 #![deny(unsafe_code)]
 
 pub mod clock;
@@ -30,6 +30,7 @@ pub mod lock;
 pub mod process;
 pub mod settings;
 pub mod sockdiag;
+pub mod spawn;
 pub mod tempdir;
 pub mod text;
 pub mod threads;

@@ -641,7 +641,6 @@ pub enum Event {
 /// the same poll(2). The deadline (kill of the whole group) can be moved. The child is
 /// always reaped: by [`Session::finish`], or killed and reaped when dropped.
 pub struct Session {
-    child: Child,
     w: Watch,
 }
 
@@ -654,18 +653,60 @@ impl Session {
             .stderr(Stdio::piped())
             .process_group(0);
         let mut child = cmd.spawn()?;
-        match Watch::new(&mut child, limits) {
-            Ok(w) => Ok(Session { child, w }),
+        let pipes = [
+            child.stdin.take().map(OwnedFd::from),
+            child.stdout.take().map(OwnedFd::from),
+            child.stderr.take().map(OwnedFd::from),
+        ];
+        Session::watch(child.id(), pipes, limits)
+    }
+
+    /// [`Session::start`], with the child also killed by the kernel when the calling
+    /// thread exits (a killed agent leaves no poll behind), and started without fork(2):
+    /// see [`crate::spawn::spawn_tied`] for what of `cmd` it takes.
+    pub fn start_tied(cmd: &Command, limits: &Limits) -> io::Result<Session> {
+        let child = crate::spawn::spawn_tied(cmd)?;
+        let pipes = [Some(child.stdin), Some(child.stdout), Some(child.stderr)];
+        Session::watch(child.pid, pipes, limits)
+    }
+
+    /// Watch the child `pid` through the parent's ends of its stdin, stdout and stderr;
+    /// killed and reaped if that cannot start.
+    fn watch(
+        pid: u32,
+        [stdin, stdout, stderr]: [Option<OwnedFd>; 3],
+        limits: &Limits,
+    ) -> io::Result<Session> {
+        let w = (|| -> io::Result<Watch> {
+            Ok(Watch {
+                pid,
+                pidfd: Handle::open(pid).ok().and_then(|h| h.fd),
+                deadline: Instant::now() + limits.timeout,
+                input: Input {
+                    fd: owned(stdin)?,
+                    queue: Vec::new(),
+                    closing: false,
+                },
+                out: Pipe::new(owned(stdout)?, limits.max_stdout),
+                err: Pipe::new(owned(stderr)?, limits.max_stderr),
+                exited_at: None,
+                killed: false,
+                timed_out: false,
+                reaped: false,
+            })
+        })();
+        match w {
+            Ok(w) => Ok(Session { w }),
             Err(e) => {
-                let _ = kill_group(child.id(), SIGKILL);
-                let _ = child.wait();
+                let _ = kill_group(pid, SIGKILL);
+                let _ = wait_pid(pid);
                 Err(e)
             }
         }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.w.pid
     }
 
     /// Queue `data` for the child's stdin (dropped if stdin is already closed).
@@ -747,7 +788,7 @@ impl Session {
             self.w.kill();
         }
         // Reaped last: until now the leader's pid (and so the group id) cannot be reused.
-        let status = self.child.wait();
+        let status = wait_pid(self.w.pid);
         self.w.reaped = true;
         result?;
         let status = status?;
@@ -766,8 +807,8 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         if !self.w.reaped {
-            let _ = kill_group(self.child.id(), SIGKILL);
-            let _ = self.child.wait();
+            let _ = kill_group(self.w.pid, SIGKILL);
+            let _ = wait_pid(self.w.pid);
         }
     }
 }
@@ -826,13 +867,28 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-fn owned<T: Into<OwnedFd>>(x: Option<T>) -> io::Result<Option<OwnedFd>> {
-    match x.map(Into::into) {
+fn owned(x: Option<OwnedFd>) -> io::Result<Option<OwnedFd>> {
+    match x {
         Some(fd) => {
             set_nonblocking(fd.as_raw_fd())?;
             Ok(Some(fd))
         }
         None => Ok(None),
+    }
+}
+
+/// Reap `pid` (our child), waiting for it to exit.
+pub(crate) fn wait_pid(pid: u32) -> io::Result<ExitStatus> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waitpid writes only into `status`.
+        if unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) } >= 0 {
+            return Ok(ExitStatus::from_raw(status));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
@@ -908,26 +964,6 @@ struct Watch {
 }
 
 impl Watch {
-    fn new(child: &mut Child, limits: &Limits) -> io::Result<Watch> {
-        let pid = child.id();
-        Ok(Watch {
-            pid,
-            pidfd: Handle::open(pid).ok().and_then(|h| h.fd),
-            deadline: Instant::now() + limits.timeout,
-            input: Input {
-                fd: owned(child.stdin.take())?,
-                queue: Vec::new(),
-                closing: false,
-            },
-            out: Pipe::new(owned(child.stdout.take())?, limits.max_stdout),
-            err: Pipe::new(owned(child.stderr.take())?, limits.max_stderr),
-            exited_at: None,
-            killed: false,
-            timed_out: false,
-            reaped: false,
-        })
-    }
-
     fn kill(&mut self) {
         if !self.killed {
             let _ = kill_group(self.pid, SIGKILL);

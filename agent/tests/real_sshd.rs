@@ -2,8 +2,9 @@
 //! dropbear `dbclient` and the real OpenSSH `ssh`: poll, open a tunnel, talk through it,
 //! withdraw it, see it closed; plus the failures a real server produces (unknown host
 //! key, refused key, refused connection, refused forward). The sshd is a throwaway one
-//! (own config, host key, authorized_keys and gate script in a temp dir), killed by a
-//! Drop guard even when a test panics. Needs root (sshd must switch users).
+//! (own config, host key, authorized_keys and gate script in a temp dir) in a pid
+//! namespace of its own, killed with every process it forked by a Drop guard even when
+//! a test panics. Needs root (sshd must switch users; unshare).
 //!
 //! `PHONEHOME_TEST_DBCLIENT=/path/to/dbclient` runs the dbclient tests with that binary
 //! (the dropbear matrix of `./install.sh test` runs them with every release routers
@@ -77,10 +78,73 @@ fn chosen_dbclient_description() -> Option<String> {
     Some(format!("dbclient {}", version))
 }
 
+/// sshd as the first process of a pid namespace of its own. sshd forks a process for
+/// each connection (which re-executes sshd and reads the host key and the log's path
+/// again), and those outlive a killed listener: one could start after the temp dir was
+/// removed ("Couldn't open logfile" in CI) or recreate the log in it and leave the dir
+/// behind. When the namespace's first process dies the kernel kills every other one,
+/// and `unshare` exits only once they are all gone. A test killed outright takes it
+/// along: `unshare` dies with the test's thread, and `--kill-child` kills sshd with it.
+struct NsSshd {
+    unshare: Child,
+}
+
+impl NsSshd {
+    fn start(args: &[&str]) -> NsSshd {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--kill-child", "/usr/sbin/sshd"])
+            .args(args)
+            .stdin(Stdio::null());
+        phonehome_plumbing::process::die_with_parent(&mut cmd);
+        NsSshd {
+            unshare: cmd.spawn().expect("start unshare --pid /usr/sbin/sshd"),
+        }
+    }
+
+    /// The namespace's first process: sshd, the child `unshare` forked.
+    fn sshd_pid(&self) -> Option<u32> {
+        let pid = self.unshare.id();
+        fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// How sshd ended, if it did (unshare exits with its status).
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.unshare.try_wait().ok().flatten()
+    }
+
+    /// End sshd, and with it every process of its namespace; wait until they are gone.
+    /// SIGTERM first: sshd exits on it, and `unshare` then exits quietly, where a child
+    /// killed outright makes it fail to re-raise SIGKILL on itself ("sigprocmask unblock
+    /// failed"). SIGKILL if sshd has not gone within a few seconds.
+    fn stop(mut self) {
+        use phonehome_plumbing::process::{SIGKILL, SIGTERM};
+        match self
+            .sshd_pid()
+            .and_then(|pid| phonehome_plumbing::process::Handle::open(pid).ok())
+        {
+            Some(sshd) => {
+                let _ = sshd.signal(SIGTERM);
+                if !sshd.wait_exit(Duration::from_secs(5)) {
+                    let _ = sshd.signal(SIGKILL);
+                }
+            }
+            None => {
+                let _ = self.unshare.kill();
+            }
+        }
+        let _ = self.unshare.wait();
+    }
+}
+
 /// A throwaway sshd and the device side of the test.
 struct Server {
     dir: TempDir,
-    sshd: Option<Child>,
+    sshd: Option<NsSshd>,
     port: u16,
     /// The remote port the device key may listen on.
     granted: u16,
@@ -188,17 +252,13 @@ impl Server {
         )
         .unwrap();
         sh(Command::new("/usr/sbin/sshd").args(["-t", "-f", conf.to_str().unwrap()]));
-        let sshd = Command::new("/usr/sbin/sshd")
-            .args([
-                "-D",
-                "-f",
-                conf.to_str().unwrap(),
-                "-E",
-                dir.join("sshd.log").to_str().unwrap(),
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start /usr/sbin/sshd");
+        let sshd = NsSshd::start(&[
+            "-D",
+            "-f",
+            conf.to_str().unwrap(),
+            "-E",
+            dir.join("sshd.log").to_str().unwrap(),
+        ]);
         let mut s = Server {
             dir,
             sshd: Some(sshd),
@@ -216,15 +276,67 @@ impl Server {
         s
     }
 
+    fn sshd_log(&self) -> String {
+        fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+    }
+
+    /// The processes of this sshd's pid namespace that listen on TCP `port`: the
+    /// listening sockets' inodes from /proc/net/tcp{,6}, matched against those
+    /// processes' file descriptors.
+    fn sshd_listeners_on(&self, port: u16) -> Vec<u32> {
+        let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|p| fs::read_to_string(p).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .skip(1)
+                    .filter_map(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        let local_port = f.get(1)?.rsplit_once(':')?.1;
+                        let inode = f.get(9)?;
+                        (f.get(3) == Some(&"0A")
+                            && u16::from_str_radix(local_port, 16).ok() == Some(port))
+                        .then(|| format!("socket:[{inode}]"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let sshd = self
+            .sshd
+            .as_ref()
+            .and_then(NsSshd::sshd_pid)
+            .expect("sshd runs");
+        let ns = fs::read_link(format!("/proc/{sshd}/ns/pid")).expect("sshd's pid namespace");
+        let mut pids = vec![];
+        for e in fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if fs::read_link(format!("/proc/{pid}/ns/pid")).ok().as_ref() != Some(&ns) {
+                continue;
+            }
+            let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+                continue;
+            };
+            let listens = fds.flatten().any(|fd| {
+                fs::read_link(fd.path())
+                    .map(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+                    .unwrap_or(false)
+            });
+            if listens {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
     fn set_inbox(&self, text: &str) {
         fs::write(self.dir.join("inbox"), text).unwrap();
     }
 
     fn dump(&mut self) {
-        if let Some(c) = self.sshd.as_mut() {
-            if let Ok(Some(st)) = c.try_wait() {
-                eprintln!("sshd exited: {}", st);
-            }
+        if let Some(st) = self.sshd.as_mut().and_then(NsSshd::exited) {
+            eprintln!("sshd exited: {}", st);
         }
         eprintln!(
             "--- sshd log\n{}---",
@@ -322,9 +434,8 @@ impl Drop for Server {
                     .status();
             }
         }
-        if let Some(mut c) = self.sshd.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(sshd) = self.sshd.take() {
+            sshd.stop();
         }
         if std::thread::panicking() {
             self.dump();
@@ -412,16 +523,18 @@ fn full_cycle(client: &str) {
         phonehome_protocol::TunnelState::Running
     );
     assert_eq!(srv.status(client)["tunnels"][0]["state"], "running");
+    assert!(
+        !srv.sshd_listeners_on(srv.granted).is_empty(),
+        "the tunnel's port is not sshd's"
+    );
 
-    // Withdraw: the next poll closes it and the server port goes away.
+    // Withdraw: the next poll closes it and sshd stops listening on the port.
     srv.set_inbox("");
     assert_ok(&srv.poll(client, &srv.host_key));
     assert!(
-        wait_for(Duration::from_secs(10), || TcpStream::connect((
-            "127.0.0.1",
-            srv.granted
-        ))
-        .is_err()),
+        wait_for(Duration::from_secs(10), || srv
+            .sshd_listeners_on(srv.granted)
+            .is_empty()),
         "the withdrawn tunnel's port is still open"
     );
     assert_eq!(srv.status(client)["tunnels"].as_array().unwrap().len(), 0);
@@ -551,10 +664,7 @@ fn threat_15_real_clients_report_refused_connections_and_refused_keys() {
         srv.assert_chosen_client(client);
     }
     // Nothing listening.
-    if let Some(mut c) = srv.sshd.take() {
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
+    srv.sshd.take().expect("sshd runs").stop();
     for client in ["dbclient", "ssh"] {
         let start = Instant::now();
         let out = srv.poll(client, &srv.host_key.clone());
@@ -586,8 +696,11 @@ fn threat_14_real_forward_refused_by_the_server_is_reported() {
         let pid = rec["pid"].as_u64().unwrap() as u32;
         assert!(
             wait_for(Duration::from_secs(10), || !alive(pid)),
-            "{}: the refused tunnel kept running",
-            client
+            "{}: the refused tunnel kept running: /proc/{pid}/stat {:?}, cmdline {:?}, its log {:?}",
+            client,
+            fs::read_to_string(format!("/proc/{pid}/stat")),
+            cmdline(pid),
+            fs::read_to_string(run_dir.join(format!("tunnels/{}-{}.log", echo, other))),
         );
         assert_ok(&srv.poll(client, &srv.host_key));
         let report = srv.report();
@@ -602,7 +715,23 @@ fn threat_14_real_forward_refused_by_the_server_is_reported() {
             client,
             err
         );
-        assert!(TcpStream::connect(("127.0.0.1", other)).is_err());
+        // No tunnel on `other`: sshd refused it and listens there with none of its
+        // processes. (Not "nothing accepts a connection there": a parallel test may bind
+        // the port once free_port has let it go, or a connect may pick it as its own
+        // source port and meet itself.)
+        assert!(
+            srv.sshd_log().contains(&format!(
+                "remote forward to host localhost port {other}, but the request was denied"
+            )),
+            "{}: sshd did not log the refusal",
+            client
+        );
+        assert_eq!(
+            srv.sshd_listeners_on(other),
+            Vec::<u32>::new(),
+            "{}",
+            client
+        );
         srv.assert_chosen_client(client);
     }
 }

@@ -53,8 +53,6 @@ const SENTENCE: &[u8] = b"Accepted publickey for ";
 const REFUSED_NEEDLES: [&[u8]; 2] = [b"Failed publickey for ", b"authenticating user "];
 /// Refused logins kept per device account: the newest.
 pub const MAX_REFUSALS: usize = 16;
-/// How a journald export writes a message that is not UTF-8: a byte array.
-const BYTE_MESSAGE: &[u8] = b"\"MESSAGE\":[";
 /// How much of a log is read at a time.
 const BLOCK: usize = 1 << 20;
 /// A plain log is split between threads in ranges of at least this many bytes.
@@ -414,31 +412,45 @@ fn parse_syslog_line_with<'a>(
     })
 }
 
+/// The fields of a `journalctl -o json` line that a scan reads, borrowed from the line
+/// (a string with escapes is the only copy); every other field is skipped unparsed.
+/// journald exports a field that is not printable UTF-8 as an array of bytes; sshd
+/// never logs one (it escapes every other byte as octal before logging), so such a line
+/// fails here and is no sshd line of ours.
+#[derive(Deserialize)]
+struct JournalFields<'a> {
+    #[serde(rename = "_COMM", borrow)]
+    comm: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "_HOSTNAME", borrow)]
+    host: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "__REALTIME_TIMESTAMP", borrow)]
+    micros: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "MESSAGE", borrow)]
+    msg: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// An sshd line of the journal: its time (seconds), host and message.
+pub struct JournalLine<'a> {
+    pub time: i64,
+    pub host: Option<std::borrow::Cow<'a, str>>,
+    pub msg: std::borrow::Cow<'a, str>,
+}
+
 /// A `journalctl -o json` line when it comes from sshd: `_COMM`, which journald sets
 /// itself from the process, must say so (SYSLOG_IDENTIFIER is the client's choice and
 /// does not count). The host is `_HOSTNAME`, also journald's.
-pub fn parse_journal_line(line: &[u8]) -> Option<(i64, Option<String>, String)> {
-    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-    let field = |k: &str| v.get(k).and_then(|x| x.as_str());
-    let prog = field("_COMM")?;
+pub fn parse_journal_line(line: &[u8]) -> Option<JournalLine<'_>> {
+    let v: JournalFields = serde_json::from_slice(line).ok()?;
+    let prog = v.comm?;
     if prog != "sshd" && prog != "sshd-session" {
         return None;
     }
-    let host = field("_HOSTNAME").map(str::to_string);
-    let micros: i64 = field("__REALTIME_TIMESTAMP")?.parse().ok()?;
-    let msg = match v.get("MESSAGE")? {
-        serde_json::Value::String(s) => s.clone(),
-        // journald exports a non-UTF-8 message as an array of bytes.
-        serde_json::Value::Array(a) => {
-            let bytes: Vec<u8> = a
-                .iter()
-                .filter_map(|b| b.as_u64().map(|b| b as u8))
-                .collect();
-            String::from_utf8_lossy(&bytes).into_owned()
-        }
-        _ => return None,
-    };
-    Some((micros.div_euclid(1_000_000), host, msg))
+    let micros: i64 = v.micros?.parse().ok()?;
+    Some(JournalLine {
+        time: micros.div_euclid(1_000_000),
+        host: v.host,
+        msg: v.msg?,
+    })
 }
 
 /// What a scan keeps: the names this server logs under, and the time now.
@@ -718,8 +730,8 @@ impl Hits {
             return;
         }
         if line.first() == Some(&b'{') {
-            if let Some((t, host, msg)) = parse_journal_line(line) {
-                self.offer(t, host.as_deref(), &msg, f);
+            if let Some(j) = parse_journal_line(line) {
+                self.offer(j.time, j.host.as_deref(), &j.msg, f);
             }
             return;
         }
@@ -733,14 +745,10 @@ impl Hits {
         }
     }
 
-    /// Scan the complete lines of `block`: only those that carry a sentence (or, in
-    /// a journald export, a byte-array message) are parsed.
-    fn block(&mut self, block: &[u8], p: &mut Pass, json: bool) {
+    /// Scan the complete lines of `block`: only those that carry a sentence are parsed.
+    fn block(&mut self, block: &[u8], p: &mut Pass) {
         self.accepted_lines(block, p);
-        for needle in REFUSED_NEEDLES
-            .into_iter()
-            .chain(json.then_some(BYTE_MESSAGE))
-        {
+        for needle in REFUSED_NEEDLES {
             let mut done = 0;
             for at in memmem::find_iter(block, needle) {
                 if let Some(line) = line_around(block, at, &mut done) {
@@ -820,12 +828,24 @@ fn unchecked_key(msg: &[u8]) -> Option<Key> {
     })
 }
 
-/// The time and unchecked key of a syslog line that `Hits::has_newer` would look up
-/// (a line of this host, valid UTF-8, its message an accepted login); `None` for any
-/// other, which is scanned in full.
+/// The time and unchecked key of a syslog or journald line that `Hits::has_newer` would
+/// look up (a line of this host, valid UTF-8, its message an accepted login); `None` for
+/// any other, which is scanned in full.
 fn quick_key(line: &[u8], p: &mut Pass) -> Option<(i64, Key)> {
-    if line.len() > MAX_LOG_LINE || line.first() == Some(&b'{') {
+    if line.len() > MAX_LOG_LINE {
         return None;
+    }
+    if line.first() == Some(&b'{') {
+        let j = parse_journal_line(line)?;
+        if !p
+            .filter
+            .hosts
+            .iter()
+            .any(|h| Some(h.as_str()) == j.host.as_deref())
+        {
+            return None;
+        }
+        return Some((j.time, unchecked_key(j.msg.as_bytes())?));
     }
     let text = std::str::from_utf8(line).ok()?;
     let e = parse_syslog_line_with(text, p.filter.now, p.offset, &mut p.memo)?;
@@ -884,25 +904,18 @@ struct Skipping {
 
 /// Scan `input` to its end, in blocks.
 pub fn scan(input: impl Read, f: &Filter) -> std::io::Result<Scanned> {
-    scan_as(input, f, None)
-}
-
-/// [`scan`]; `json`: whether the input is a journald export, when its first byte does
-/// not tell (a range in the middle of a file).
-fn scan_as(input: impl Read, f: &Filter, json: Option<bool>) -> std::io::Result<Scanned> {
     let mut out = Scanned::default();
-    out.complete = scan_into(input, f, json, &mut out.hits, &mut Vec::new())?;
+    out.complete = scan_into(input, f, &mut out.hits, &mut Vec::new())?;
     Ok(out)
 }
 
-/// [`scan_as`] into `hits`, which may hold what newer parts of the log gave; returns
+/// [`scan`] into `hits`, which may hold what newer parts of the log gave; returns
 /// how far the input was read (the end of its last complete line). `buf` is the
 /// block read and what is carried from the last one: zeroed once, reused by the
 /// caller's next call.
 fn scan_into(
     mut input: impl Read,
     f: &Filter,
-    mut json: Option<bool>,
     hits: &mut Hits,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<u64> {
@@ -930,9 +943,6 @@ fn scan_into(
         };
         have += n;
         let at_end = n == 0;
-        if json.is_none() && have > 0 {
-            json = Some(buf[0] == b'{');
-        }
         if let Some(sk) = &mut skipping {
             let Some(i) = memchr::memchr(b'\n', &buf[..have]) else {
                 sk.carried |= memmem::find(&buf[..have], SENTENCE).is_some();
@@ -955,7 +965,7 @@ fn scan_into(
         // (but `complete` stops before it: it is read again next time).
         let lines_end = memchr::memrchr(b'\n', &buf[..have]).map_or(0, |i| i + 1);
         let cut = if at_end { have } else { lines_end };
-        hits.block(&buf[..cut], &mut pass, json == Some(true));
+        hits.block(&buf[..cut], &mut pass);
         complete += lines_end as u64;
         if at_end {
             return Ok(complete);
@@ -995,10 +1005,9 @@ pub fn scan_file(file: &mut std::fs::File, from: u64, f: &Filter) -> std::io::Re
         r.complete = file.metadata()?.len();
         return Ok(r);
     }
-    let json = head.first().map(|b| *b == b'{');
     drop(input);
     let threads = phonehome_plumbing::threads::cores().min(MAX_SCAN_THREADS);
-    scan_ranges(file, from, f, json, threads, MIN_SCAN_RANGE, SCAN_CHUNK)
+    scan_ranges(file, from, f, threads, MIN_SCAN_RANGE, SCAN_CHUNK)
 }
 
 /// Scan a plain file from `from` in up to `threads` ranges of at least `min_range`
@@ -1007,7 +1016,6 @@ fn scan_ranges(
     file: &std::fs::File,
     from: u64,
     f: &Filter,
-    json: Option<bool>,
     threads: usize,
     min_range: u64,
     chunk: u64,
@@ -1018,7 +1026,7 @@ fn scan_ranges(
         .map(|i| (starts[i], starts.get(i + 1).copied(), len))
         .collect();
     let parts = phonehome_plumbing::threads::map(&spans, 1, |&span| {
-        scan_newest_first(file, span, f, json, chunk)
+        scan_newest_first(file, span, f, chunk)
     });
     let mut out = Scanned::default();
     for (part, start) in parts.into_iter().zip(&starts) {
@@ -1039,7 +1047,6 @@ fn scan_newest_first(
     file: &std::fs::File,
     (start, end, len): (u64, Option<u64>, u64),
     f: &Filter,
-    json: Option<bool>,
     chunk: u64,
 ) -> std::io::Result<Scanned> {
     let chunks = ranges(file, start, end.unwrap_or(len), usize::MAX, chunk)?;
@@ -1054,7 +1061,6 @@ fn scan_newest_first(
                 end: chunk_end,
             },
             f,
-            json,
             &mut out.hits,
             &mut buf,
         )?;
@@ -1440,9 +1446,10 @@ mod tests {
             mk("\"_COMM\":\"logger\",\"SYSLOG_IDENTIFIER\":\"sshd\",").as_bytes()
         )
         .is_none());
-        let ok =
-            parse_journal_line(mk("\"_COMM\":\"sshd\",\"_HOSTNAME\":\"srv\",").as_bytes()).unwrap();
-        assert_eq!(ok.1.as_deref(), Some("srv"));
+        let line = mk("\"_COMM\":\"sshd\",\"_HOSTNAME\":\"srv\",");
+        let ok = parse_journal_line(line.as_bytes()).unwrap();
+        assert_eq!(ok.host.as_deref(), Some("srv"));
+        assert_eq!((ok.time, &*ok.msg), (1_795_255_200, msg.as_str()));
     }
 
     #[test]
@@ -1587,8 +1594,7 @@ mod tests {
             for threads in [1, 2, 3, 4] {
                 // Ranges read whole, and in chunks of whole lines, the newest first.
                 for chunk in [u64::MAX, 4096, 50_000] {
-                    let r =
-                        scan_ranges(&file, from, &f, Some(false), threads, 4096, chunk).unwrap();
+                    let r = scan_ranges(&file, from, &f, threads, 4096, chunk).unwrap();
                     let what = format!("{threads} threads, chunks of {chunk}, from {from}");
                     assert_eq!(r.hits, one.hits, "{what}");
                     assert_eq!(r.complete, from + one.complete, "{what}");

@@ -10,6 +10,9 @@ export CARGO_TERM_COLOR=never
 # Builds go to the repo's own target/ whatever the caller's environment says, so that
 # install-server.sh and the tests find the binaries where this script put them.
 export CARGO_TARGET_DIR="$REPO_DIR/target"
+# The router CPUs and how the agent is built for them (cross_host_arch, build_device_agent).
+# shellcheck source=cross/lib.sh
+. "$REPO_DIR/cross/lib.sh"
 export PHONEHOME_BIN_DIR="$CARGO_TARGET_DIR/release"
 
 usage() {
@@ -80,8 +83,8 @@ declare -A PKG_OF=(
 LAB_COMMANDS=(sshd ssh ssh-keygen dropbear dbclient dropbearkey dropbearconvert busybox
     iptables ip ss unshare nsenter useradd timeout jq conntrack cc pgrep python3)
 # And what `test` adds: shellcheck, and what openwrt-package/test.sh and bench/run use
-# (openwrt-package/test.sh builds OpenWrt's opkg, uci and apk with ../shared/openwrt-tools,
-# whose build.sh installs the compilers and libraries it needs itself), Debian's cron for
+# (openwrt-package/test.sh builds OpenWrt's opkg, uci and apk with ../shared/openwrt-tools;
+# its compilers and libraries are BUILD_PACKAGES below), Debian's cron for
 # tests/e2e/newcomer.sh (it runs only inside that test's nodes), script for
 # tests/e2e/demo-interrupt.sh.
 TEST_COMMANDS=(shellcheck python3 strip taskset awk ps gzip tar /usr/bin/time openssl script cron)
@@ -100,6 +103,28 @@ ensure_commands() {
         esac
         missing+=("${PKG_OF[$c]}")
     done
+    apt_install "${missing[@]}"
+}
+
+# The Debian packages of the build scripts `test` runs that install what they lack
+# themselves (../shared/openwrt-tools/build.sh, ../shared/dropbear-versions/build.sh,
+# cross/openssh.sh's BUILD_DEPS): installed before the host snapshot, or the tests would
+# change the host they must leave as it was.
+BUILD_PACKAGES=(cmake make gcc pkg-config libjson-c-dev libzstd-dev meson ninja-build
+    libssl-dev zlib1g-dev autoconf curl)
+
+# ensure_packages PKG...: install those of the Debian packages that are not installed.
+ensure_packages() {
+    local p missing=()
+    for p in "$@"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    apt_install "${missing[@]}"
+}
+
+# apt_install PKG...: install these Debian packages (none: nothing to do).
+apt_install() {
+    local missing=("$@")
     [ "${#missing[@]}" -eq 0 ] && return 0
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     command -v apt-get >/dev/null 2>&1 ||
@@ -118,6 +143,49 @@ ensure_commands() {
     fi
     [ -n "$made_policy" ] && rm -f "$policy"
     [ "$rc" = 0 ] || die "apt-get install ${missing[*]} failed (exit $rc); see its output above"
+}
+
+# device_static_path: where that build lands (empty without such an arch).
+device_static_path() {
+    local arch
+    arch=$(cross_host_arch)
+    [ -n "$arch" ] && echo "$CARGO_TARGET_DIR/$(cross_triple "$arch")/router/phonehome"
+    return 0
+}
+
+# build_device_agent: builds the agent for this machine, prints its path (what it says
+# goes to stderr). The build routers run (router profile, static musl, cross/lib.sh's
+# stable way) where rustup has, or can add, this CPU's musl std: its start costs a poll
+# about 0.7 ms of CPU less than the host's dynamic glibc build (agent/README, "Cost of
+# one poll"). Else the host's build.
+# find_rustup: the rustup on PATH, or beside the cargo find_cargo found when it is not
+# on PATH (sudo, a fresh login); nothing without one.
+find_rustup() {
+    command -v rustup && return 0
+    [ ! -x "$(dirname "$CARGO")/rustup" ] || echo "$(dirname "$CARGO")/rustup"
+}
+
+build_device_agent() {
+    local arch triple rustup
+    arch=$(cross_host_arch)
+    rustup=$(find_rustup)
+    if [ -n "$arch" ] && [ -n "$rustup" ]; then
+        triple=$(cross_triple "$arch")
+        if RUSTUP=$rustup cross_rustup_target "$triple"; then
+            say "== cargo build --profile router --target $triple -p phonehome (static, as routers run it)" >&2
+            if (cd "$REPO_DIR" && PATH="$(dirname "$CARGO"):$PATH" \
+                cross_cargo "$arch" stable "$CARGO_TARGET_DIR" --locked -p phonehome) </dev/null >&2; then
+                device_static_path
+                return 0
+            fi
+            say "the static build failed (above): building the host's own (glibc, dynamic) instead" >&2
+        else
+            say "so: building the host's own (glibc, dynamic) instead" >&2
+        fi
+    fi
+    say "== cargo build --profile router -p phonehome" >&2
+    "$CARGO" build --profile router --locked -p phonehome </dev/null >&2 || return 1
+    echo "$CARGO_TARGET_DIR/router/phonehome"
 }
 
 CARGO=
@@ -144,6 +212,17 @@ ensure_rust_components() {
     command -v rustup >/dev/null 2>&1 || die "cargo ${missing[*]} missing and no rustup to add them: install them with your Rust"
     say "== rustup component add ${missing[*]}"
     rustup component add "${missing[@]}" </dev/null || die "rustup component add ${missing[*]} failed"
+}
+
+# The musl std that `device` builds the agent with (build_device_agent), added before
+# the tests: the newcomer test runs `install.sh device` in a node without internet.
+ensure_device_target() {
+    local arch triple rustup
+    arch=$(cross_host_arch)
+    rustup=$(find_rustup)
+    [ -n "$arch" ] && [ -n "$rustup" ] || return 0
+    triple=$(cross_triple "$arch")
+    RUSTUP=$rustup cross_rustup_target "$triple" || die "rustup target add $triple failed"
 }
 
 # The MSRV toolchain for the stage that proves Cargo.lock still builds with it. Without
@@ -211,15 +290,15 @@ cmd_device() {
     command -v "$client" >/dev/null 2>&1 ||
         die "device: the ssh client '$client' is not installed (Debian: apt-get install $([ "$client" = ssh ] && echo openssh-client || echo dropbear-bin))"
 
-    # The router build (size-optimised, as agent/README measures it); without cargo, one
-    # already built here.
-    local agent=$CARGO_TARGET_DIR/router/phonehome
+    # The router build; without cargo, one already built here.
+    local agent=$CARGO_TARGET_DIR/router/phonehome static
+    static=$(device_static_path)
+    [ -n "$static" ] && [ -x "$static" ] && agent=$static
     if [ -x "$agent" ] && ! command -v cargo >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
         say "no cargo here: installing the router build already in $agent"
     else
         find_cargo
-        say "== cargo build --profile router -p phonehome"
-        "$CARGO" build --profile router --locked -p phonehome </dev/null
+        agent=$(build_device_agent) || die "device: the agent did not build (cargo's output above)"
     fi
     root=${root%/}
     local etc=$root/etc/phonehome key
@@ -388,6 +467,73 @@ host_unchanged() {
     say "host unchanged: $(wc -l <"$1") entries under ${HOST_PATHS[*]}"
 }
 
+# What the tests may leave running: their servers and clients. Any other program the
+# tests start runs in a namespace they made, or is one of these.
+TEST_PROGRAMS='sshd|sshd-session|sshd-auth|dropbear|dbclient|ssh|phonehome|phonehome-gate|unshare|nsenter|cron|qemu-.*'
+
+# test_processes: "PID ARGS" of every process that is a test program or runs from the
+# checkout's target/ or the tests' temp dir.
+test_processes() {
+    local pid comm args
+    ps -eo pid=,comm=,args= | while read -r pid comm args; do
+        if [[ $comm =~ ^($TEST_PROGRAMS)$ || $args == *"$REPO_DIR/target/"* ||
+            (-n $TEST_TMP && $args == *"$TEST_TMP"*) ]]; then
+            printf '%s %s\n' "$pid" "$args"
+        fi
+    done
+}
+
+# new_test_processes BEFORE: those of test_processes whose pid is not in the file BEFORE
+# (which may be empty: hence FILENAME, not the NR == FNR idiom, which would then take the
+# second file for the first)
+new_test_processes() {
+    awk 'FILENAME == ARGV[1] { seen[$1]; next } !($1 in seen)' "$1" <(test_processes)
+}
+
+# test_leftovers PROCS_BEFORE: nothing the tests started still runs, and the tests'
+# temp dir ($TMPDIR while they ran) is empty (issue 9, threat 33).
+test_leftovers() {
+    local left rc=0
+    left=$(new_test_processes "$1")
+    if [ -n "$left" ]; then
+        sleep 2 # a process of the last stage may still be on its way out
+        left=$(new_test_processes "$1")
+    fi
+    if [ -n "$left" ]; then
+        say "processes the tests left running:"
+        printf '%s\n' "$left"
+        rc=1
+    fi
+    if [ -n "$(ls -A "$TEST_TMP")" ]; then
+        say "files the tests left in their temp dir $TEST_TMP:"
+        (cd "$TEST_TMP" && find . -mindepth 1 -maxdepth 2 | sort | head -n 40)
+        rc=1
+    fi
+    [ "$rc" = 0 ] && say "no test process left running; the tests' temp dir is empty"
+    return "$rc"
+}
+
+# The leftovers check must see a leftover process, or it proves nothing.
+leftovers_self_check() {
+    local before d pid rc=1 i
+    before=$(mktemp) d=$(mktemp -d)
+    test_processes >"$before"
+    cp /bin/sleep "$d/dbclient"
+    "$d/dbclient" 30 &
+    pid=$!
+    # Against what ran before, and against nothing (a CI machine runs no test program).
+    for i in $(seq 50); do
+        new_test_processes "$before" | grep -q "^$pid " &&
+            new_test_processes /dev/null | grep -q "^$pid " && { rc=0; break; }
+        sleep 0.1
+    done
+    [ "$rc" = 0 ] || say "test_processes does not see a test program left running ($i tries)"
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    rm -rf "$d" "$before"
+    return "$rc"
+}
+
 # The snapshot must see a change, or the check above proves nothing.
 snapshot_self_check() {
     local t a b
@@ -426,16 +572,19 @@ dbclient_matrix_tests() {
     local v bad=0 n=0
     [ -s "$REPO_DIR/target/dropbear-versions" ] || { say "no dropbear release was built"; return 1; }
     "$CARGO" test --locked -p phonehome --test real_sshd --no-run >/dev/null 2>&1
-    local log=$REPO_DIR/target/dbclient-matrix.log
+    local log
     while read -r v; do
         n=$((n + 1))
+        log=$REPO_DIR/target/dbclient-matrix-$v.log
         if PHONEHOME_TEST_DBCLIENT=$REPO_DIR/target/dropbear/$v/dbclient \
             "$CARGO" test --locked -p phonehome --test real_sshd >"$log" 2>&1; then
             say "ok     dbclient $v (PHONEHOME_TEST_DBCLIENT): $(grep -m1 '^test result' "$log")"
         else
             bad=$((bad + 1))
             say "FAILED dbclient $v (PHONEHOME_TEST_DBCLIENT): cargo test -p phonehome --test real_sshd"
-            grep -E '^test |panicked|^---- ' "$log" | tail -n 30
+            grep -E '^test .*FAILED' "$log"
+            sed -n '/^---- /,/^failures:$/p' "$log" | head -n 80
+            say "(whole output: $log)"
         fi
     done <"$REPO_DIR/target/dropbear-versions"
     say "dbclient releases: $((n - bad)) passed, $bad failed"
@@ -447,14 +596,27 @@ cmd_test() {
     exec </dev/null
     local t0=$SECONDS
     ensure_commands "${LAB_COMMANDS[@]}" "${TEST_COMMANDS[@]}" "${CROSS_COMMANDS[@]}"
+    ensure_packages "${BUILD_PACKAGES[@]}"
     find_cargo
     ensure_rust_components
     ensure_msrv_toolchain
+    ensure_device_target
     # Everything installed above; from here on the host must stay as it is.
     local before
     before=$(mktemp)
     snapshot_self_check || die "the host snapshot is broken"
     host_snapshot "${HOST_PATHS[@]}" >"$before"
+    # Every test's temp files go to one fresh dir: what is left there is a defect (the
+    # last stage), and the dir is removed either way.
+    local procs_before
+    procs_before=$(mktemp)
+    TEST_TMP=$(mktemp -d /tmp/phonehome-test.XXXXXX)
+    chmod 1777 "$TEST_TMP" # as /tmp: the tests' device accounts pass through it too
+    # shellcheck disable=SC2064 # the paths are fixed now
+    trap "rm -rf '$TEST_TMP' '$procs_before' '$before'" EXIT
+    leftovers_self_check || die "the leftovers check is broken"
+    test_processes >"$procs_before"
+    export TMPDIR=$TEST_TMP
     stage "cargo fmt --check" "$CARGO" fmt --all -- --check
     stage "cargo clippy -D warnings" "$CARGO" clippy --workspace --all-targets --locked -- -D warnings
     stage "cargo build --release --workspace" "$CARGO" build --release --workspace --locked
@@ -494,7 +656,7 @@ cmd_test() {
         RESULTS+=("skip   bench/run --quick (not in this checkout)")
     fi
     stage "the host is unchanged" host_unchanged "$before"
-    rm -f "$before"
+    stage "no test process or temp file is left" test_leftovers "$procs_before"
     say ""
     say "######## summary ($((SECONDS - t0))s in all)"
     printf '%s\n' "${RESULTS[@]}"

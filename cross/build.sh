@@ -28,16 +28,6 @@ missing() {
 
 # --- what the builds need -------------------------------------------------------------
 
-# The prebuilt std of TRIPLE for the stable toolchain; false if rustup cannot get it.
-ensure_rustup_target() {
-    local triple=$1 out
-    rustup target list --installed 2>/dev/null | grep -qx "$triple" && return 0
-    say "rustup target add $triple"
-    out=$(rustup target add "$triple" 2>&1) && return 0
-    say "rustup could not get the prebuilt std of $triple: $(grep -m1 -iE 'error|404' <<<"$out")"
-    return 1
-}
-
 # What build-std needs: the nightly with rust-src, and cargo-zigbuild (+ ziglang).
 BUILD_STD_READY=''
 ensure_build_std() {
@@ -72,7 +62,7 @@ WAY=''
 way_for() {
     local arch=$1
     WAY=$(cross_way "$arch")
-    if [ "$WAY" = stable ] && ! ensure_rustup_target "$(cross_triple "$arch")"; then
+    if [ "$WAY" = stable ] && ! cross_rustup_target "$(cross_triple "$arch")"; then
         say "$arch: building std from source instead (nightly -Zbuild-std)"
         WAY=build-std
     fi

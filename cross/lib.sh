@@ -38,6 +38,28 @@ cross_qemu() { cross_field "$1" 4; }
 cross_cpu() { cross_field "$1" 5; }
 cross_hardware() { cross_field "$1" 6; }
 
+# cross_host_arch: this machine's CPU as an arch of the table whose static musl build
+# needs only stable Rust (x86_64, aarch64, armv7); nothing for any other.
+cross_host_arch() {
+    case $(uname -m) in
+    x86_64) echo x86_64 ;;
+    aarch64) echo aarch64 ;;
+    armv7l) echo armv7 ;;
+    esac
+}
+
+# cross_rustup_target TRIPLE: rustup's prebuilt std of TRIPLE for the stable toolchain,
+# added when missing; false if rustup cannot get it, saying why. What it says goes to
+# stderr. $RUSTUP names the rustup to run (default: the one on PATH).
+cross_rustup_target() {
+    local triple=$1 rustup=${RUSTUP:-rustup} out
+    "$rustup" target list --installed 2>/dev/null | grep -qx "$triple" && return 0
+    echo "== rustup target add $triple" >&2
+    out=$("$rustup" target add "$triple" 2>&1 </dev/null) && return 0
+    echo "rustup could not get the prebuilt std of $triple: $(grep -m1 -iE 'error|404' <<<"$out")" >&2
+    return 1
+}
+
 # Where the agent of ARCH lands: target/cross/<triple>/phonehome.
 cross_agent_path() { echo "$REPO_DIR/target/cross/$(cross_triple "$1")/phonehome"; }
 

@@ -197,7 +197,10 @@ setup_sandbox() {
 	# /run is the sandbox's own tmpfs (the work dir lives there); /tmp gets an overlay like
 	# the other guarded dirs, so that a checkout under /tmp (as CI may clone) stays visible.
 	mount -t tmpfs -o mode=0755 tmpfs /run
-	mkdir -p "$W"
+	mkdir -p "$W/tmp"
+	# Scratch files of the tools run here go to the sandbox's own dir, not to a $TMPDIR
+	# of the host's (whose copy-up the guard would report).
+	export TMPDIR="$W/tmp"
 	ip link set lo up
 	if ! ip link add eth0 address "$DEVICE_MAC" type veth peer name peer0 || ! ip link set eth0 up; then
 		fatal "cannot make the device's eth0 (veth) in the sandbox"

@@ -9,13 +9,7 @@
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-CLIENT=dbclient
-while [ $# -gt 0 ]; do
-    case $1 in
-    --client) CLIENT=$2; shift 2 ;;
-    *) echo "usage: $0 [--client dbclient|ssh]" >&2; exit 2 ;;
-    esac
-done
+client_option "$0" "$@"
 
 # The "minute" of these tests (production: 60 s), and the server's hold for it.
 TICK=${PHONEHOME_E2E_HOLD_TICK:-10}

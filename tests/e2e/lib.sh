@@ -338,6 +338,21 @@ dev_ip() { echo "10.0.${1#dev}.2"; }
 # derives it.
 dev_id() { printf '02000000%02x02\n' "${1#dev}"; }
 
+# client_option SCRIPT ARGS...: CLIENT from the scenarios' one option, `--client
+# dbclient|ssh` (dbclient without it); anything else is a usage error (exit 2).
+# shellcheck disable=SC2034 # CLIENT is for the scripts that source this file
+client_option() {
+    local me=$1
+    shift
+    CLIENT=dbclient
+    if [ $# -eq 2 ] && [ "$1" = --client ] && { [ "$2" = dbclient ] || [ "$2" = ssh ]; }; then
+        CLIENT=$2
+    elif [ $# -ne 0 ]; then
+        echo "usage: $me [--client dbclient|ssh]" >&2
+        exit 2
+    fi
+}
+
 # Per device: its own config, run dir, key and a dropbear on its 127.0.0.1:22.
 # CLIENT is dbclient (dropbear key) or ssh (OpenSSH key).
 lab_device() {

@@ -19,12 +19,14 @@
 # line of agent/README (item 10).
 #
 # Needs root, Debian's cron, and the router build of the agent (`cargo build --profile
-# router -p phonehome`; install.sh test builds it first, so that the nodes' own
-# `cargo build` has nothing to do).
+# router -p phonehome`; install.sh test builds it first) and the rustup target of the
+# static one (`install.sh device` builds it in the nodes, which have no internet).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=nodes.sh
 . "$(dirname "$0")/nodes.sh"
+# shellcheck source=cross/lib.sh
+. "$REPO_DIR/cross/lib.sh"
 lab_enter_sandbox "$0" "$@"
 
 README=$REPO_DIR/README.md
@@ -192,9 +194,13 @@ for dev in dev1 dev2; do
     fi
 done
 sed 's/^/     > /' "$OUT/dev1-device.log" | grep -v 'Compiling\|Finished\|Blocking' | tail -n 12
+# The build routers run (static musl; install.sh test added its rustup target): no
+# dynamic linker at each cron start.
+STATIC_AGENT=$REPO_DIR/target/$(cross_triple "$(cross_host_arch)")/router/phonehome
+check "the device block built the static router build" eval "[ -x '$STATIC_AGENT' ] && ! readelf -l '$STATIC_AGENT' | grep -q INTERP"
 for dev in dev1 dev2; do
-    check "$dev: the router build is what was installed (item 8)" \
-        node_run "$dev" cmp /usr/local/bin/phonehome "$REPO_DIR/target/router/phonehome"
+    check "$dev: the static router build is what was installed (item 8)" \
+        node_run "$dev" cmp /usr/local/bin/phonehome "$STATIC_AGENT"
     check "$dev: /etc/cron.d/phonehome runs what agent/README shows (item 10): $CRON_LINE" \
         eval "node_run $dev cat /etc/cron.d/phonehome | grep -qxF -- '$CRON_LINE'"
 done

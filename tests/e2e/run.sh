@@ -10,13 +10,7 @@
 . "$(dirname "$0")/stolen.sh"
 lab_enter_sandbox "$0" "$@"
 
-CLIENT=dbclient
-while [ $# -gt 0 ]; do
-    case $1 in
-    --client) CLIENT=$2; shift 2 ;;
-    *) echo "usage: $0 [--client dbclient|ssh]" >&2; exit 2 ;;
-    esac
-done
+client_option "$0" "$@"
 ID1=$(dev_id dev1)
 ID2=$(dev_id dev2)
 

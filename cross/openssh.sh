@@ -11,7 +11,12 @@
 # OpenSSL (libcrypto) and zlib, no PAM, no Kerberos, no SELinux; the privilege
 # separation dir and user of Debian's sshd (/run/sshd, sshd) and its /etc/ssh.
 #
-# usage: cross/openssh.sh OUT_DIR      (e.g. target/openssh-10.0p1; prints OUT_DIR/sbin/sshd)
+# --without-openssl builds it on OpenSSH's own code alone (Ed25519, X25519, ML-KEM,
+# ChaCha20-Poly1305, AES-CTR, HMAC-SHA2; no RSA or ECDSA keys, no zlib): what
+# bench/sshd-builds.sh measures against the OpenSSL build.
+#
+# usage: cross/openssh.sh [--without-openssl] OUT_DIR
+#        (e.g. target/openssh-10.0p1; prints OUT_DIR/sbin/sshd)
 set -euo pipefail
 
 VERSION=10.0p1
@@ -25,14 +30,19 @@ die() {
 	echo "$me: $*" >&2
 	exit 1
 }
-if [ $# -ne 1 ] || [ -z "$1" ]; then echo "usage: $me OUT_DIR" >&2; exit 2; fi
+crypto=(--with-zlib)
+if [ "${1:-}" = --without-openssl ]; then
+	crypto=(--without-openssl --without-zlib)
+	shift
+fi
+if [ $# -ne 1 ] || [ -z "$1" ]; then echo "usage: $me [--without-openssl] OUT_DIR" >&2; exit 2; fi
 mkdir -p "$1"
 out=$(cd "$1" && pwd)
 
 configure_args=(--prefix="$out" --libexecdir="$out/libexec" --sysconfdir=/etc/ssh
 	--with-privsep-path=/run/sshd --with-privsep-user=sshd --with-pid-dir=/run
 	--without-pam --without-kerberos5 --without-selinux --without-libedit
-	--without-security-key-builtin --with-zlib)
+	--without-security-key-builtin "${crypto[@]}")
 # what the build in OUT_DIR is: the source, the options, the place
 stamp=$(printf '%s\n' "$SHA256" "$out" "${configure_args[@]}" | sha256sum | cut -c1-16)
 if [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ] && [ -x "$out/sbin/sshd" ]; then

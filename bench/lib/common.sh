@@ -28,26 +28,23 @@ thousands() { echo "$1" | sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|[,.]\)/\
 calc() { awk "BEGIN { printf \"%.${2:-1}f\n\", $1 }"; }
 
 # time_once NS STDIN CMD...: runs CMD once in network namespace NS with STDIN as its
-# stdin and prints "user sys maxrss_kib wall" (seconds, KiB). CPU and wall come from
-# bash's `time` (millisecond resolution; GNU time prints only centiseconds), peak RSS
-# from GNU time's %M, run inside the namespace so that neither `ip netns exec` nor a
-# shell is in the figure. Both cover CMD and every child it waited for; maxrss is the
-# largest single process of that tree, not their sum. `ip netns exec` and GNU time cost
-# about a millisecond of CPU, in every figure, baseline and subject alike.
+# stdin and prints "user sys maxrss_kib wall" (seconds, KiB), as bench/lib/rusage.c
+# (built by bench/run) measures them: CMD and every child it waited for, CPU in
+# microseconds, without `ip netns exec` or the measuring itself (the figures carried
+# both until 270e21b: about 2.6 ms of CPU on a 9.6 ms ssh login here, which made every
+# ratio look closer to 1); maxrss is the largest single process of that tree, not their
+# sum.
 time_once() {
-	local ns=$1 stdin=$2 rss tim rc
+	local ns=$1 stdin=$2 res rc
 	shift 2
-	rss=$(mktemp)
-	tim=$(mktemp)
-	{
-		TIMEFORMAT='%3U %3S %3R'
-		# stdout to a file, not /dev/null: GNU grep stops at the first match when its output
-		# is /dev/null, which would make the floor of section 4 meaningless
-		time ip netns exec "$ns" /usr/bin/time -f '%M' -o "$rss" "$@" <"$stdin" >"$rss.out" 2>>"${BENCH_ERRLOG:-/dev/null}"
-	} 2>"$tim"
+	res=$(mktemp)
+	# stdout to a file, not /dev/null: GNU grep stops at the first match when its output
+	# is /dev/null, which would make the floor of section 4 meaningless
+	ip netns exec "$ns" "$BENCH_TMP/rusage" "$res" "$@" <"$stdin" >"$res.out" 2>>"${BENCH_ERRLOG:-/dev/null}"
 	rc=$?
-	awk -v m="$(tail -n1 "$rss")" '{print $1, $2, m, $3}' "$tim"
-	rm -f "$rss" "$rss.out" "$tim"
+	if [[ $rc == 0 && ! -s $res ]]; then rc=1; fi
+	[[ -s $res ]] && cat "$res"
+	rm -f "$res" "$res.out"
 	return "$rc"
 }
 
@@ -77,9 +74,9 @@ time_interleaved() {
 }
 
 # time_stats NAME: "cpu_ms_median rss_kib_median wall_ms_median wall_ms_max failures"
+# (CPU to a tenth of a millisecond)
 # time_cpu_mean NAME: "mean_cpu_ms standard_error_ms" of the successful runs, to a tenth
-# of a millisecond (a median of CPU counted in whole milliseconds moves in steps of 5 %
-# on a 20 ms figure; a mean over many rounds does not)
+# of a millisecond
 time_cpu_mean() {
 	grep -v '^fail$' "$BENCH_TMP/cmds/$1.samples" | awk '{ x = ($1 + $2) * 1000; n++; s += x; q += x * x }
 		END { if (n < 2) { print "nan nan"; exit }
@@ -98,7 +95,7 @@ time_stats() {
 		return 0
 	fi
 	local cpu rss wall wmax
-	cpu=$(awk '{printf "%.0f\n", ($1+$2)*1000}' "$ok" | stat_median)
+	cpu=$(awk '{printf "%.1f\n", ($1+$2)*1000}' "$ok" | stat_median)
 	rss=$(awk '{print $3}' "$ok" | stat_median)
 	wall=$(awk '{printf "%.0f\n", $4*1000}' "$ok" | stat_median)
 	wmax=$(awk '{printf "%.0f\n", $4*1000}' "$ok" | stat_max)

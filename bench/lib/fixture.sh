@@ -134,7 +134,7 @@ fixture_bare_sshd() {
 	sshd_start || bench_die "sshd did not start: $(tail -n 5 "$SSHD_LOG")"
 }
 
-# The command lines measured, as arrays (GNU time runs them directly: no shell in the
+# The command lines measured, as arrays (bench/lib/rusage.c runs them directly: no shell in the
 # figures). Set by fixture_commands HOST once the fixture is up.
 # shellcheck disable=SC2034 # the arrays are used by the section scripts
 fixture_commands() {

@@ -24,10 +24,12 @@ section_device_poll() {
 	out=$(section_file 2-device)
 	local st=$FIX/status.json
 	fixture_commands "$SRV_IP"
-	cmd_save b_db dev1 "$st" "${BASE_DB[@]}"
+	# BASE_DB without its `env`: bench/lib/rusage.c sets HOME itself, so that env's start (a
+	# process of its own the agent's poll does not have) is not in the baseline
+	cmd_save b_db dev1 "$st" "${BASE_DB[@]:1}"
 	cmd_save b_ssh dev1 "$st" "${BASE_SSH[@]}"
 	cmd_save b_x dev1 "$st" "${BASE_SSH_X[@]}"
-	cmd_save b_db2 dev1 "$st" "${BASE_DB[@]}"
+	cmd_save b_db2 dev1 "$st" "${BASE_DB[@]:1}"
 	local -a names=(b_db b_ssh b_x b_db2)
 	local why=""
 	if [[ -z $BENCH_AGENT ]]; then
@@ -63,14 +65,14 @@ section_device_poll() {
 	{
 		echo "## 2. Device cost of one poll"
 		echo
-		echo "CPU (user + sys, the process and every child it waited for) and peak RSS (the largest"
-		echo "single process of that tree, GNU time's %M) of one poll with no request pending over"
-		echo "$n rounds (each round runs every row once, in turn, so that a slow spell of a shared"
-		echo "machine hits all rows alike), on the device namespace (behind NAT) against the lab's sshd:"
-		echo "the median, and the mean with its standard error (CPU is counted in whole milliseconds,"
-		echo "so the median of a 20 ms figure moves in steps of 5 %; the mean does not). The"
-		echo "baseline is the bare client doing the same login and a forced \`cat\` of a small file,"
-		echo "with a status report of the agent's size on stdin, through the same sshd."
+		echo "CPU (user + sys, the process and every child it waited for, from wait4's rusage:"
+		echo "bench/lib/rusage.c, started inside the namespace, so that no harness is in the figure)"
+		echo "and peak RSS (the largest single process of that tree) of one poll with no request"
+		echo "pending over $n rounds (each round runs every row once, in turn, so that a slow spell of"
+		echo "a shared machine hits all rows alike), on the device namespace (behind NAT) against the"
+		echo "lab's sshd: the median, and the mean with its standard error. The baseline is the bare"
+		echo "client doing the same login and a forced \`cat\` of a small file, with a status report"
+		echo "of the agent's size on stdin, through the same sshd."
 		echo
 		echo "| what | CPU ms, median | × baseline | CPU ms, mean ± s.e. | × baseline (means) | peak RSS KiB | × baseline | wall ms |"
 		echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -105,10 +107,11 @@ section_device_poll() {
 			echo "(post-quantum) key exchange. dbclient 2022.83 negotiates curve25519-sha256."
 		fi
 		echo
-		echo "The router build is what OpenWrt runs (the router profile, statically linked against"
-		echo "musl, built for x86_64 as \`cross/build.sh\` builds it); the host build is the same"
-		echo "profile for this machine's default target, dynamically linked against glibc, whose"
-		echo "start-up (the dynamic linker) is part of its CPU."
+		echo "The router build is what OpenWrt runs, and what \`install.sh device\` installs on a"
+		echo "generic Linux device (the router profile, statically linked against musl, built for"
+		echo "x86_64 as \`cross/build.sh\` builds it); the host build is the same profile for this"
+		echo "machine's default target, dynamically linked against glibc, which \`install.sh device\`"
+		echo "falls back to without rustup: glibc's start-up is part of its CPU."
 		echo
 		echo "Peak RSS is the largest process of the poll's tree; in every phonehome row it is the"
 		echo "ssh client's own, so the agent itself stays below the client's figure."
@@ -141,6 +144,17 @@ build_openssh10() {
 	fi
 	[[ -z $BENCH_NO_OSSH10 ]] || bench_log "section 3, OpenSSH 10.0: not measured: $BENCH_NO_OSSH10"
 	export BENCH_OSSH10 BENCH_NO_OSSH10
+}
+
+# build_pq_dbclient: called by bench/run outside the sandbox when section 3 runs in --full
+# mode: builds the dropbear releases (cross/dropbear.sh, cached in target/dropbear) when
+# none of them offers post-quantum key exchange yet, for section 3's post-quantum rows.
+# Other modes use what is built, and the rows say how to build it.
+build_pq_dbclient() {
+	[[ $BENCH_MODE == full && -z $(pq_dbclient) ]] || return 0
+	bench_log "dropbear releases for section 3's post-quantum rows: cross/dropbear.sh"
+	bash "$BENCH_DIR/../cross/dropbear.sh" >/dev/null 2>>"$BENCH_ERRLOG" ||
+		bench_log "cross/dropbear.sh failed; section 3 says so: $(tail -n 1 "$BENCH_ERRLOG")"
 }
 
 # server_cpu_batch N CMD...: sshd's CPU (listener and all it reaped) over N logins, in

@@ -214,8 +214,8 @@ ensure_rust_components() {
     rustup component add "${missing[@]}" </dev/null || die "rustup component add ${missing[*]} failed"
 }
 
-# The musl std that `device` builds the agent with (build_device_agent), added before
-# the tests: the newcomer test runs `install.sh device` in a node without internet.
+# The musl std and crates that `device` builds the agent with (build_device_agent), added
+# before the tests: the newcomer test runs `install.sh device` in a node without internet.
 ensure_device_target() {
     local arch triple rustup
     arch=$(cross_host_arch)
@@ -223,6 +223,11 @@ ensure_device_target() {
     [ -n "$arch" ] && [ -n "$rustup" ] || return 0
     triple=$(cross_triple "$arch")
     RUSTUP=$rustup cross_rustup_target "$triple" || die "rustup target add $triple failed"
+    # And every crate of Cargo.lock, for every target: the host's builds download only
+    # what the host's build needs, and the musl build's own (dlmalloc) would otherwise be
+    # fetched first inside that offline node, and fail there.
+    say "== cargo fetch --locked (the crates of every target, for the offline builds)"
+    "$CARGO" fetch --locked --manifest-path "$REPO_DIR/Cargo.toml" </dev/null || die "cargo fetch --locked failed (its output above)"
 }
 
 # The MSRV toolchain for the stage that proves Cargo.lock still builds with it. Without

@@ -108,8 +108,9 @@ ensure_commands() {
 
 # The Debian packages of the build scripts `test` runs that install what they lack
 # themselves (../shared/openwrt-tools/build.sh, ../shared/dropbear-versions/build.sh,
-# cross/openssh.sh's BUILD_DEPS): installed before the host snapshot, or the tests would
-# change the host they must leave as it was.
+# cross/openssh.sh's BUILD_DEPS; server-scripts/build-sshd.sh's are its own --build-deps):
+# installed before the host snapshot, or the tests would change the host they must leave
+# as it was.
 BUILD_PACKAGES=(cmake make gcc pkg-config libjson-c-dev libzstd-dev meson ninja-build
     libssl-dev zlib1g-dev autoconf curl)
 
@@ -260,17 +261,34 @@ cmd_server() {
     for a in "$@"; do
         case $a in
         -h | --help)
-            say "./install.sh server [--host NAME] [--port N] [--device-sshd PORT] [--root DIR] [--no-reload]: builds the"
-            say "server tools (cargo build --release), then runs $installer with them:"
+            say "./install.sh server [--host NAME] [--port N] [--device-sshd PORT [--device-sshd-without-openssl]]"
+            say "        [--root DIR] [--no-reload]: builds the server tools (cargo build --release), then runs"
+            say "$installer with them. --device-sshd-without-openssl builds Debian's OpenSSH source of the"
+            say "installed openssh-server without OpenSSL (server-scripts/build-sshd.sh) for the devices' own"
+            say "sshd (--device-sshd-build below); run it again after every openssh-server update."
             say ""
             exec "$installer" --help
             ;;
         esac
     done
+    # --device-sshd-without-openssl is this script's: it builds the sshd that
+    # --device-sshd-build installs (server-scripts/build-sshd.sh).
+    local args=() own_sshd=
+    for a in "$@"; do
+        if [ "$a" = --device-sshd-without-openssl ]; then own_sshd=$CARGO_TARGET_DIR/device-sshd; else args+=("$a"); fi
+    done
     # Bad arguments fail before the build, not after it.
-    "$installer" --check-args "$@" || exit 2
+    "$installer" --check-args "${args[@]}" ${own_sshd:+--device-sshd-build "$own_sshd"} || exit 2
     build_release
-    exec "$installer" --bin-dir "$PHONEHOME_BIN_DIR" "$@"
+    if [ -n "$own_sshd" ]; then
+        local deps
+        read -r -a deps <<<"$(server-scripts/build-sshd.sh --build-deps)"
+        ensure_packages "${deps[@]}"
+        server-scripts/build-sshd.sh "$own_sshd" >/dev/null ||
+            die "server: the devices' sshd without OpenSSL did not build (above); leave out --device-sshd-without-openssl to run the system's sshd for them"
+        args+=(--device-sshd-build "$own_sshd")
+    fi
+    exec "$installer" --bin-dir "$PHONEHOME_BIN_DIR" "${args[@]}"
 }
 
 # --- device ------------------------------------------------------------------------
@@ -596,12 +614,28 @@ dbclient_matrix_tests() {
     [ "$bad" = 0 ]
 }
 
+# device_sshd_build_tests LOGS: the devices' own sshd on Debian's OpenSSH built without
+# OpenSSL (install.sh server --device-sshd-without-openssl): the stolen-key matrix, then
+# the scenarios with dbclient devices; the build is cached in target/device-sshd while
+# openssh-server stays the same.
+device_sshd_build_tests() {
+    local build rc=0
+    build=$(server-scripts/build-sshd.sh "$REPO_DIR/target/device-sshd") || return 1
+    env PHONEHOME_E2E_LOGS="$1/stolen" PHONEHOME_E2E_DEVICE_SSHD=2222 PHONEHOME_E2E_DEVICE_SSHD_BUILD="$build" \
+        bash tests/e2e/stolen-key.sh || rc=1
+    env PHONEHOME_E2E_LOGS="$1/run" PHONEHOME_E2E_DEVICE_SSHD=2222 PHONEHOME_E2E_DEVICE_SSHD_BUILD="$build" \
+        bash tests/e2e/run.sh --client dbclient || rc=1
+    return "$rc"
+}
+
 cmd_test() {
     need_root test
     exec </dev/null
     local t0=$SECONDS
     ensure_commands "${LAB_COMMANDS[@]}" "${TEST_COMMANDS[@]}" "${CROSS_COMMANDS[@]}"
-    ensure_packages "${BUILD_PACKAGES[@]}"
+    local sshd_deps
+    read -r -a sshd_deps <<<"$(server-scripts/build-sshd.sh --build-deps)"
+    ensure_packages "${BUILD_PACKAGES[@]}" "${sshd_deps[@]}"
     find_cargo
     ensure_rust_components
     ensure_msrv_toolchain
@@ -641,6 +675,7 @@ cmd_test() {
     stage "e2e stolen device key" env PHONEHOME_E2E_LOGS="$logs/stolen" bash tests/e2e/stolen-key.sh
     stage "e2e stolen device key (the devices' own sshd)" env PHONEHOME_E2E_LOGS="$logs/stolen-lean" \
         PHONEHOME_E2E_DEVICE_SSHD=2222 bash tests/e2e/stolen-key.sh
+    stage "e2e the devices' sshd without OpenSSL: stolen key, scenarios (dbclient)" device_sshd_build_tests "$logs/nossl"
     stage "e2e newcomer: README verbatim, real cron" env PHONEHOME_E2E_LOGS="$logs/newcomer" bash tests/e2e/newcomer.sh
     stage "e2e demo: Ctrl-C says interrupted" bash tests/e2e/demo-interrupt.sh
     stage "cross builds + dropbear releases" build_matrix_parts

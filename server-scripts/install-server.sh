@@ -6,8 +6,9 @@
 # down, checks sshd accepts it (restoring the previous drop-in if not), and reloads
 # sshd only if it is running.
 #
-# usage: install-server.sh [--host NAME] [--port N] [--device-sshd PORT] [--root DIR]
-#                          [--bin-dir DIR] [--no-reload]
+# usage: install-server.sh [--host NAME] [--port N] [--device-sshd PORT]
+#                          [--device-sshd-build DIR] [--root DIR] [--bin-dir DIR]
+#                          [--no-reload]
 #   --host NAME    the name or address devices reach this server at (server_host;
 #                  add-device prints it in every setup line). Default for a new
 #                  server.conf: this machine's host name
@@ -18,6 +19,14 @@
 #                  for everyone it lets in), as phonehome-sshd.service, or started
 #                  directly where systemd does not run; devices connect there
 #                  (server_port = PORT). The admin's sshd and its config stay as they are
+#   --device-sshd-build DIR
+#                  with --device-sshd: run it on the sshd build-sshd.sh made in DIR
+#                  (Debian's OpenSSH without OpenSSL, about 0.7 of the CPU per poll),
+#                  installed to /usr/local/lib/phonehome/openssh. It checks Ed25519
+#                  device keys only: refused while a device has another key type, and
+#                  server.conf gets device_key_types = ssh-ed25519 (add-device keeps to
+#                  it). Without this option the devices' sshd is the system's sshd and
+#                  device_key_types goes back to all
 #   --root DIR     install under DIR instead of / (tests; every path is prefixed and
 #                  the drop-in and key files point at the prefixed paths)
 #   --bin-dir DIR  where the built binaries are (default: target/release of the repo)
@@ -34,6 +43,7 @@ reload=yes
 host=
 port=
 device_sshd=
+device_sshd_build=
 check_only=
 
 die() {
@@ -54,6 +64,8 @@ while [ $# -gt 0 ]; do
 	--port=*) port=${1#--port=}; shift ;;
 	--device-sshd) [ $# -ge 2 ] || die "--device-sshd needs a value: the port of the devices' own sshd"; device_sshd=$2; shift 2 ;;
 	--device-sshd=*) device_sshd=${1#--device-sshd=}; shift ;;
+	--device-sshd-build) [ $# -ge 2 ] || die "--device-sshd-build needs a value: the directory build-sshd.sh built into"; device_sshd_build=$2; shift 2 ;;
+	--device-sshd-build=*) device_sshd_build=${1#--device-sshd-build=}; shift ;;
 	--root) [ $# -ge 2 ] || die "--root needs a directory"; root=$2; shift 2 ;;
 	--root=*) root=${1#--root=}; shift ;;
 	--bin-dir) [ $# -ge 2 ] || die "--bin-dir needs a directory"; bin_dir=$2; shift 2 ;;
@@ -92,7 +104,13 @@ if [ -n "$device_sshd" ]; then
 		die "--port $port and --device-sshd $device_sshd disagree: devices connect to the device sshd; give one of them"
 	port=$device_sshd
 fi
+[ -z "$device_sshd_build" ] || [ -n "$device_sshd" ] ||
+	die "--device-sshd-build needs --device-sshd PORT: it is the sshd that instance runs"
 [ -z "$check_only" ] || exit 0
+if [ -n "$device_sshd_build" ]; then
+	{ [ -x "$device_sshd_build/sbin/sshd" ] && [ -s "$device_sshd_build/debian-version" ]; } ||
+		die "--device-sshd-build $device_sshd_build: no sbin/sshd and debian-version there; build it with server-scripts/build-sshd.sh DIR (install.sh server --device-sshd-without-openssl does)"
+fi
 
 [ "$(id -u)" = 0 ] || die "must run as root: it creates a group, root-owned files and sshd configuration"
 case $root in
@@ -117,6 +135,38 @@ conf=$P/etc/phonehome/server.conf
 setting() { # setting NAME DEFAULT: the value in server.conf, else DEFAULT
 	v=$(sed -n "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*\\(.*[^[:space:]]\\)[[:space:]]*\$/\\1/p" "$conf" 2>/dev/null | tail -n 1)
 	echo "${v:-$2}"
+}
+
+# An sshd without OpenSSL checks Ed25519 keys only: refused, with nothing changed, while
+# an enrolled device has another key type (it could no longer log in).
+key_types=all
+if [ -n "$device_sshd_build" ] && "$device_sshd_build/sbin/sshd" -V 2>&1 | grep -q 'without OpenSSL'; then
+	key_types=ssh-ed25519
+	others=$(for f in "$P"/etc/phonehome/authorized_keys/*; do
+		# add-device's key lines end with the key's type and base64 (keys::key_line)
+		[ ! -f "$f" ] || awk -v a="${f##*/}" 'NF && $(NF - 1) != "ssh-ed25519" { print a " (" $(NF - 1) ")"; exit }' "$f"
+	done)
+	[ -z "$others" ] || die "--device-sshd-build: its sshd (without OpenSSL) checks ssh-ed25519 device keys only, and these devices have another key: $(echo "$others" | tr '\n' ' ')- give each an ed25519 key (remove-device, then add-device with the new key), or leave out --device-sshd-build; nothing changed"
+fi
+
+# set_conf NAME VALUE: replace (or append) NAME's line, atomically; say what it was.
+set_conf() {
+	old=$(setting "$1" '')
+	if [ "$old" = "$2" ]; then
+		echo "$conf: $1 = $2 (unchanged)"
+		return 0
+	fi
+	tmp=$conf.tmp.$$
+	if grep -Eq "^[[:space:]]*$1[[:space:]]*=" "$conf"; then
+		sed -E "s|^[[:space:]]*$1[[:space:]]*=.*\$|$1 = $2|" "$conf" >"$tmp"
+	else
+		cat "$conf" >"$tmp"
+		printf '%s = %s\n' "$1" "$2" >>"$tmp"
+	fi
+	chmod 0644 "$tmp"
+	mv "$tmp" "$conf"
+	echo "$conf: $1 = $2 (was: ${old:-not set})"
+	changed=yes
 }
 
 # server.conf: written once; after that the admin owns it. --host and --port change
@@ -152,25 +202,6 @@ EOF
 		echo "$me: note: server_host is this machine's own name, '$host'; if devices cannot resolve it, run again with --host NAME (the public name or address)" >&2
 	fi
 else
-	# set_conf NAME VALUE: replace (or append) NAME's line, atomically; say what it was.
-	set_conf() {
-		old=$(setting "$1" '')
-		if [ "$old" = "$2" ]; then
-			echo "$conf: $1 = $2 (unchanged)"
-			return 0
-		fi
-		tmp=$conf.tmp.$$
-		if grep -Eq "^[[:space:]]*$1[[:space:]]*=" "$conf"; then
-			sed -E "s|^[[:space:]]*$1[[:space:]]*=.*\$|$1 = $2|" "$conf" >"$tmp"
-		else
-			cat "$conf" >"$tmp"
-			printf '%s = %s\n' "$1" "$2" >>"$tmp"
-		fi
-		chmod 0644 "$tmp"
-		mv "$tmp" "$conf"
-		echo "$conf: $1 = $2 (was: ${old:-not set})"
-		changed=yes
-	}
 	changed=
 	[ -z "$host" ] || set_conf server_host "$host"
 	[ -z "$port" ] || set_conf server_port "$port"
@@ -305,6 +336,52 @@ echo "wrote $dropin (sshd -t: ok)"
 # what a login of a person needs (PAM sessions, motd, last log, every host key type).
 device_conf=$P/etc/phonehome/sshd_config
 device_pidfile=$P/run/phonehome-sshd.pid
+# The sshd it runs: the system's, or the build of --device-sshd-build, installed where
+# that build expects to be (build-sshd.sh's PREFIX). Restarted below, so that a running
+# listener never re-executes a newer binary than its own.
+device_bin=$sshd_bin
+if [ -n "$device_sshd_build" ]; then
+	dest=$P/usr/local/lib/phonehome/openssh
+	install -d -m 0755 "$dest/sbin" "$dest/libexec"
+	for f in sbin/sshd libexec/sshd-session libexec/sshd-auth; do
+		[ -x "$device_sshd_build/$f" ] || continue
+		install -m 0755 "$device_sshd_build/$f" "$dest/$f.new"
+		mv "$dest/$f.new" "$dest/$f"
+	done
+	install -m 0644 "$device_sshd_build/debian-version" "$dest/debian-version"
+	device_bin=$dest/sbin/sshd
+	echo "installed $("$device_bin" -V 2>&1 | head -n 1) (Debian openssh $(cat "$dest/debian-version")) as $device_bin"
+	# It gets no fix from apt: after every dpkg run, say so when openssh-server has moved
+	# on from the source it was built from (and to syslog, for unattended upgrades).
+	cat >"$dest/check-version.new" <<'CHECK'
+#!/bin/sh
+# phonehome (install-server.sh --device-sshd-build): run by apt after dpkg. The devices'
+# sshd is built from Debian's openssh source; say when openssh-server is newer.
+dir=$(dirname "$0")
+built=$(cat "$dir/debian-version" 2>/dev/null) || exit 0
+now=$(dpkg-query -W -f '${Version}' openssh-server 2>/dev/null) || exit 0
+[ "$now" != "$built" ] || exit 0
+msg="phonehome: the devices' sshd ($dir/sbin/sshd) was built from openssh $built, openssh-server is now $now: rebuild it with './install.sh server --device-sshd PORT --device-sshd-without-openssl' from the phonehome checkout"
+echo "WARNING: $msg" >&2
+logger -p auth.warning -t phonehome "$msg" 2>/dev/null
+exit 0
+CHECK
+	chmod 0755 "$dest/check-version.new"
+	mv "$dest/check-version.new" "$dest/check-version"
+	if [ -d "$P/etc/apt/apt.conf.d" ]; then
+		printf '// phonehome (install-server.sh --device-sshd-build): after dpkg, warn when openssh-server\n// is newer than the source the devices'"'"' sshd was built from.\nDPkg::Post-Invoke { "[ ! -x %s ] || %s"; };\n' \
+			"$dest/check-version" "$dest/check-version" >"$P/etc/apt/apt.conf.d/80phonehome-sshd.tmp"
+		mv "$P/etc/apt/apt.conf.d/80phonehome-sshd.tmp" "$P/etc/apt/apt.conf.d/80phonehome-sshd"
+		echo "wrote $P/etc/apt/apt.conf.d/80phonehome-sshd (apt warns when openssh-server moves past the build)"
+	fi
+elif [ -e "$P/etc/apt/apt.conf.d/80phonehome-sshd" ]; then
+	rm -f "$P/etc/apt/apt.conf.d/80phonehome-sshd"
+	echo "removed $P/etc/apt/apt.conf.d/80phonehome-sshd (the devices' sshd is the system's again)"
+fi
+# add-device takes the key types that sshd checks; back to all without the build.
+if [ "$key_types" != all ] || [ -n "$(setting device_key_types '')" ]; then
+	set_conf device_key_types "$key_types"
+fi
 if [ -n "$device_sshd" ]; then
 	hostkey=$P/etc/ssh/ssh_host_ed25519_key
 	if [ ! -e "$hostkey" ]; then
@@ -317,7 +394,7 @@ if [ -n "$device_sshd" ]; then
 	# post-quantum exchange of OpenSSH 9.2-9.8: the dbclient releases that offer it pick it,
 	# and it costs sshd about a quarter more CPU per login (server-scripts/README.md).
 	kex=curve25519-sha256,curve25519-sha256@libssh.org
-	if "$sshd_bin" -t -f /dev/null -o "HostKey=$hostkey" -o KexAlgorithms=mlkem768x25519-sha256 >/dev/null 2>&1; then
+	if "$device_bin" -t -f /dev/null -o "HostKey=$hostkey" -o KexAlgorithms=mlkem768x25519-sha256 >/dev/null 2>&1; then
 		kex=mlkem768x25519-sha256,$kex
 	fi
 	new=$device_conf.new.$$
@@ -347,7 +424,7 @@ PermitRootLogin no
 $(device_login_rules "")
 CONF
 	chmod 0644 "$new"
-	if ! err=$("$sshd_bin" -t -f "$new" 2>&1); then
+	if ! err=$("$device_bin" -t -f "$new" 2>&1); then
 		rm -f "$new"
 		die "sshd rejected the device sshd's configuration, nothing changed: $(echo "$err" | tr '\n' ' ')"
 	fi
@@ -389,9 +466,9 @@ Description=phonehome: the devices' own sshd (port $device_sshd)
 After=network.target
 
 [Service]
-ExecStartPre=$sshd_bin -t -f $device_conf
-ExecStart=$sshd_bin -D -f $device_conf
-ExecReload=$sshd_bin -t -f $device_conf
+ExecStartPre=$device_bin -t -f $device_conf
+ExecStart=$device_bin -D -f $device_conf
+ExecReload=$device_bin -t -f $device_conf
 ExecReload=/bin/kill -HUP \$MAINPID
 Restart=on-failure
 RuntimeDirectory=sshd
@@ -409,23 +486,23 @@ UNIT
 	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
 		kill -HUP "$pid" && echo "reloaded the device sshd (pid $pid, port $device_sshd)"
 	else
-		"$sshd_bin" -f "$device_conf" && echo "started the device sshd (port $device_sshd; no systemd here)"
+		"$device_bin" -f "$device_conf" && echo "started the device sshd (port $device_sshd; no systemd here)"
 	fi
 	if [ -d /etc/cron.d ]; then
 		printf '# phonehome: the devices'"'"' own sshd at boot (no systemd here; install-server.sh)\n@reboot root %s -f %s\n' \
-			"$sshd_bin" "$device_conf" >/etc/cron.d/phonehome-sshd.tmp
+			"$device_bin" "$device_conf" >/etc/cron.d/phonehome-sshd.tmp
 		chmod 0644 /etc/cron.d/phonehome-sshd.tmp
 		mv /etc/cron.d/phonehome-sshd.tmp /etc/cron.d/phonehome-sshd
 		echo "wrote /etc/cron.d/phonehome-sshd (starts it at boot)"
 	else
-		echo "$me: note: start '$sshd_bin -f $device_conf' at boot yourself (no systemd, no cron.d)" >&2
+		echo "$me: note: start '$device_bin -f $device_conf' at boot yourself (no systemd, no cron.d)" >&2
 	fi
 }
 if [ -n "$device_sshd" ]; then
 	if [ -z "$P" ] && [ "$reload" = yes ]; then
 		start_device_sshd
 	else
-		echo "the device sshd is configured, not started (--no-reload or --root): $sshd_bin -D -f $device_conf"
+		echo "the device sshd is configured, not started (--no-reload or --root): $device_bin -D -f $device_conf"
 	fi
 fi
 

@@ -16,9 +16,11 @@ FIX_ACCOUNT=          # dev1's server account
 # The short poll interval of section 5 (the lab reads it when sourced).
 export PHONEHOME_E2E_POLL=${PHONEHOME_E2E_POLL:-2}
 
-# The port of the devices' own sshd in section 3, and of the same on OpenSSH 10.0.
+# The port of the devices' own sshd in section 3, of the same on OpenSSH 10.0, and on
+# Debian's OpenSSH built without OpenSSL (install.sh server --device-sshd-without-openssl).
 LEAN_PORT=2222
 LEAN10_PORT=2223
+NOSSL_PORT=2224
 
 # lean_sshd_start: the devices' own sshd as install-server.sh --device-sshd configures it,
 # on LEAN_PORT beside the lab's sshd; sets LEAN_SSHD to its pid.
@@ -44,6 +46,29 @@ lean10_sshd_start() {
 	ip netns exec srv "$BENCH_OSSH10" -D -E "$LAB/srv/lean10-sshd.log" -f "$LEAN10_CONF" &
 	LEAN10_SSHD=$!
 	wait_until 10 tcp_open srv 127.0.0.1 "$LEAN10_PORT"
+}
+
+# nossl_sshd_start: the devices' own sshd as install.sh server
+# --device-sshd-without-openssl makes it (install-server.sh --device-sshd-build with
+# $BENCH_NOSSL_BUILD, built by server-scripts/build-sshd.sh outside the sandbox), on
+# NOSSL_PORT; sets NOSSL_SSHD to its pid. Run first: the two after it write
+# /etc/phonehome/sshd_config again, and lean_sshd_start sets device_key_types back.
+nossl_sshd_start() {
+	local conf=$LAB/srv/nossl-sshd_config bin=/usr/local/lib/phonehome/openssh/sbin/sshd
+	"$REPO_DIR/server-scripts/install-server.sh" --bin-dir "$BIN_DIR" --device-sshd "$NOSSL_PORT" \
+		--device-sshd-build "$BENCH_NOSSL_BUILD" --no-reload >>"$BENCH_ERRLOG" 2>&1 || return 1
+	sed "s|^PidFile .*|PidFile $LAB/srv/nossl-sshd.pid|" /etc/phonehome/sshd_config >"$conf"
+	"$bin" -t -f "$conf" >>"$BENCH_ERRLOG" 2>&1 || return 1
+	ip netns exec srv "$bin" -D -E "$LAB/srv/nossl-sshd.log" -f "$conf" &
+	NOSSL_SSHD=$!
+	wait_until 10 tcp_open srv 127.0.0.1 "$NOSSL_PORT"
+}
+
+nossl_sshd_stop() {
+	[[ -n ${NOSSL_SSHD:-} ]] || return 0
+	kill "$NOSSL_SSHD" 2>/dev/null
+	wait "$NOSSL_SSHD" 2>/dev/null || true
+	NOSSL_SSHD=
 }
 
 lean10_sshd_stop() {
@@ -150,6 +175,8 @@ fixture_commands() {
 	GATE_LEAN=(env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/$LEAN_PORT" poll)
 	# and through the same on OpenSSH 10.0 (section 3, when cross/openssh.sh built it)
 	GATE_LEAN10=(env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/$LEAN10_PORT" poll)
+	# and through the same built without OpenSSL (section 3, --device-sshd-without-openssl)
+	GATE_NOSSL=(env HOME="$FIX/devhome" dbclient -i "$FIX_DEV/id_dropbear" -T "$FIX_ACCOUNT@$host/$NOSSL_PORT" poll)
 	# both again with a dbclient that offers post-quantum key exchange (dropbear >= 2025.87,
 	# OpenWrt 25.12), when cross/dropbear.sh has built one: it picks sntrup761x25519 where
 	# sshd offers it

@@ -146,6 +146,24 @@ build_openssh10() {
 	export BENCH_OSSH10 BENCH_NO_OSSH10
 }
 
+# build_nossl_sshd: called by bench/run outside the sandbox (the build fetches Debian's
+# source through apt) when section 3 runs: the devices' sshd as install.sh server
+# --device-sshd-without-openssl builds it (server-scripts/build-sshd.sh, cached in
+# <target>/device-sshd while openssh-server stays the same). Sets BENCH_NOSSL_BUILD (the
+# build's dir) or BENCH_NO_NOSSL (why not).
+build_nossl_sshd() {
+	BENCH_NOSSL_BUILD='' BENCH_NO_NOSSL=''
+	local log=$BENCH_TMP/build-sshd.log
+	bench_log "the devices' sshd without OpenSSL for section 3: server-scripts/build-sshd.sh $BENCH_TARGET/device-sshd"
+	if ! BENCH_NOSSL_BUILD=$(bash "$BENCH_REPO/server-scripts/build-sshd.sh" "$BENCH_TARGET/device-sshd" 2>"$log"); then
+		BENCH_NOSSL_BUILD=
+		BENCH_NO_NOSSL="server-scripts/build-sshd.sh failed: $(tail -n 1 "$log")"
+		bench_log "section 3, sshd without OpenSSL: not measured: $BENCH_NO_NOSSL"
+	fi
+	cat "$log" >>"$BENCH_ERRLOG"
+	export BENCH_NOSSL_BUILD BENCH_NO_NOSSL
+}
+
 # build_pq_dbclient: called by bench/run outside the sandbox when section 3 runs in --full
 # mode: builds the dropbear releases (cross/dropbear.sh, cached in target/dropbear) when
 # none of them offers post-quantum key exchange yet, for section 3's post-quantum rows.
@@ -203,6 +221,12 @@ section_server_poll() {
 	[[ $FIX_PHONEHOME == yes ]] || why=$FIX_PHONEHOME_WHY
 	local t_lean=0 lean_why="" main_sshd=$FIX_SSHD
 	[[ -z $why ]] || lean_why=$why
+	local t_nossl=0 nossl_why=${BENCH_NO_NOSSL:-}
+	if [[ -n $lean_why ]]; then
+		nossl_why=$lean_why
+	elif [[ -z $nossl_why ]] && ! nossl_sshd_start; then
+		nossl_why="the devices' sshd without OpenSSL did not start (see the error log)"
+	fi
 	local t_l10=0 l10_why=${BENCH_NO_OSSH10:-}
 	if [[ -n $lean_why ]]; then
 		l10_why=$lean_why
@@ -237,6 +261,11 @@ section_server_poll() {
 			t_l10=$((t_l10 + $(server_cpu_batch "$per" "${GATE_LEAN10[@]}")))
 			FIX_SSHD=$main_sshd
 		fi
+		if [[ -z $nossl_why ]]; then
+			FIX_SSHD=$NOSSL_SSHD
+			t_nossl=$((t_nossl + $(server_cpu_batch "$per" "${GATE_NOSSL[@]}")))
+			FIX_SSHD=$main_sshd
+		fi
 		if [[ -z $pq_why ]]; then
 			t_gpq=$((t_gpq + $(server_cpu_batch "$kq" "${GATE_PQ[@]}")))
 			FIX_SSHD=$LEAN_SSHD
@@ -257,6 +286,8 @@ section_server_poll() {
 	if [[ -z $lean_why ]]; then lean_ms=$(calc "$t_lean / $n" 1); fi
 	local l10_ms="" l10_tp=""
 	if [[ -z $l10_why ]]; then l10_ms=$(calc "$t_l10 / $n" 1); fi
+	local nossl_ms="" nossl_tp=""
+	if [[ -z $nossl_why ]]; then nossl_ms=$(calc "$t_nossl / $n" 1); fi
 	local gpq_ms="" lpq_ms="" l10pq_ms=""
 	if [[ -z $pq_why ]]; then
 		gpq_ms=$(calc "$t_gpq / ($kq * $rounds)" 1)
@@ -272,9 +303,10 @@ section_server_poll() {
 		taskset -pc 0 "$FIX_SSHD" >/dev/null
 		[[ -z $lean_ms ]] || taskset -pc 0 "$LEAN_SSHD" >/dev/null
 		[[ -z $l10_ms ]] || taskset -pc 0 "$LEAN10_SSHD" >/dev/null
+		[[ -z $nossl_ms ]] || taskset -pc 0 "$NOSSL_SSHD" >/dev/null
 		bench_log "server poll: throughput, $n logins of each kind, sshd on cpu 0, clients on cpu 1"
 		# 4 rounds, cat, gate and the gate on the devices' own sshd (9.2, 10.0) in turn
-		local s_cat=0 s_gate=0 s_lean=0 s_l10=0 q=$(((n + 3) / 4))
+		local s_cat=0 s_gate=0 s_lean=0 s_l10=0 s_nossl=0 q=$(((n + 3) / 4))
 		for ((r = 0; r < 4; r++)); do
 			s_cat=$(calc "$s_cat + $(server_elapsed "$q" "${BASE_DB[@]}")" 3)
 			if [[ -n $gate_ms ]]; then
@@ -286,15 +318,20 @@ section_server_poll() {
 			if [[ -n $l10_ms ]]; then
 				s_l10=$(calc "$s_l10 + $(server_elapsed "$q" "${GATE_LEAN10[@]}")" 3)
 			fi
+			if [[ -n $nossl_ms ]]; then
+				s_nossl=$(calc "$s_nossl + $(server_elapsed "$q" "${GATE_NOSSL[@]}")" 3)
+			fi
 		done
 		cat_tp=$(calc "$q * 4 / $s_cat" 1)
 		if [[ -n $gate_ms ]]; then gate_tp=$(calc "$q * 4 / $s_gate" 1); fi
 		if [[ -n $lean_ms ]]; then lean_tp=$(calc "$q * 4 / $s_lean" 1); fi
 		if [[ -n $l10_ms ]]; then l10_tp=$(calc "$q * 4 / $s_l10" 1); fi
+		if [[ -n $nossl_ms ]]; then nossl_tp=$(calc "$q * 4 / $s_nossl" 1); fi
 		taskset -pc "0-$((ncpu - 1))" "$FIX_SSHD" >/dev/null
 	fi
 	lean_sshd_stop
 	lean10_sshd_stop
+	nossl_sshd_stop
 	local cat_cap gate_cap ossh10=""
 	# the release cross/openssh.sh builds (10.0p1's source names itself OpenSSH_10.0p2)
 	[[ -z $l10_ms ]] || ossh10="OpenSSH $(sed -n 's/^VERSION=//p' "$BENCH_REPO/cross/openssh.sh")"
@@ -328,6 +365,13 @@ section_server_poll() {
 			echo "| phonehome: the gate on the devices' own sshd, on $ossh10 (cross/openssh.sh: sshd, sshd-session, sshd-auth; OpenSSL, no PAM) | $l10_ms | $(ratio "$l10_ms" "$cat_ms") | $(calc "1000 / $l10_ms" 1) | ${l10_tp:-not measured: one cpu} |"
 		else
 			echo "| phonehome: the gate on the devices' own sshd, on OpenSSH 10.0 | not measured: $l10_why | | | |"
+		fi
+		local nossl_v=""
+		[[ -z $BENCH_NOSSL_BUILD ]] || nossl_v="Debian openssh $(cat "$BENCH_NOSSL_BUILD/debian-version")"
+		if [[ -n $nossl_ms ]]; then
+			echo "| phonehome: the gate on the devices' own sshd built without OpenSSL (\`--device-sshd-without-openssl\`: $nossl_v, server-scripts/build-sshd.sh) | $nossl_ms | $(ratio "$nossl_ms" "$cat_ms") | $(calc "1000 / $nossl_ms" 1) | ${nossl_tp:-not measured: one cpu} |"
+		else
+			echo "| phonehome: the gate on the devices' own sshd built without OpenSSL | not measured: $nossl_why | | | |"
 		fi
 		if [[ -n $gpq_ms ]]; then
 			echo "| the gate, dbclient $pq_v (offers post-quantum kex: sntrup761x25519 on the shared sshd) ($kq logins) | $gpq_ms | $(ratio "$gpq_ms" "$cat_ms") | $(calc "1000 / $gpq_ms" 1) | |"
@@ -389,6 +433,20 @@ section_server_poll() {
 			elif [[ -n $l10_why ]]; then
 				echo
 				echo "OpenSSH 10.0's lean sshd: not measured: $l10_why."
+			fi
+			if [[ -n $nossl_ms ]]; then
+				echo
+				echo "The devices' own sshd built without OpenSSL (\`install.sh server --device-sshd PORT"
+				echo "--device-sshd-without-openssl\`: $nossl_v, the same configuration; Ed25519 device"
+				echo "keys only), in the same rounds:"
+				echo
+				echo "| a poll | devices' own sshd ($own) | the same without OpenSSL | × |"
+				echo "| --- | ---: | ---: | ---: |"
+				echo "| sshd CPU ms / login | $lean_ms | $nossl_ms | $(ratio "$nossl_ms" "$lean_ms") |"
+				echo "| polls/min per core, CPU-bound (60,000 / ms) | $(calc "60000 / $lean_ms" 0) | $(calc "60000 / $nossl_ms" 0) | $(ratio "$lean_ms" "$nossl_ms") |"
+				if [[ -n $nossl_tp && -n $lean_tp ]]; then
+					echo "| polls/min per core, measured (sshd pinned to 1 core) | $(calc "$lean_tp * 60" 0) | $(calc "$nossl_tp * 60" 0) | $(ratio "$nossl_tp" "$lean_tp") |"
+				fi
 			fi
 			echo
 			echo "Issue 14's goal is 3,000 polls/min per core on the devices' own sshd."

@@ -10,6 +10,7 @@ use crate::paths::{is_safe_path, Paths};
 use crate::store;
 use crate::webhook::Webhook;
 use phonehome_plumbing::settings;
+use phonehome_protocol::sshkey::KeyType;
 use phonehome_protocol::{
     is_unix_name, parse_port, validate_host, DEFAULT_POLL_INTERVAL_SECS, MAX_HOLD_SECS,
     MIN_HOLD_SECS,
@@ -55,6 +56,7 @@ const NAMES: &[&str] = &[
     "metrics_file",
     "hold",
     "hold_sessions",
+    "device_key_types",
 ];
 
 /// Names that may appear on several lines.
@@ -94,6 +96,25 @@ pub struct ServerConf {
     /// The most sessions held at once, over all devices (each holds an sshd session
     /// and a gate process in memory); past it a poll is answered and ended as before.
     pub hold_sessions: u64,
+    /// The device key types add-device takes: every type phonehome knows (`all`), or
+    /// those the devices' sshd can check (install-server.sh writes `ssh-ed25519` when
+    /// that sshd is built without OpenSSL).
+    pub device_key_types: Vec<KeyType>,
+}
+
+/// `all`, or key type names (`ssh-ed25519`, `ssh-rsa`, ...) separated by commas.
+fn parse_key_types(value: &str) -> Option<Vec<KeyType>> {
+    if value == "all" {
+        return Some(KeyType::ALL.to_vec());
+    }
+    let mut types = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        let t = KeyType::from_name(name)?;
+        if !types.contains(&t) {
+            types.push(t);
+        }
+    }
+    Some(types)
 }
 
 /// The kernel's host name, if it is a valid one.
@@ -134,6 +155,7 @@ impl ServerConf {
             metrics_file: None,
             hold: DEFAULT_HOLD_SECS,
             hold_sessions: DEFAULT_HOLD_SESSIONS,
+            device_key_types: KeyType::ALL.to_vec(),
         }
     }
 
@@ -234,6 +256,7 @@ impl ServerConf {
                     .filter(|n| *n <= MAX_HOLD_SESSIONS)
                     .ok_or_else(|| format!("expected a number from 0 to {}", MAX_HOLD_SESSIONS))?
             }
+            "device_key_types" => self.device_key_types = parse_key_types(value).ok_or_else(bad)?,
             _ => return self.set_watch(name, value),
         }
         Ok(())
@@ -320,7 +343,8 @@ mod tests {
         let c = ServerConf::parse(
             "# comment\nserver_host = ph.example.org\nserver_port=2222\nport_range = 30000-30010\n\
              poll_interval = 5\ndefault_ttl = 2h\nadmin_user = admin\ngate = /opt/ph/gate\n\
-             log_hosts = ph ph.example.org\nhold = 60\nhold_sessions = 250\n",
+             log_hosts = ph ph.example.org\nhold = 60\nhold_sessions = 250\n\
+             device_key_types = ssh-ed25519, ssh-ed25519\n",
             &root(),
         )
         .unwrap();
@@ -332,6 +356,11 @@ mod tests {
         assert_eq!(c.log_hosts, ["ph", "ph.example.org"]);
         assert_eq!((c.hold, c.hold_sessions), (60, 250));
         assert_eq!(ServerConf::defaults(&root()).hold, 0, "off by default");
+        assert_eq!(c.device_key_types, [KeyType::Ed25519]);
+        let d = ServerConf::defaults(&root());
+        assert_eq!(d.device_key_types, KeyType::ALL, "every type by default");
+        let all = ServerConf::parse("device_key_types = all", &root()).unwrap();
+        assert_eq!(all.device_key_types, KeyType::ALL);
         for bad in [
             "nonsense",
             "colour = blue",
@@ -363,6 +392,9 @@ mod tests {
             "hold = 1m",
             "hold_sessions = 100001",
             "hold_sessions = many",
+            "device_key_types = ed25519",
+            "device_key_types = ",
+            "device_key_types = ssh-ed25519,,ssh-rsa",
         ] {
             assert!(ServerConf::parse(bad, &root()).is_err(), "{:?}", bad);
         }

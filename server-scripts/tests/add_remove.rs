@@ -111,6 +111,34 @@ fn add_device_refuses_bad_input_and_changes_nothing() {
 }
 
 #[test]
+fn add_device_takes_only_the_key_types_the_devices_sshd_checks() {
+    let r = Root::new();
+    // What install-server.sh writes when the devices' sshd is built without OpenSSL.
+    r.set_conf("device_key_types = ssh-ed25519\n");
+    let before = snapshot(&r.dir);
+    for rsa_or_ecdsa in [key(1), key(2), key(5)] {
+        let out = r
+            .run("add-device", &[ID1, &rsa_or_ecdsa])
+            .fails(2, "takes ssh-ed25519 device keys only");
+        assert!(
+            out.stderr.contains("dropbearkey -t ed25519"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert_eq!(
+        snapshot(&r.dir),
+        before,
+        "nothing written for a refused key"
+    );
+    r.add(ID1, &key(0));
+    // By default every type is taken.
+    let other = Root::new();
+    other.add(ID1, &key(1));
+    other.add(ID2, &key(2));
+}
+
+#[test]
 fn add_device_needs_the_device_group() {
     let r = Root::new();
     std::fs::write(r.path("etc/group"), "root:x:0:\n").unwrap();

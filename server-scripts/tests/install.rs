@@ -372,3 +372,155 @@ fn device_sshd_is_a_lean_instance_for_devices_only() {
         install_with(&r.dir, None, args).fails(1, why);
     }
 }
+
+/// A stand-in for build-sshd.sh's output: `-V` says what a build without OpenSSL says,
+/// everything else goes to the system's sshd (argument-level only: the real build is
+/// exercised end to end by tests/e2e, stage "the devices' sshd without OpenSSL").
+fn fake_sshd_build(dir: &std::path::Path) -> std::path::PathBuf {
+    let build = dir.join("device-sshd");
+    std::fs::create_dir_all(build.join("sbin")).unwrap();
+    let sshd = build.join("sbin/sshd");
+    std::fs::write(
+        &sshd,
+        "#!/bin/sh\n[ \"$1\" != -V ] || { echo 'OpenSSH_9.2, without OpenSSL' >&2; exit 0; }\nexec /usr/sbin/sshd \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&sshd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(build.join("debian-version"), "1:9.2p1-2+deb12u10\n").unwrap();
+    build
+}
+
+#[test]
+fn device_sshd_build_without_openssl_takes_ed25519_device_keys_only() {
+    if unsafe_free_getuid() != 0 || !std::path::Path::new("/usr/sbin/sshd").exists() {
+        eprintln!("SKIPPED: needs root and sshd");
+        return;
+    }
+    let r = Root::new();
+    std::fs::create_dir_all(r.path("etc/apt/apt.conf.d")).unwrap();
+    let tmp = phonehome_plumbing::tempdir::TempDir::new("sshd-build");
+    let build = fake_sshd_build(tmp.path());
+    let build = build.to_str().unwrap();
+    let args = [
+        "--device-sshd",
+        "2222",
+        "--device-sshd-build",
+        build,
+        "--no-reload",
+    ];
+    install_with(&r.dir, None, &["--device-sshd-build", build]).fails(1, "needs --device-sshd");
+    // An enrolled device with an RSA key could no longer log in: refused, nothing changed.
+    r.add(ID1, &key(0));
+    r.add(ID2, &key(1));
+    let before = snapshot(&r.dir);
+    let out = install_with(&r.dir, None, &args).fails(1, "ssh-ed25519 device keys only");
+    assert!(
+        out.stderr.contains(&format!("device{} (ssh-rsa)", ID2)) && !out.stderr.contains(ID1),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(snapshot(&r.dir), before, "nothing changed");
+
+    r.run("remove-device", &[ID2]).ok();
+    let out = install_with(&r.dir, None, &args).ok();
+    let installed = r.path("usr/local/lib/phonehome/openssh/sbin/sshd");
+    assert!(
+        out.stdout
+            .contains(&format!("{} -D -f", installed.display())),
+        "the devices' sshd runs the build: {}",
+        out.stdout
+    );
+    assert_eq!(mode(&installed), 0o755);
+    assert_eq!(
+        r.read("usr/local/lib/phonehome/openssh/debian-version"),
+        "1:9.2p1-2+deb12u10\n"
+    );
+    assert!(r
+        .read("etc/phonehome/server.conf")
+        .contains("device_key_types = ssh-ed25519\n"));
+    r.run("add-device", &[ID2, &key(2)])
+        .fails(2, "takes ssh-ed25519 device keys only");
+    r.add(ID2, &key(3));
+
+    // apt warns after dpkg when openssh-server is no longer the source of the build.
+    let check = r.path("usr/local/lib/phonehome/openssh/check-version");
+    let hook = r.read("etc/apt/apt.conf.d/80phonehome-sshd");
+    assert!(
+        hook.contains(&format!(
+            "DPkg::Post-Invoke {{ \"[ ! -x {c} ] || {c}\"; }};",
+            c = check.display()
+        )),
+        "{}",
+        hook
+    );
+    let logged = tmp.path().join("logger.args");
+    std::fs::write(
+        tmp.path().join("logger"),
+        format!("#!/bin/sh\necho \"$*\" >>{}\n", logged.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        tmp.path().join("logger"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let run_check = || {
+        Command::new(&check)
+            .env("PATH", format!("{}:/usr/bin:/bin", tmp.path().display()))
+            .output()
+            .unwrap()
+    };
+    let installed_version = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "openssh-server"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap());
+    if let Some(v) = installed_version {
+        let version_file = r.path("usr/local/lib/phonehome/openssh/debian-version");
+        std::fs::write(&version_file, format!("{}\n", v)).unwrap();
+        let same = run_check();
+        assert!(
+            same.status.success() && same.stderr.is_empty(),
+            "{:?}",
+            same
+        );
+        assert!(!logged.exists(), "nothing to say while the versions agree");
+        std::fs::write(&version_file, "1:9.2p1-2+deb12u1\n").unwrap();
+        let newer = run_check();
+        let err = String::from_utf8_lossy(&newer.stderr);
+        assert!(newer.status.success(), "never fails dpkg: {:?}", newer);
+        assert!(
+            err.contains(&format!(
+                "built from openssh 1:9.2p1-2+deb12u1, openssh-server is now {}",
+                v
+            )) && err.contains("--device-sshd-without-openssl"),
+            "{}",
+            err
+        );
+        let args = std::fs::read_to_string(&logged).unwrap();
+        assert!(
+            args.starts_with("-p auth.warning -t phonehome "),
+            "{}",
+            args
+        );
+    }
+
+    // Back on the system's sshd: every key type again.
+    let out = install_with(&r.dir, None, &["--device-sshd", "2222", "--no-reload"]).ok();
+    assert!(
+        out.stdout
+            .contains("device_key_types = all (was: ssh-ed25519)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains(&installed.display().to_string()),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !r.path("etc/apt/apt.conf.d/80phonehome-sshd").exists(),
+        "no warning hook left"
+    );
+}

@@ -32,6 +32,11 @@ DEVICE_SSHD=${PHONEHOME_E2E_DEVICE_SSHD:-}
 # /usr/sbin/sshd (e.g. OpenSSH 10.0 from cross/openssh.sh), and install-server.sh
 # configures it for that binary (it finds it first on PATH).
 DEVICE_SSHD_BIN=${PHONEHOME_E2E_DEVICE_SSHD_BIN:-/usr/sbin/sshd}
+# PHONEHOME_E2E_DEVICE_SSHD_BUILD=DIR: what server-scripts/build-sshd.sh built there
+# (Debian's OpenSSH without OpenSSL) runs it, installed by install-server.sh
+# --device-sshd-build as in production.
+DEVICE_SSHD_BUILD=${PHONEHOME_E2E_DEVICE_SSHD_BUILD:-}
+[ -z "$DEVICE_SSHD_BUILD" ] || DEVICE_SSHD_BIN=/usr/local/lib/phonehome/openssh/sbin/sshd
 # The port devices (and a thief with a device's key) connect to.
 DEVICE_PORT=${DEVICE_SSHD:-22}
 SSHD_LOG=$LAB/srv/sshd.log
@@ -224,7 +229,13 @@ EOF
     # PHONEHOME_E2E_INSTALL_SERVER: another installer, only to debug the harness itself.
     local -a lean=()
     [ -z "$DEVICE_SSHD" ] || lean=(--device-sshd "$DEVICE_SSHD" --no-reload)
-    if ! PATH="$(dirname "$DEVICE_SSHD_BIN"):$PATH" \
+    local path=$PATH
+    if [ -n "$DEVICE_SSHD_BUILD" ]; then
+        lean+=(--device-sshd-build "$DEVICE_SSHD_BUILD")
+    else
+        path=$(dirname "$DEVICE_SSHD_BIN"):$PATH
+    fi
+    if ! PATH=$path \
         "${PHONEHOME_E2E_INSTALL_SERVER:-$REPO_DIR/server-scripts/install-server.sh}" \
         --bin-dir "$BIN_DIR" "${lean[@]}" >"$LAB/srv/install.log" 2>&1; then
         echo "install-server.sh failed:" >&2

@@ -3,7 +3,8 @@
 # device's key in a thief's hands can do nothing but what the gate allows.
 # Usage: tests/e2e/stolen-key.sh   (root; runs in its own sandbox, leaves nothing behind)
 # PHONEHOME_E2E_DEVICE_SSHD=PORT: the same against the devices' own lean sshd on PORT
-# (install-server.sh --device-sshd), which must hold every line of it.
+# (install-server.sh --device-sshd), which must hold every line of it; with
+# PHONEHOME_E2E_DEVICE_SSHD_BUILD=DIR too, on the sshd built without OpenSSL there.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 # shellcheck source=stolen.sh
@@ -24,6 +25,25 @@ if [ -n "$DEVICE_SSHD" ]; then
         fail "lean sshd: root logged in on port $DEVICE_SSHD"
     else
         pass "lean sshd: no one outside the device group gets in on port $DEVICE_SSHD"
+    fi
+fi
+if [ -n "$DEVICE_SSHD_BUILD" ]; then
+    # What install-server.sh --device-sshd-build installed is what serves the devices.
+    v=$("$DEVICE_SSHD_BIN" -V 2>&1 | head -n 1)
+    exe=$(readlink "/proc/$(cat "$LAB/srv/device-sshd.pid")/exe")
+    if [[ $v == *"without OpenSSL"* ]] && [ "$exe" = "$DEVICE_SSHD_BIN" ]; then
+        pass "the devices' sshd runs the build without OpenSSL: $v (Debian openssh $(cat /usr/local/lib/phonehome/openssh/debian-version))"
+    else
+        fail "the devices' sshd is not the build without OpenSSL: $DEVICE_SSHD_BIN -V says '$v', the one running is '$exe'"
+    fi
+    # It cannot check an RSA signature: add-device refuses such a key up front.
+    ssh-keygen -q -t rsa -b 2048 -N '' -f "$LAB/rsa_key" </dev/null
+    if out=$(in_ns srv add-device 02000000fe02 "$(cat "$LAB/rsa_key.pub")" 2>&1); then
+        fail "add-device took an RSA key for an sshd without OpenSSL: $out"
+    elif grep -q "takes ssh-ed25519 device keys only" <<<"$out"; then
+        pass "add-device refuses an RSA key: $(cut -c1-110 <<<"$out")..."
+    else
+        fail "add-device refused an RSA key, but not for its type: $out"
     fi
 fi
 register dev1 || { fail "add-device dev1"; finish; exit 1; }

@@ -82,6 +82,7 @@ pub fn run(args: &[String], out: &mut Out) -> Result<()> {
         validate_alias(a)?;
     }
     let conf = ServerConf::load(&paths)?;
+    check_key_type(&paths, &conf, &req.key)?;
     cli::require_root(NAME)?;
     enrol(&paths, &conf, &req)?;
     say!(
@@ -97,6 +98,21 @@ pub fn run(args: &[String], out: &mut Out) -> Result<()> {
         fingerprint(&req.key)
     )?;
     print_setup(out, &paths, &conf, &req.id)
+}
+
+/// A key of a type the devices' sshd checks (`device_key_types`: an sshd built without
+/// OpenSSL checks Ed25519 signatures only); else the device could never log in.
+fn check_key_type(paths: &Paths, conf: &ServerConf, key: &PublicKey) -> Result<()> {
+    if conf.device_key_types.contains(&key.key_type()) {
+        return Ok(());
+    }
+    let names: Vec<&str> = conf.device_key_types.iter().map(|t| t.name()).collect();
+    Err(Error::usage(format!(
+        "this server takes {} device keys only (device_key_types in {}; install-server.sh sets it when the devices' sshd is built without OpenSSL), not {}; make an ed25519 key on the device (dropbearkey -t ed25519 -f KEYFILE, or ssh-keygen -t ed25519) and add that",
+        names.join(", "),
+        paths.conf().display(),
+        key.key_type().name()
+    )))
 }
 
 /// Check the request against the registry, then create the account and the files.

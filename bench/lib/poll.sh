@@ -194,17 +194,42 @@ server_cpu_batch() {
 	echo $((after - before))
 }
 
-# server_elapsed N CMD...: seconds for N logins, 8 at a time, clients on cpu 1 (sshd has
-# been pinned to cpu 0)
+# cpu_ticks CPU: "BUSY TOTAL" clock ticks of that cpu so far (/proc/stat; idle and
+# iowait are not busy)
+cpu_ticks() {
+	awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# server_elapsed LABEL N CMD...: seconds for N logins, 8 at a time, clients on cpu 1 (sshd
+# has been pinned to cpu 0); appends how busy each cpu was meanwhile to $FIX/tp-LABEL.cpu
+# ("BUSY0 TOTAL0 BUSY1 TOTAL1", clock ticks), which core_busy sums up
 server_elapsed() {
-	local n=$1 t0 t1
-	shift
+	local label=$1 n=$2 t0 t1 c0 c1
+	shift 2
+	c0=$(cpu_ticks 0) c1=$(cpu_ticks 1)
 	t0=$(date +%s.%N)
 	# shellcheck disable=SC2016 # expanded by the inner sh
 	seq "$n" | taskset -c 1 xargs -P 8 -I{} ip netns exec srv sh -c '"$@" <"$0" >/dev/null 2>&1 || echo fail' \
 		"$FIX/status.json" "$@" | grep -c fail >>"$FIX/tp.fails" || true
 	t1=$(date +%s.%N)
+	echo "$(cpu_ticks 0) $(cpu_ticks 1) $c0 $c1" |
+		awk '{ print $1 - $5, $2 - $6, $3 - $7, $4 - $8 }' >>"$FIX/tp-$label.cpu"
 	calc "$t1 - $t0" 3
+}
+
+# tp_cell RATE LABEL: the measured column: the rate and how busy both cores were
+tp_cell() {
+	if [[ -z $1 ]]; then
+		echo "not measured: one cpu"
+	else
+		echo "$1 (cores $(core_busy "$2"))"
+	fi
+}
+
+# core_busy LABEL: "sshd's core N %, the clients' M %" over LABEL's server_elapsed runs
+core_busy() {
+	awk '{ b0 += $1; t0 += $2; b1 += $3; t1 += $4 }
+		END { if (t0 && t1) printf "%.0f / %.0f %%", 100 * b0 / t0, 100 * b1 / t1 }' "$FIX/tp-$1.cpu" 2>/dev/null
 }
 
 section_server_poll() {
@@ -308,18 +333,18 @@ section_server_poll() {
 		# 4 rounds, cat, gate and the gate on the devices' own sshd (9.2, 10.0) in turn
 		local s_cat=0 s_gate=0 s_lean=0 s_l10=0 s_nossl=0 q=$(((n + 3) / 4))
 		for ((r = 0; r < 4; r++)); do
-			s_cat=$(calc "$s_cat + $(server_elapsed "$q" "${BASE_DB[@]}")" 3)
+			s_cat=$(calc "$s_cat + $(server_elapsed cat "$q" "${BASE_DB[@]}")" 3)
 			if [[ -n $gate_ms ]]; then
-				s_gate=$(calc "$s_gate + $(server_elapsed "$q" "${GATE_DB[@]}")" 3)
+				s_gate=$(calc "$s_gate + $(server_elapsed gate "$q" "${GATE_DB[@]}")" 3)
 			fi
 			if [[ -n $lean_ms ]]; then
-				s_lean=$(calc "$s_lean + $(server_elapsed "$q" "${GATE_LEAN[@]}")" 3)
+				s_lean=$(calc "$s_lean + $(server_elapsed lean "$q" "${GATE_LEAN[@]}")" 3)
 			fi
 			if [[ -n $l10_ms ]]; then
-				s_l10=$(calc "$s_l10 + $(server_elapsed "$q" "${GATE_LEAN10[@]}")" 3)
+				s_l10=$(calc "$s_l10 + $(server_elapsed l10 "$q" "${GATE_LEAN10[@]}")" 3)
 			fi
 			if [[ -n $nossl_ms ]]; then
-				s_nossl=$(calc "$s_nossl + $(server_elapsed "$q" "${GATE_NOSSL[@]}")" 3)
+				s_nossl=$(calc "$s_nossl + $(server_elapsed nossl "$q" "${GATE_NOSSL[@]}")" 3)
 			fi
 		done
 		cat_tp=$(calc "$q * 4 / $s_cat" 1)
@@ -349,27 +374,27 @@ section_server_poll() {
 		echo
 		echo "| login | sshd CPU ms / login | × baseline | CPU-bound polls/s per core | measured polls/s (sshd pinned to 1 core) |"
 		echo "| --- | ---: | ---: | ---: | ---: |"
-		echo "| baseline: forced \`cat\` | $cat_ms | 1.00 | $cat_cap | ${cat_tp:-not measured: one cpu} |"
+		echo "| baseline: forced \`cat\` | $cat_ms | 1.00 | $cat_cap | $(tp_cell "${cat_tp:-}" cat) |"
 		if [[ -n $gate_ms ]]; then
 			gate_cap=$(calc "1000 / $gate_ms" 1)
-			echo "| phonehome: the gate (\`poll\`, status report on stdin) | $gate_ms | $(ratio "$gate_ms" "$cat_ms") | $gate_cap | ${gate_tp:-not measured: one cpu} |"
+			echo "| phonehome: the gate (\`poll\`, status report on stdin) | $gate_ms | $(ratio "$gate_ms" "$cat_ms") | $gate_cap | $(tp_cell "${gate_tp:-}" gate) |"
 		else
 			echo "| phonehome: the gate | not measured: $why | | | |"
 		fi
 		if [[ -n $lean_ms ]]; then
-			echo "| phonehome: the gate on the devices' own sshd (\`--device-sshd\`: no PAM, no motd, ed25519 host key only, no sntrup761, no compression) | $lean_ms | $(ratio "$lean_ms" "$cat_ms") | $(calc "1000 / $lean_ms" 1) | ${lean_tp:-not measured: one cpu} |"
+			echo "| phonehome: the gate on the devices' own sshd (\`--device-sshd\`: no PAM, no motd, ed25519 host key only, no sntrup761, no compression) | $lean_ms | $(ratio "$lean_ms" "$cat_ms") | $(calc "1000 / $lean_ms" 1) | $(tp_cell "${lean_tp:-}" lean) |"
 		else
 			echo "| phonehome: the gate on the devices' own sshd | not measured: $lean_why | | | |"
 		fi
 		if [[ -n $l10_ms ]]; then
-			echo "| phonehome: the gate on the devices' own sshd, on $ossh10 (cross/openssh.sh: sshd, sshd-session, sshd-auth; OpenSSL, no PAM) | $l10_ms | $(ratio "$l10_ms" "$cat_ms") | $(calc "1000 / $l10_ms" 1) | ${l10_tp:-not measured: one cpu} |"
+			echo "| phonehome: the gate on the devices' own sshd, on $ossh10 (cross/openssh.sh: sshd, sshd-session, sshd-auth; OpenSSL, no PAM) | $l10_ms | $(ratio "$l10_ms" "$cat_ms") | $(calc "1000 / $l10_ms" 1) | $(tp_cell "${l10_tp:-}" l10) |"
 		else
 			echo "| phonehome: the gate on the devices' own sshd, on OpenSSH 10.0 | not measured: $l10_why | | | |"
 		fi
 		local nossl_v=""
 		[[ -z $BENCH_NOSSL_BUILD ]] || nossl_v="Debian openssh $(cat "$BENCH_NOSSL_BUILD/debian-version")"
 		if [[ -n $nossl_ms ]]; then
-			echo "| phonehome: the gate on the devices' own sshd built without OpenSSL (\`--device-sshd-without-openssl\`: $nossl_v, server-scripts/build-sshd.sh) | $nossl_ms | $(ratio "$nossl_ms" "$cat_ms") | $(calc "1000 / $nossl_ms" 1) | ${nossl_tp:-not measured: one cpu} |"
+			echo "| phonehome: the gate on the devices' own sshd built without OpenSSL (\`--device-sshd-without-openssl\`: $nossl_v, server-scripts/build-sshd.sh) | $nossl_ms | $(ratio "$nossl_ms" "$cat_ms") | $(calc "1000 / $nossl_ms" 1) | $(tp_cell "${nossl_tp:-}" nossl) |"
 		else
 			echo "| phonehome: the gate on the devices' own sshd built without OpenSSL | not measured: $nossl_why | | | |"
 		fi
@@ -394,7 +419,10 @@ section_server_poll() {
 			echo "about $(calc "${cat_tp:-$cat_cap} * 60" 0). phonehome's own figure: not measured ($why)."
 		fi
 		echo "The measured rate: $n logins of each kind in 4 interleaved rounds, 8 at a time (\`xargs -P 8\`), clients pinned to cpu 1 and"
-		echo "sshd (with everything it forks) to cpu 0, so the rate is what one core of sshd sustains."
+		echo "sshd (with everything it forks) to cpu 0. \"cores\": how busy sshd's core and the clients' core"
+		echo "were meanwhile (\`/proc/stat\`). Where sshd's core is well short of 100 % the clients' core"
+		echo "set the rate (a dbclient login costs its client about as much CPU as the cheaper sshds"
+		echo "spend on it), and the CPU-bound column is the figure for what one core of sshd sustains."
 		echo
 		if [[ -n $lean_ms && -n $gate_ms ]]; then
 			echo "The devices' own sshd (\`install.sh server --device-sshd PORT\`) against the shared sshd"

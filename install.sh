@@ -273,10 +273,16 @@ cmd_server() {
     done
     # --device-sshd-without-openssl is this script's: it builds the sshd that
     # --device-sshd-build installs (server-scripts/build-sshd.sh).
-    local args=() own_sshd=
+    local args=() own_sshd= port=
     for a in "$@"; do
-        if [ "$a" = --device-sshd-without-openssl ]; then own_sshd=$CARGO_TARGET_DIR/device-sshd; else args+=("$a"); fi
+        case $a in
+        --device-sshd-without-openssl) own_sshd=$CARGO_TARGET_DIR/device-sshd; continue ;;
+        --device-sshd | --device-sshd=*) port=yes ;;
+        esac
+        args+=("$a")
     done
+    [ -z "$own_sshd" ] || [ -n "$port" ] ||
+        die "server: --device-sshd-without-openssl needs --device-sshd PORT: it is the sshd of that port"
     # Bad arguments fail before the build, not after it.
     "$installer" --check-args "${args[@]}" ${own_sshd:+--device-sshd-build "$own_sshd"} || exit 2
     build_release

@@ -420,9 +420,10 @@ section_server_poll() {
 		fi
 		echo "The measured rate: $n logins of each kind in 4 interleaved rounds, 8 at a time (\`xargs -P 8\`), clients pinned to cpu 1 and"
 		echo "sshd (with everything it forks) to cpu 0. \"cores\": how busy sshd's core and the clients' core"
-		echo "were meanwhile (\`/proc/stat\`). Where sshd's core is well short of 100 % the clients' core"
-		echo "set the rate (a dbclient login costs its client about as much CPU as the cheaper sshds"
-		echo "spend on it), and the CPU-bound column is the figure for what one core of sshd sustains."
+		echo "were meanwhile (\`/proc/stat\`). Where sshd's core is well short of 100 %, 8 logins in flight"
+		echo "did not keep it busy (a dbclient login costs its client about as much CPU as the cheaper"
+		echo "sshds spend on it, and both wait on each other): the rate is then a floor of what one core"
+		echo "of sshd sustains, and the CPU-bound column, from sshd's own CPU per login, the figure for it."
 		echo
 		if [[ -n $lean_ms && -n $gate_ms ]]; then
 			echo "The devices' own sshd (\`install.sh server --device-sshd PORT\`) against the shared sshd"

@@ -393,6 +393,12 @@ if [ -n "$device_sshd" ]; then
 	# it (OpenSSH >= 9.9; dbclient >= 2025.87 offers it). Not sntrup761x25519, the only
 	# post-quantum exchange of OpenSSH 9.2-9.8: the dbclient releases that offer it pick it,
 	# and it costs sshd about a quarter more CPU per login (server-scripts/README.md).
+	# No PAM session; an sshd built without PAM (--device-sshd-build) knows no UsePAM and
+	# would say so on every start.
+	usepam="UsePAM no"
+	if "$device_bin" -t -f /dev/null -o "HostKey=$hostkey" -o UsePAM=no 2>&1 | grep -q 'Unsupported option'; then
+		usepam="# UsePAM: this sshd is built without PAM"
+	fi
 	kex=curve25519-sha256,curve25519-sha256@libssh.org
 	if "$device_bin" -t -f /dev/null -o "HostKey=$hostkey" -o KexAlgorithms=mlkem768x25519-sha256 >/dev/null 2>&1; then
 		kex=mlkem768x25519-sha256,$kex
@@ -413,7 +419,7 @@ KexAlgorithms $kex
 Compression no
 PidFile $device_pidfile
 AllowGroups $group
-UsePAM no
+$usepam
 UseDNS no
 PrintMotd no
 PrintLastLog no

@@ -337,8 +337,9 @@ echo "wrote $dropin (sshd -t: ok)"
 device_conf=$P/etc/phonehome/sshd_config
 device_pidfile=$P/run/phonehome-sshd.pid
 # The sshd it runs: the system's, or the build of --device-sshd-build, installed where
-# that build expects to be (build-sshd.sh's PREFIX). Restarted below, so that a running
-# listener never re-executes a newer binary than its own.
+# that build expects to be (build-sshd.sh's PREFIX). start_device_sshd restarts it
+# (not with --no-reload: then restart it yourself, or a running listener re-executes
+# the new binary for each connection).
 device_bin=$sshd_bin
 if [ -n "$device_sshd_build" ]; then
 	dest=$P/usr/local/lib/phonehome/openssh
@@ -489,6 +490,14 @@ UNIT
 		return
 	fi
 	pid=$(cat "$device_pidfile" 2>/dev/null || true)
+	old_bin=
+	[ -z "$pid" ] || old_bin=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+	if [ -n "$old_bin" ] && [ "$old_bin" != "$device_bin" ]; then
+		# SIGHUP re-executes sshd's own binary: another binary needs a fresh start
+		kill "$pid" && echo "stopped the device sshd (pid $pid), which ran $old_bin"
+		i=0
+		while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	fi
 	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
 		kill -HUP "$pid" && echo "reloaded the device sshd (pid $pid, port $device_sshd)"
 	else

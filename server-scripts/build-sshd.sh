@@ -19,12 +19,13 @@
 #        build-sshd.sh --build-deps     (prints the Debian packages the build needs)
 #   OUT_DIR gets sbin/sshd (and libexec/sshd-session, sshd-auth where the release has
 #   them) and debian-version; it prints OUT_DIR. The binaries expect to be installed in
-#   PREFIX (default /usr/local/lib/phonehome/openssh: install-server.sh puts them there),
-#   where OpenSSH >= 9.8 finds sshd-session and sshd-auth.
+#   /usr/local/lib/phonehome/openssh (install-server.sh puts them there), where OpenSSH
+#   >= 9.8 finds sshd-session and sshd-auth.
 set -euo pipefail
 
 me=build-sshd.sh
-PREFIX=${PHONEHOME_SSHD_PREFIX:-/usr/local/lib/phonehome/openssh}
+# Where install-server.sh --device-sshd-build installs it (sshd finds its helpers there).
+PREFIX=/usr/local/lib/phonehome/openssh
 # The Debian packages the build needs: dpkg-source, autoconf (Debian's patches change
 # configure.ac), the compiler.
 BUILD_DEPS=(dpkg-dev autoconf gcc make libc6-dev)
@@ -40,8 +41,10 @@ fi
 if [ $# -ne 1 ] || [ -z "$1" ]; then echo "usage: $me OUT_DIR | --build-deps" >&2; exit 2; fi
 { command -v dpkg-query && command -v apt-get; } >/dev/null 2>&1 ||
 	die "this builds Debian's OpenSSH source through apt: not a Debian system; run the devices' own sshd on the system's sshd instead (leave out --device-sshd-without-openssl)"
-version=$(dpkg-query -W -f '${Version}' openssh-server 2>/dev/null) ||
+# installed, not merely known to dpkg (a removed package keeps its version)
+[ "$(dpkg-query -W -f '${db:Status-Abbrev}' openssh-server 2>/dev/null)" = "ii " ] ||
 	die "openssh-server is not installed: apt-get install openssh-server"
+version=$(dpkg-query -W -f '${Version}' openssh-server)
 case $version in *[!A-Za-z0-9.+:~-]*) die "openssh-server has an unexpected version '$version'" ;; esac
 missing=()
 for p in "${BUILD_DEPS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -273,7 +273,7 @@ cmd_server() {
     done
     # --device-sshd-without-openssl is this script's: it builds the sshd that
     # --device-sshd-build installs (server-scripts/build-sshd.sh).
-    local args=() own_sshd= port=
+    local args=() own_sshd='' port=''
     for a in "$@"; do
         case $a in
         --device-sshd-without-openssl) own_sshd=$CARGO_TARGET_DIR/device-sshd; continue ;;

@@ -10,7 +10,7 @@ use crate::accounts::Db;
 use crate::config::ServerConf;
 use crate::error::{Error, Result};
 use crate::gate_status::{self, Heartbeat, Status, StoredReport};
-use crate::listeners::{self, Listener};
+use crate::listeners;
 use crate::logcache;
 use crate::logscan::{self, Filter, Hits};
 use crate::paths::Paths;
@@ -92,7 +92,7 @@ pub struct Sources {
     /// The gate can write its records (the disk is not full).
     pub gate_writable: bool,
     pub passwd: Db,
-    pub listening: Vec<Listener>,
+    pub listening: listeners::Index,
 }
 
 /// The whole fleet: the registry, the sources, a row per registered device and one per
@@ -186,7 +186,7 @@ fn gather(paths: &Paths, explicit: &[PathBuf], use_cache: bool) -> Result<Source
     if files.is_empty() && paths.is_system() {
         match logscan::scan_journal(&filter) {
             Ok(h) => {
-                scan.hits.merge(&h);
+                scan.hits.merge(h);
                 scan.read.push("journald".into());
             }
             Err(e) => scan.failed.push(format!("journald: {}", e)),
@@ -201,7 +201,7 @@ fn gather(paths: &Paths, explicit: &[PathBuf], use_cache: bool) -> Result<Source
             .collect(),
         gate_writable: !disk_full(paths),
         passwd: Db::load(paths).unwrap_or_default(),
-        listening: listeners::all(),
+        listening: listeners::Index::new(listeners::all()),
     })
 }
 
@@ -247,7 +247,7 @@ fn device_row(
         .by_name(&account)
         .map(|a| a.uid)
         .filter(|u| *u != 0);
-    let open = uid.map_or_else(Vec::new, |u| open_ports(&src.listening, u));
+    let open = uid.map_or_else(Vec::new, |u| src.listening.loopback_ports(u).to_vec());
     let error = current_error(hb.as_ref(), report.as_ref()).or(status_err);
     Row {
         id: id.clone(),
@@ -274,17 +274,6 @@ fn state(src: &Sources, last_seen: Option<i64>, readable: bool) -> State {
         None if readable => State::Never,
         _ => State::Unknown,
     }
-}
-
-fn open_ports(listening: &[Listener], uid: u32) -> Vec<u16> {
-    let mut open: Vec<u16> = listening
-        .iter()
-        .filter(|l| l.uid == uid && l.addr.is_loopback())
-        .map(|l| l.port)
-        .collect();
-    open.sort_unstable();
-    open.dedup();
-    open
 }
 
 fn newest(
@@ -369,16 +358,11 @@ pub enum Tunnel {
 /// process holds the rest; else pending. (Another process holding the whole port makes
 /// the device's tunnel fail, and the device says why at its next poll.)
 pub fn tunnel(src: &Sources, row: &Row, req: &Request) -> Tunnel {
-    let on_port: Vec<Listener> = src
-        .listening
-        .iter()
-        .filter(|l| l.port == req.remote)
-        .copied()
-        .collect();
+    let on_port = src.listening.on_port(req.remote);
     let Some(uid) = row.uid else {
         return Tunnel::Pending;
     };
-    if listeners::held_only_by(&on_port, uid) {
+    if listeners::held_only_by(on_port, uid) {
         return Tunnel::Up;
     }
     if let Some(why) = row.report.as_ref().and_then(|r| reported_failure(r, req)) {

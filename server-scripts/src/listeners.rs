@@ -10,6 +10,7 @@
 //! per connection on a server whose devices hold sessions. `/proc/net/tcp{,6}` (state
 //! 0A) remains the fallback where netlink is refused.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +87,43 @@ pub fn on_port(port: u16) -> Vec<Listener> {
     all().into_iter().filter(|l| l.port == port).collect()
 }
 
+/// Every LISTEN socket, looked up by port and by uid in constant time: a fleet's rows
+/// ask for each device and each request, and a server holding thousands of tunnels has
+/// thousands of sockets.
+#[derive(Debug, Default)]
+pub struct Index {
+    by_port: HashMap<u16, Vec<Listener>>,
+    /// The loopback ports of each uid, sorted, without repeats.
+    loopback_by_uid: HashMap<u32, Vec<u16>>,
+}
+
+impl Index {
+    pub fn new(all: Vec<Listener>) -> Index {
+        let mut ix = Index::default();
+        for l in all {
+            if l.addr.is_loopback() {
+                ix.loopback_by_uid.entry(l.uid).or_default().push(l.port);
+            }
+            ix.by_port.entry(l.port).or_default().push(l);
+        }
+        for ports in ix.loopback_by_uid.values_mut() {
+            ports.sort_unstable();
+            ports.dedup();
+        }
+        ix
+    }
+
+    /// The listeners on `port`.
+    pub fn on_port(&self, port: u16) -> &[Listener] {
+        self.by_port.get(&port).map_or(&[], Vec::as_slice)
+    }
+
+    /// The loopback ports `uid` listens on, sorted.
+    pub fn loopback_ports(&self, uid: u32) -> &[u16] {
+        self.loopback_by_uid.get(&uid).map_or(&[], Vec::as_slice)
+    }
+}
+
 /// The tunnel on `port` is up and the device's own: some listener on 127.0.0.1 or ::1,
 /// and every listener on the port belongs to `uid`.
 pub fn held_only_by(listeners: &[Listener], uid: u32) -> bool {
@@ -134,6 +172,27 @@ mod tests {
             "another owner on 0.0.0.0 spoils it"
         );
         assert!(!held_only_by(&[], 1001));
+    }
+
+    /// The index answers as the list it was made of: by port (every owner, every
+    /// address) and by uid (loopback only, sorted, each port once).
+    #[test]
+    fn the_index_answers_as_the_list() {
+        let mut all = parse(TCP);
+        all.extend(parse(TCP6));
+        all.push(Listener {
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 2000,
+            uid: 1001,
+        });
+        let ix = Index::new(all.clone());
+        for port in [22, 2000, 9876, 1] {
+            let want: Vec<Listener> = all.iter().filter(|l| l.port == port).copied().collect();
+            assert_eq!(ix.on_port(port), want.as_slice(), "port {}", port);
+        }
+        assert_eq!(ix.loopback_ports(1001), &[2000, 9876]);
+        assert_eq!(ix.loopback_ports(0), &[] as &[u16], "22 is on 0.0.0.0");
+        assert_eq!(ix.loopback_ports(7), &[] as &[u16]);
     }
 
     #[test]

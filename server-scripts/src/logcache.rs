@@ -144,7 +144,7 @@ fn read_one(path: &Path, old: &mut Cache, f: &Filter, out: &mut Outcome) -> std:
     let scanned = logscan::scan_file(&mut file, entry.complete, f)?;
     let gzip = is_gzip(&file);
     out.bytes_read += id.size - entry.complete;
-    entry.hits.merge(&scanned.hits);
+    entry.hits.merge(scanned.hits);
     entry.id = FileId { gzip, ..id };
     entry.complete = scanned.complete;
     entry.tail = tail_of(&file, entry.complete)?;
@@ -174,7 +174,6 @@ pub fn scan(paths: &Paths, logs: &[PathBuf], f: &Filter, use_cache: bool) -> Out
     for path in logs {
         match read_one(path, &mut old, f, &mut out) {
             Ok(e) => {
-                out.hits.merge(&e.hits);
                 out.read.push(path.display().to_string());
                 new.files.push(e);
             }
@@ -189,6 +188,10 @@ pub fn scan(paths: &Paths, logs: &[PathBuf], f: &Filter, use_cache: bool) -> Out
                 e
             );
         }
+    }
+    // Kept first, then merged: the entries are moved into the answer, not copied.
+    for e in new.files {
+        out.hits.merge(e.hits);
     }
     out
 }

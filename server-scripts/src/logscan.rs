@@ -548,13 +548,13 @@ pub struct Hits {
 
 /// `Hits` as it is stored (`logcache`, a binary file): a flat list of (device number,
 /// the fingerprint's base64, time, address, port), numbers rather than names, the
-/// fingerprint borrowed from the file: a fleet of thousands is read back and written
-/// every run.
+/// fingerprint borrowed from the file, the refusals from the table when written: a
+/// fleet of thousands is read back and written every run.
 #[derive(Serialize, Deserialize)]
 struct StoredHits<'a> {
     #[serde(borrow)]
     logins: Vec<(u64, &'a str, i64, IpAddr, u16)>,
-    refused: Vec<(u64, Vec<Refusal>)>,
+    refused: Vec<(u64, std::borrow::Cow<'a, [Refusal]>)>,
     skipped_long: u64,
     skipped_foreign: u64,
 }
@@ -566,29 +566,33 @@ const MAX_DEVICE_NUMBER: u64 = (1 << 48) - 1;
 impl<'de> Deserialize<'de> for Hits {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hits, D::Error> {
         let s = StoredHits::deserialize(d)?;
-        let logins = s
-            .logins
-            .into_iter()
-            .filter(|(device, b64, ..)| {
-                *device <= MAX_DEVICE_NUMBER
-                    && b64.bytes().all(|b| CLASS[usize::from(b)] & BASE64 != 0)
-            })
-            .filter_map(|(device, b64, time, from, port)| {
-                let fingerprint = b64.as_bytes().try_into().ok()?;
-                Some((
-                    Key {
-                        device,
-                        fingerprint,
-                    },
-                    Login { time, from, port },
-                ))
-            })
-            .collect();
-        let refused = s
-            .refused
-            .into_iter()
-            .filter(|(device, _)| *device <= MAX_DEVICE_NUMBER)
-            .collect();
+        let mut logins = Table::with_capacity_and_hasher(s.logins.len(), Default::default());
+        logins.extend(
+            s.logins
+                .into_iter()
+                .filter(|(device, b64, ..)| {
+                    *device <= MAX_DEVICE_NUMBER
+                        && b64.bytes().all(|b| CLASS[usize::from(b)] & BASE64 != 0)
+                })
+                .filter_map(|(device, b64, time, from, port)| {
+                    let fingerprint = b64.as_bytes().try_into().ok()?;
+                    Some((
+                        Key {
+                            device,
+                            fingerprint,
+                        },
+                        Login { time, from, port },
+                    ))
+                }),
+        );
+        let mut refused =
+            RefusedTable::with_capacity_and_hasher(s.refused.len(), Default::default());
+        refused.extend(
+            s.refused
+                .into_iter()
+                .filter(|(device, _)| *device <= MAX_DEVICE_NUMBER)
+                .map(|(device, r)| (device, r.into_owned())),
+        );
         Ok(Hits {
             logins,
             refused,
@@ -610,7 +614,11 @@ impl Serialize for Hits {
                     Some((k.device, b64, l.time, l.from, l.port))
                 })
                 .collect(),
-            refused: self.refused.iter().map(|(n, r)| (*n, r.clone())).collect(),
+            refused: self
+                .refused
+                .iter()
+                .map(|(n, r)| (*n, std::borrow::Cow::Borrowed(r.as_slice())))
+                .collect(),
             skipped_long: self.skipped_long,
             skipped_foreign: self.skipped_foreign,
         }
@@ -699,15 +707,22 @@ impl Hits {
     }
 
     /// Add what another source found.
-    pub fn merge(&mut self, other: &Hits) {
-        for (k, l) in &other.logins {
-            self.keep(*k, *l);
-        }
-        for (n, r) in &other.refused {
-            keep_refusals(self.refused.entry(*n).or_default(), r.iter().cloned());
-        }
+    /// Add what `other` found. Taken by value: into an empty `Hits` (a run's first
+    /// source, its cache entry) it is moved whole, not copied entry by entry.
+    pub fn merge(&mut self, other: Hits) {
         self.skipped_long += other.skipped_long;
         self.skipped_foreign += other.skipped_foreign;
+        if self.logins.is_empty() && self.refused.is_empty() {
+            self.logins = other.logins;
+            self.refused = other.refused;
+            return;
+        }
+        for (k, l) in other.logins {
+            self.keep(k, l);
+        }
+        for (n, r) in other.refused {
+            keep_refusals(self.refused.entry(n).or_default(), r.into_iter());
+        }
     }
 
     /// The newest login of device `id` with `fingerprint`, not dated beyond the clock
@@ -1031,7 +1046,7 @@ fn scan_ranges(
     let mut out = Scanned::default();
     for (part, start) in parts.into_iter().zip(&starts) {
         let part = part?;
-        out.hits.merge(&part.hits);
+        out.hits.merge(part.hits);
         // Every range but the last ends after a newline: complete to its end.
         out.complete = start + part.complete;
     }
@@ -1536,7 +1551,7 @@ mod tests {
         let odd_text = format!("{}\"", "A".repeat(42));
         let odd = (good.0, odd_text.as_str(), good.2, good.3, good.4);
         stored.logins = vec![far, short, odd, good];
-        stored.refused = vec![(1u64 << 48, vec![])];
+        stored.refused = vec![(1u64 << 48, vec![].into())];
         let back: Hits = postcard::from_bytes(&postcard::to_stdvec(&stored).unwrap()).unwrap();
         assert_eq!(back, hits, "only the good login is read back");
     }

@@ -200,16 +200,23 @@ cpu_ticks() {
 	awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
 
-# server_elapsed LABEL N CMD...: seconds for N logins, 8 at a time, clients on cpu 1 (sshd
-# has been pinned to cpu 0); appends how busy each cpu was meanwhile to $FIX/tp-LABEL.cpu
-# ("BUSY0 TOTAL0 BUSY1 TOTAL1", clock ticks), which core_busy sums up
+# How many logins server_elapsed keeps in flight: enough that sshd's core, not the wait
+# between client and server, bounds the rate (the lab's sshds take MaxStartups 200, as
+# install-server.sh writes it, so none is dropped)
+TP_IN_FLIGHT=16
+
+# server_elapsed LABEL N CMD...: seconds for N logins, TP_IN_FLIGHT at a time, clients on
+# cpu 1 (sshd has been pinned to cpu 0), all started inside the server's namespace by one
+# xargs (an `ip netns exec` per login would cost the clients' core more than the login);
+# appends how busy each cpu was meanwhile to $FIX/tp-LABEL.cpu ("BUSY0 TOTAL0 BUSY1
+# TOTAL1", clock ticks), which core_busy sums up
 server_elapsed() {
 	local label=$1 n=$2 t0 t1 c0 c1
 	shift 2
 	c0=$(cpu_ticks 0) c1=$(cpu_ticks 1)
 	t0=$(date +%s.%N)
 	# shellcheck disable=SC2016 # expanded by the inner sh
-	seq "$n" | taskset -c 1 xargs -P 8 -I{} ip netns exec srv sh -c '"$@" <"$0" >/dev/null 2>&1 || echo fail' \
+	seq "$n" | ip netns exec srv taskset -c 1 xargs -P "$TP_IN_FLIGHT" -I{} sh -c '"$@" <"$0" >/dev/null 2>&1 || echo fail' \
 		"$FIX/status.json" "$@" | grep -c fail >>"$FIX/tp.fails" || true
 	t1=$(date +%s.%N)
 	echo "$(cpu_ticks 0) $(cpu_ticks 1) $c0 $c1" |
@@ -418,12 +425,13 @@ section_server_poll() {
 			echo "Devices one core serves at one poll a minute with a bare forced \`cat\` (the floor):"
 			echo "about $(calc "${cat_tp:-$cat_cap} * 60" 0). phonehome's own figure: not measured ($why)."
 		fi
-		echo "The measured rate: $n logins of each kind in 4 interleaved rounds, 8 at a time (\`xargs -P 8\`), clients pinned to cpu 1 and"
-		echo "sshd (with everything it forks) to cpu 0. \"cores\": how busy sshd's core and the clients' core"
-		echo "were meanwhile (\`/proc/stat\`). Where sshd's core is well short of 100 %, 8 logins in flight"
-		echo "did not keep it busy (a dbclient login costs its client about as much CPU as the cheaper"
-		echo "sshds spend on it, and both wait on each other): the rate is then a floor of what one core"
-		echo "of sshd sustains, and the CPU-bound column, from sshd's own CPU per login, the figure for it."
+		echo "The measured rate: $n logins of each kind in 4 interleaved rounds, $TP_IN_FLIGHT at a time (\`xargs -P $TP_IN_FLIGHT\`"
+		echo "inside the server's namespace), clients pinned to cpu 1 and sshd (with everything it forks)"
+		echo "to cpu 0. \"cores\": how busy sshd's core and the clients' core were meanwhile (\`/proc/stat\`)."
+		echo "Where sshd's core is well short of 100 %, the clients' core was the limit (a dbclient login"
+		echo "costs its client about as much CPU as the cheaper sshds spend on it): the rate is then a"
+		echo "floor of what one core of sshd sustains, and the CPU-bound column, from sshd's own CPU per"
+		echo "login, the figure for it."
 		echo
 		if [[ -n $lean_ms && -n $gate_ms ]]; then
 			echo "The devices' own sshd (\`install.sh server --device-sshd PORT\`) against the shared sshd"

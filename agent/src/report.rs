@@ -21,7 +21,7 @@ pub struct HostInfo {
 
 impl HostInfo {
     pub fn read() -> HostInfo {
-        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let read = |p: &str| phonehome_plumbing::files::read_kernel_text(p).unwrap_or_default();
         HostInfo {
             uptime_secs: parse_uptime(&read("/proc/uptime")),
             load1: parse_load1(&read("/proc/loadavg")),

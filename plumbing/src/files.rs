@@ -170,6 +170,15 @@ fn regular_len(f: &File) -> io::Result<u64> {
     Ok(m.len())
 }
 
+/// A small kernel file (`/proc`, `/sys`): they report a size of 0, on which std reads
+/// in 32-byte probes that double (8 reads for `/proc/meminfo`); a page at once takes
+/// one read and the one that says the end.
+pub fn read_kernel_text(path: impl AsRef<Path>) -> io::Result<String> {
+    let mut text = String::with_capacity(4096);
+    File::open(path)?.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Read a regular file of at most `max` bytes without following a symlink.
 /// `Ok(None)` when it does not exist; larger files are an `InvalidData` error.
 pub fn read_bounded(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
@@ -360,6 +369,21 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// A kernel file is read whole, and so is a file longer than the first read.
+    #[test]
+    fn kernel_text_is_read_whole() {
+        assert_eq!(
+            read_kernel_text("/proc/version").unwrap(),
+            std::fs::read_to_string("/proc/version").unwrap()
+        );
+        let t = TempDir::new("files-kernel-text");
+        let p = t.join("long");
+        let long = "x".repeat(10_000);
+        std::fs::write(&p, &long).unwrap();
+        assert_eq!(read_kernel_text(&p).unwrap(), long);
+        assert!(read_kernel_text(t.join("missing")).is_err());
     }
 
     #[test]

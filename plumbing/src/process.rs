@@ -98,7 +98,7 @@ impl Stat {
 
 /// The state and start time of `pid`, if it exists.
 pub fn stat(pid: u32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{}/stat", pid)).ok()?;
+    let text = crate::files::read_kernel_text(format!("/proc/{}/stat", pid)).ok()?;
     parse_stat(&text)
 }
 

@@ -382,7 +382,9 @@ fn fake_sshd_build(dir: &std::path::Path) -> std::path::PathBuf {
     let sshd = build.join("sbin/sshd");
     std::fs::write(
         &sshd,
-        "#!/bin/sh\n[ \"$1\" != -V ] || { echo 'OpenSSH_9.2, without OpenSSL' >&2; exit 0; }\nexec /usr/sbin/sshd \"$@\"\n",
+        // As a build without PAM (build-sshd.sh's --without-pam) answers install-server.sh's
+        // probe; everything else goes to the system's sshd.
+        "#!/bin/sh\n[ \"$1\" != -V ] || { echo 'OpenSSH_9.2, without OpenSSL' >&2; exit 0; }\ncase \" $* \" in *' UsePAM=no '*) echo 'command-line line 0: Unsupported option UsePAM' >&2; exit 0;; esac\nexec /usr/sbin/sshd \"$@\"\n",
     )
     .unwrap();
     std::fs::set_permissions(&sshd, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -438,6 +440,12 @@ fn device_sshd_build_without_openssl_takes_ed25519_device_keys_only() {
     assert!(r
         .read("etc/phonehome/server.conf")
         .contains("device_key_types = ssh-ed25519\n"));
+    let conf = r.read("etc/phonehome/sshd_config");
+    assert!(
+        conf.contains("# UsePAM: this sshd is built without PAM") && !conf.contains("UsePAM no"),
+        "a build without PAM gets no UsePAM line: {}",
+        conf
+    );
     r.run("add-device", &[ID2, &key(2)])
         .fails(2, "takes ssh-ed25519 device keys only");
     r.add(ID2, &key(3));
@@ -523,4 +531,8 @@ fn device_sshd_build_without_openssl_takes_ed25519_device_keys_only() {
         !r.path("etc/apt/apt.conf.d/80phonehome-sshd").exists(),
         "no warning hook left"
     );
+    assert!(r
+        .read("etc/phonehome/sshd_config")
+        .lines()
+        .any(|l| l.trim() == "UsePAM no"));
 }

@@ -497,6 +497,9 @@ UNIT
 		kill "$pid" && echo "stopped the device sshd (pid $pid), which ran $old_bin"
 		i=0
 		while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+		# SIGHUP now would keep the old binary running: say so instead
+		! kill -0 "$pid" 2>/dev/null ||
+			die "the device sshd (pid $pid, $old_bin) did not stop within 5 s of SIGTERM; stop it (kill -KILL $pid) and run this again: the configuration is written, $device_bin is not running yet"
 	fi
 	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
 		kill -HUP "$pid" && echo "reloaded the device sshd (pid $pid, port $device_sshd)"

@@ -45,6 +45,23 @@ if [ -n "$DEVICE_SSHD_BUILD" ]; then
     else
         fail "add-device refused an RSA key, but not for its type: $out"
     fi
+    # Switching binaries stops the running device sshd (SIGHUP would re-execute the old
+    # one). One that outlives SIGTERM by 5 s: install-server.sh says so and fails, and
+    # starts nothing beside it. The stand-in ignores TERM; the lab's own sshd is untouched.
+    ( trap '' TERM; exec sleep 120 ) &
+    stub=$!
+    echo "$stub" >/run/phonehome-sshd.pid
+    if out=$("$REPO_DIR/server-scripts/install-server.sh" --bin-dir "$BIN_DIR" --device-sshd "$DEVICE_SSHD" \
+        --device-sshd-build "$DEVICE_SSHD_BUILD" 2>&1); then
+        fail "install-server.sh went on past a device sshd that did not stop: $out"
+    elif grep -q "did not stop within 5 s of SIGTERM" <<<"$out" && kill -0 "$stub" 2>/dev/null; then
+        pass "a device sshd that outlives SIGTERM: install-server.sh fails and says so ($(tail -n 1 <<<"$out" | cut -c1-100)...)"
+    else
+        fail "install-server.sh and a device sshd that ignores SIGTERM: $out"
+    fi
+    kill -KILL "$stub" 2>/dev/null || true
+    wait "$stub" 2>/dev/null || true
+    rm -f /run/phonehome-sshd.pid
 fi
 register dev1 || { fail "add-device dev1"; finish; exit 1; }
 register dev2 || { fail "add-device dev2"; finish; exit 1; }

@@ -53,6 +53,13 @@ cmd_save() {
 	mkdir -p "$BENCH_TMP/cmds"
 	printf '%s\0' "${@:2}" >"$BENCH_TMP/cmds/$1"
 	: >"$BENCH_TMP/cmds/$1.samples"
+	rm -f "$BENCH_TMP/cmds/$1.pre"
+}
+
+# cmd_pre NAME CMD...: a command time_interleaved runs, untimed, before each run of NAME
+# (saved with cmd_save first): what a run needs changed, outside its figures
+cmd_pre() {
+	printf '%s\0' "${@:2}" >"$BENCH_TMP/cmds/$1.pre"
 }
 
 # time_interleaved N NAME...: N rounds, each running every saved command once in turn, so
@@ -63,6 +70,10 @@ time_interleaved() {
 	local -a argv
 	for ((r = 0; r < n; r++)); do
 		for name in "$@"; do
+			if [[ -f $BENCH_TMP/cmds/$name.pre ]]; then
+				mapfile -d '' -t argv <"$BENCH_TMP/cmds/$name.pre"
+				"${argv[@]}" >/dev/null 2>>"${BENCH_ERRLOG:-/dev/null}" || true
+			fi
 			mapfile -d '' -t argv <"$BENCH_TMP/cmds/$name"
 			if line=$(time_once "${argv[@]}"); then
 				echo "$line" >>"$BENCH_TMP/cmds/$name.samples"

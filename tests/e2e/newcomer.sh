@@ -16,7 +16,9 @@
 # both devices go through it at the same time. It ends with the admin logged into each
 # device through its tunnel. It also checks, on the way, what issue 13 listed: the
 # installer's help and errors (item 5), the router build installed (item 8), the cron
-# line of agent/README (item 10).
+# line of agent/README (item 10). Last, the README's block for the devices' own sshd
+# built without OpenSSL, on the build install.sh test made in its stage before (the
+# nodes cannot fetch Debian's source), with one device moved to it as the README says.
 #
 # Needs root, Debian's cron, and the router build of the agent (`cargo build --profile
 # router -p phonehome`; install.sh test builds it first) and the rustup target of the
@@ -100,6 +102,8 @@ SERVER_BLOCK=$(readme_block "$README" server)
 check "README.md has the server block (newcomer:server)" [ -n "$SERVER_BLOCK" ]
 DEVICE_BLOCK=$(readme_block "$README" device)
 check "README.md has the device block (newcomer:device)" [ -n "$DEVICE_BLOCK" ]
+LEAN_BLOCK=$(readme_block "$README" server-lean)
+check "README.md has the lean sshd block (newcomer:server-lean)" [ -n "$LEAN_BLOCK" ]
 TUNNEL_BLOCK=$(readme_block "$README" tunnel)
 check "README.md has the tunnel block (newcomer:tunnel), with the example id $EXAMPLE_ID" \
     grep -q "$EXAMPLE_ID" <<<"$TUNNEL_BLOCK"
@@ -274,6 +278,51 @@ node_run dev2 phonehome status >"$OUT/dev2-status.log" 2>&1
 sed 's/^/     > /' "$OUT/dev1-status.log" "$OUT/dev2-status.log"
 check "dev1 polled with OpenSSH's ssh" grep -q 'last poll: ok.*client ssh OpenSSH_' "$OUT/dev1-status.log"
 check "dev2 polled with dbclient" grep -q 'last poll: ok.*client dbclient 20' "$OUT/dev2-status.log"
+
+step "the README's lean sshd block on the server: the devices' own sshd, built without OpenSSL"
+# The build comes from Debian's source package (apt-get source): the nodes have no
+# internet, so this runs on the build install.sh test made in its stage before.
+LEAN_SSHD=/usr/local/lib/phonehome/openssh/sbin/sshd
+lean_runs_the_build() {
+    local exe
+    # shellcheck disable=SC2016 # expanded on the node
+    exe=$(node_sh srv 'readlink "/proc/$(cat /run/phonehome-sshd.pid)/exe"') &&
+        [ "$exe" = "$LEAN_SSHD" ] && node_run srv "$LEAN_SSHD" -V 2>&1 | grep -q 'without OpenSSL'
+}
+lean_conf() {
+    node_run srv grep -qx 'server_port = 2222' /etc/phonehome/server.conf &&
+        node_run srv grep -qx 'device_key_types = ssh-ed25519' /etc/phonehome/server.conf
+}
+lean_host_key_types() { node_run srv ssh-keyscan -p 2222 127.0.0.1 2>/dev/null | awk '{print $2}' | sort -u; }
+if [ ! -x "$REPO_DIR/target/device-sshd/sbin/sshd" ]; then
+    echo "     skipped: no build in target/device-sshd (install.sh test makes it; or run"
+    echo "     server-scripts/build-sshd.sh target/device-sshd with internet)"
+else
+    printf '%s\n' "$LEAN_BLOCK" >"$OUT/server-lean.sh"
+    if as_newcomer srv "$OUT/server-lean.sh" "$OUT/server-lean.log"; then pass "the lean sshd block ran"; else
+        fail "the lean sshd block failed"
+        show "$OUT/server-lean.log"
+    fi
+    sed 's/^/     > /' "$OUT/server-lean.log" | grep -v 'Compiling\|Finished\|Blocking' | tail -n 8
+    check "it listens on port 2222" wait_until 10 tcp_open srv 127.0.0.1 2222
+    check "  ... and it is the build: the running sshd's binary, its -V" lean_runs_the_build
+    # shellcheck disable=SC2016 # expanded by check's eval
+    check "  ... offering the ed25519 host key only" eval '[ "$(lean_host_key_types)" = ssh-ed25519 ]'
+    check "server.conf sends devices to 2222 and takes Ed25519 device keys only" lean_conf
+    # dev1 moves to it as the README says: the setup line add-device --print-setup prints
+    # now, run on the device; a poll by hand then goes through port 2222. dev2 stays on
+    # the admin's sshd (port 22), which still lets devices in.
+    printf '%s\n' "add-device --print-setup ${ID[dev1]}" >"$OUT/dev1-reprint.sh"
+    as_newcomer srv "$OUT/dev1-reprint.sh" "$OUT/dev1-reprint.log" || show "$OUT/dev1-reprint.log"
+    line=$(grep -m1 -E '^ *phonehome setup ' "$OUT/dev1-reprint.log" | sed 's/^ *//')
+    check "dev1: add-device --print-setup prints a setup line for port 2222" grep -q -- "--port 2222 " <<<"$line"
+    if run_printed dev1 "$line" "$OUT/dev1-setup2222.log"; then pass "dev1: phonehome setup, as printed"; else
+        fail "dev1: phonehome setup for port 2222 failed"
+        show "$OUT/dev1-setup2222.log"
+    fi
+    check "dev1: a poll through the lean sshd on 2222" node_run dev1 phonehome --hold no poll
+    check "dev2, not moved: a poll through the admin's sshd on 22 still" node_run dev2 phonehome --hold no poll
+fi
 [ "$FAILED" = 0 ] || node_report
 
 echo

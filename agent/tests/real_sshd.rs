@@ -281,25 +281,14 @@ impl Server {
     }
 
     /// The processes of this sshd's pid namespace that listen on TCP `port`: the
-    /// listening sockets' inodes from /proc/net/tcp{,6}, matched against those
-    /// processes' file descriptors.
+    /// listening sockets' inodes (sock_diag), matched against those processes' file
+    /// descriptors.
     fn sshd_listeners_on(&self, port: u16) -> Vec<u32> {
-        let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
-            .iter()
-            .filter_map(|p| fs::read_to_string(p).ok())
-            .flat_map(|t| {
-                t.lines()
-                    .skip(1)
-                    .filter_map(|l| {
-                        let f: Vec<&str> = l.split_whitespace().collect();
-                        let local_port = f.get(1)?.rsplit_once(':')?.1;
-                        let inode = f.get(9)?;
-                        (f.get(3) == Some(&"0A")
-                            && u16::from_str_radix(local_port, 16).ok() == Some(port))
-                        .then(|| format!("socket:[{inode}]"))
-                    })
-                    .collect::<Vec<_>>()
-            })
+        let inodes: Vec<String> = phonehome_plumbing::sockdiag::tcp_listeners()
+            .expect("sock_diag answers")
+            .into_iter()
+            .filter(|l| l.port == port)
+            .map(|l| format!("socket:[{}]", l.inode))
             .collect();
         let sshd = self
             .sshd

@@ -36,8 +36,19 @@ fn request(family: u8, seq: u32) -> Vec<u8> {
     r
 }
 
-/// One `inet_diag_msg`: address, port, owner.
-fn listener(m: &[u8]) -> Option<(IpAddr, u16, u32)> {
+/// A LISTEN socket as the kernel lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// The owner's uid.
+    pub uid: u32,
+    /// The socket's inode: `/proc/PID/fd/N` links to `socket:[inode]`.
+    pub inode: u32,
+}
+
+/// One `inet_diag_msg`: address, port, owner, inode.
+fn listener(m: &[u8]) -> Option<Listening> {
     let m = m.get(..MSG)?;
     let port = u16::from_be_bytes([m[4], m[5]]);
     let src: [u8; 16] = m[8..24].try_into().ok()?;
@@ -47,12 +58,17 @@ fn listener(m: &[u8]) -> Option<(IpAddr, u16, u32)> {
         _ => return None,
     };
     let uid = u32::from_ne_bytes(m[64..68].try_into().ok()?);
-    Some((addr, port, uid))
+    let inode = u32::from_ne_bytes(m[68..72].try_into().ok()?);
+    Some(Listening {
+        addr,
+        port,
+        uid,
+        inode,
+    })
 }
 
-/// Every LISTEN TCP socket of this network namespace, IPv4 and IPv6: its address, port
-/// and owning uid.
-pub fn tcp_listeners() -> io::Result<Vec<(IpAddr, u16, u32)>> {
+/// Every LISTEN TCP socket of this network namespace, IPv4 and IPv6.
+pub fn tcp_listeners() -> io::Result<Vec<Listening>> {
     // SAFETY: plain socket(2) arguments; the descriptor is owned at once.
     let fd = unsafe {
         libc::socket(
@@ -119,4 +135,31 @@ pub fn tcp_listeners() -> io::Result<Vec<(IpAddr, u16, u32)>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// A socket this test listens on is listed with its port, owner and the inode its
+    /// descriptor links to.
+    #[test]
+    fn lists_a_real_listener_with_its_inode() {
+        let sock = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", sock.as_raw_fd())).unwrap();
+        let found: Vec<Listening> = tcp_listeners()
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.port == port)
+            .collect();
+        assert_eq!(found.len(), 1, "{:?}", found);
+        assert_eq!(found[0].addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(found[0].uid, crate::process::getuid());
+        assert_eq!(
+            link.to_str().unwrap(),
+            format!("socket:[{}]", found[0].inode)
+        );
+    }
 }

@@ -71,7 +71,11 @@ pub fn all() -> Vec<Listener> {
 fn from_netlink() -> std::io::Result<Vec<Listener>> {
     Ok(phonehome_plumbing::sockdiag::tcp_listeners()?
         .into_iter()
-        .map(|(addr, port, uid)| Listener { addr, port, uid })
+        .map(|l| Listener {
+            addr: l.addr,
+            port: l.port,
+            uid: l.uid,
+        })
         .collect())
 }
 

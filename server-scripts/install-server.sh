@@ -138,10 +138,18 @@ setting() { # setting NAME DEFAULT: the value in server.conf, else DEFAULT
 }
 
 # An sshd without OpenSSL checks Ed25519 keys only: refused, with nothing changed, while
-# an enrolled device has another key type (it could no longer log in).
+# an enrolled device has another key type (it could no longer log in). Checked and
+# written under add-device's registry lock, held from here to the device_key_types
+# line: an add-device in between waits, then reads the new setting under that lock.
 key_types=all
 if [ -n "$device_sshd_build" ] && "$device_sshd_build/sbin/sshd" -V 2>&1 | grep -q 'without OpenSSL'; then
 	key_types=ssh-ed25519
+	command -v flock >/dev/null 2>&1 || die "flock not found: install util-linux"
+	install -d -m 0755 "$P/var/lib/phonehome"
+	install -d -m 0700 "$P/var/lib/phonehome/locks"
+	[ -e "$P/var/lib/phonehome/locks/registry.lock" ] || install -m 0600 /dev/null "$P/var/lib/phonehome/locks/registry.lock"
+	exec 9>>"$P/var/lib/phonehome/locks/registry.lock"
+	flock 9 || die "could not lock $P/var/lib/phonehome/locks/registry.lock"
 	others=$(for f in "$P"/etc/phonehome/authorized_keys/*; do
 		# add-device's key lines end with the key's type and base64 (keys::key_line)
 		[ ! -f "$f" ] || awk -v a="${f##*/}" 'NF && $(NF - 1) != "ssh-ed25519" { print a " (" $(NF - 1) ")"; exit }' "$f"
@@ -383,6 +391,7 @@ fi
 if [ "$key_types" != all ] || [ -n "$(setting device_key_types '')" ]; then
 	set_conf device_key_types "$key_types"
 fi
+exec 9>&- # the registry lock, if taken above
 if [ -n "$device_sshd" ]; then
 	hostkey=$P/etc/ssh/ssh_host_ed25519_key
 	if [ ! -e "$hostkey" ]; then

@@ -138,6 +138,30 @@ fn add_device_takes_only_the_key_types_the_devices_sshd_checks() {
     other.add(ID2, &key(2));
 }
 
+/// install-server.sh writes device_key_types under the registry lock: an add-device that
+/// passed its first check before that write reads the setting again under the lock.
+#[test]
+fn add_device_checks_the_key_type_again_under_the_registry_lock() {
+    let r = Root::new();
+    let conf = r.read("etc/phonehome/server.conf");
+    let before = snapshot(&r.dir);
+    let (held, lock_path) = hold_registry_lock(&r);
+    let child = r
+        .cmd("add-device")
+        .args([ID1, &key(1)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_a_waiter(&lock_path);
+    r.set_conf("device_key_types = ssh-ed25519\n");
+    drop(held);
+    Out::new("add-device (RSA)".into(), child.wait_with_output().unwrap())
+        .fails(2, "takes ssh-ed25519 device keys only");
+    std::fs::write(r.path("etc/phonehome/server.conf"), conf).unwrap();
+    assert_eq!(snapshot(&r.dir), before, "no account, no file");
+}
+
 #[test]
 fn add_device_needs_the_device_group() {
     let r = Root::new();

@@ -15,6 +15,15 @@ fn install_with(
     path_prefix: Option<&std::path::Path>,
     args: &[&str],
 ) -> Out {
+    let out = install_cmd(root, path_prefix, args).output().unwrap();
+    Out::new("install-server.sh".into(), out)
+}
+
+fn install_cmd(
+    root: &std::path::Path,
+    path_prefix: Option<&std::path::Path>,
+    args: &[&str],
+) -> Command {
     let bin_dir = bin_path("phonehome-gate").parent().unwrap().to_path_buf();
     let mut c = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/install-server.sh"));
     c.arg("--root")
@@ -28,7 +37,7 @@ fn install_with(
             format!("{}:{}", p.display(), std::env::var("PATH").unwrap()),
         );
     }
-    Out::new("install-server.sh".into(), c.output().unwrap())
+    c
 }
 
 fn mode(p: &std::path::Path) -> u32 {
@@ -390,6 +399,58 @@ fn fake_sshd_build(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::set_permissions(&sshd, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(build.join("debian-version"), "1:9.2p1-2+deb12u10\n").unwrap();
     build
+}
+
+/// The key check and the device_key_types line are made under add-device's registry
+/// lock: a device enrolled while install-server.sh waits for that lock is checked too.
+#[test]
+fn device_sshd_build_checks_the_device_keys_under_the_registry_lock() {
+    if unsafe_free_getuid() != 0 || !std::path::Path::new("/usr/sbin/sshd").exists() {
+        eprintln!("SKIPPED: needs root and sshd");
+        return;
+    }
+    let r = Root::new();
+    let tmp = phonehome_plumbing::tempdir::TempDir::new("sshd-build");
+    let build = fake_sshd_build(tmp.path());
+    r.add(ID1, &key(0));
+    // An RSA device's key file, as add-device writes it (made in another root).
+    let other = Root::new();
+    other.add(ID2, &key(1));
+    let rsa_file = format!("etc/phonehome/authorized_keys/device{}", ID2);
+
+    let (held, lock_path) = hold_registry_lock(&r);
+    let child = install_cmd(
+        &r.dir,
+        None,
+        &[
+            "--device-sshd",
+            "2222",
+            "--device-sshd-build",
+            build.to_str().unwrap(),
+            "--no-reload",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_a_waiter(&lock_path);
+    // What an add-device holding the lock finishes meanwhile.
+    std::fs::copy(other.path(&rsa_file), r.path(&rsa_file)).unwrap();
+    drop(held);
+    let out = Out::new(
+        "install-server.sh".into(),
+        child.wait_with_output().unwrap(),
+    )
+    .fails(1, "ssh-ed25519 device keys only");
+    assert!(
+        out.stderr.contains(&format!("device{} (ssh-rsa)", ID2)),
+        "{}",
+        out.stderr
+    );
+    assert!(!r
+        .read("etc/phonehome/server.conf")
+        .contains("device_key_types"));
 }
 
 #[test]

@@ -125,6 +125,8 @@ fn enrol(paths: &Paths, conf: &ServerConf, req: &Request) -> Result<()> {
         ))
     })?;
     let _registry_lock = lock::registry(paths)?;
+    // install-server.sh changes device_key_types under this lock: read it again here.
+    check_key_type(paths, &ServerConf::load(paths)?, &req.key)?;
     let _device_lock = lock::device(paths, &req.id)?;
     check_registry(paths, req)?;
     let account = req.id.account();

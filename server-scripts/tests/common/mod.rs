@@ -331,3 +331,43 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// Take the registry lock of this root, as add-device and install-server.sh take it,
+/// and hold it until the returned file is dropped.
+pub fn hold_registry_lock(r: &Root) -> (std::fs::File, PathBuf) {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = r.path("var/lib/phonehome/locks");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .unwrap();
+    let path = dir.join("registry.lock");
+    let file = phonehome_plumbing::lock::open(&path).unwrap();
+    phonehome_plumbing::lock::exclusive(&file).unwrap();
+    (file, path)
+}
+
+/// Wait (up to 20 s) until some process waits for a flock on `path`: /proc/locks lists
+/// each waiter as "N: -> FLOCK ... MAJ:MIN:INODE ...".
+pub fn wait_for_a_waiter(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let ino = format!(":{} ", std::fs::metadata(path).unwrap().ino());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        if locks
+            .lines()
+            .any(|l| l.contains(" -> FLOCK ") && l.contains(&ino))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody waits for {} after 20 s: {}",
+            path.display(),
+            locks
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -150,7 +150,7 @@ apt_install() {
 device_static_path() {
     local arch
     arch=$(cross_host_arch)
-    [ -n "$arch" ] && echo "$CARGO_TARGET_DIR/$(cross_triple "$arch")/router/phonehome"
+    [ -n "$arch" ] && cross_bin "$CARGO_TARGET_DIR" "$arch" phonehome
     return 0
 }
 

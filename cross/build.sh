@@ -89,7 +89,7 @@ build_one() {
         tail -n 15 "$log" | sed 's/^/    /'
         return 1
     fi
-    install -m 0755 "$dir/$triple/router/phonehome" "$out/phonehome"
+    install -m 0755 "$(cross_bin "$dir" "$arch" phonehome)" "$out/phonehome"
     echo "$way" >"$out/way"
     local facts runner version
     facts=$(cross_elf_check "$arch" "$out/phonehome") || { say "$arch: $facts"; return 1; }

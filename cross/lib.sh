@@ -110,6 +110,12 @@ cross_cargo() {
     esac
 }
 
+# cross_bin TARGET_DIR ARCH NAME: where cross_cargo puts binary NAME of ARCH built in
+# TARGET_DIR.
+cross_bin() {
+    echo "$1/$(cross_triple "$2")/router/$3"
+}
+
 # cross_elf_check ARCH FILE: the file is a static executable for ARCH (machine, class,
 # byte order, no interpreter; soft-float on MIPS, hard-float on armv7). Prints the
 # facts; fails with what is wrong.

@@ -27,7 +27,7 @@ cross_size_build() {
 	# offline first (the crates the workspace locks); the registry for the rest
 	(cd "$dir" && { cross_cargo "$arch" "$way" "$tdir" --offline --manifest-path "$dir/Cargo.toml" ||
 		cross_cargo "$arch" "$way" "$tdir" --manifest-path "$dir/Cargo.toml"; }) >>"$BENCH_ERRLOG" 2>&1 || return 1
-	bin=$tdir/$triple/router/$name
+	bin=$(cross_bin "$tdir" "$arch" "$name")
 	cross_elf_check "$arch" "$bin" >>"$BENCH_ERRLOG" || return 1
 	stat -c %s "$bin"
 }
@@ -88,13 +88,14 @@ section_cross_size() {
 # The agent of ARCH from the sources measured ($BENCH_REPO), the same way; in the
 # target dir cross/build.sh uses, so that this is a no-op when it just built them.
 cross_size_build_agent() {
-	local arch=$1 way=$2 triple tdir
+	local arch=$1 way=$2 triple tdir bin
 	triple=$(cross_triple "$arch")
 	tdir=$(dirname "$BENCH_DIR")/target/cross-build/$triple
 	(cd "$BENCH_REPO" && cross_cargo "$arch" "$way" "$tdir" --locked --offline -p phonehome \
 		--manifest-path "$BENCH_REPO/Cargo.toml") >>"$BENCH_ERRLOG" 2>&1 || return 1
-	cross_elf_check "$arch" "$tdir/$triple/router/phonehome" >>"$BENCH_ERRLOG" || return 1
-	stat -c %s "$tdir/$triple/router/phonehome"
+	bin=$(cross_bin "$tdir" "$arch" phonehome)
+	cross_elf_check "$arch" "$bin" >>"$BENCH_ERRLOG" || return 1
+	stat -c %s "$bin"
 }
 
 # cross_size_verdict ROW...: the goal (≤ 1.3× the same-crates hello) against the rows,

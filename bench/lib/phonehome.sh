@@ -32,7 +32,7 @@ build_binaries() {
 		if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
 			BENCH_NO_AGENT_STATIC="rustup has no x86_64-unknown-linux-musl std here (cross/build.sh x86_64 adds it)"
 		elif (cd "$BENCH_REPO" && cross_cargo x86_64 stable "$BENCH_TARGET" --offline -p phonehome) >>"$BENCH_ERRLOG" 2>&1; then
-			BENCH_AGENT_STATIC=$BENCH_TARGET/x86_64-unknown-linux-musl/router/phonehome
+			BENCH_AGENT_STATIC=$(cross_bin "$BENCH_TARGET" x86_64 phonehome)
 		else
 			BENCH_NO_AGENT_STATIC="its static musl build failed (see the error log)"
 		fi

@@ -396,13 +396,7 @@ pub fn notify_on(sig: i32) -> io::Result<OwnedFd> {
         .and_then(|i| NOTIFY.get(i))
         .filter(|_| sig > 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "signal cannot be caught"))?;
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 writes two descriptors into the array it is given.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just made by pipe2 and belong to nobody else.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read, write) = crate::spawn::pipe2(libc::O_CLOEXEC | libc::O_NONBLOCK)?;
     if slot
         .compare_exchange(-1, write.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst)
         .is_err()

@@ -146,14 +146,19 @@ fn nul_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
 /// A close-on-exec pipe (read end, write end), both descriptors above 2 so that the
 /// child's dup2 onto 0, 1 and 2 cannot overwrite one it has yet to move.
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = pipe2(libc::O_CLOEXEC)?;
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+/// pipe2(2) with `flags`: (read end, write end). The one place phonehome makes a pipe.
+pub(crate) fn pipe2(flags: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 writes two descriptors into the array it is given.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), flags) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: both descriptors are new and ours.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((above_stdio(r)?, above_stdio(w)?))
+    // SAFETY: both descriptors were just made by pipe2 and belong to nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {

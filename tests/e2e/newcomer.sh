@@ -200,7 +200,7 @@ done
 sed 's/^/     > /' "$OUT/dev1-device.log" | grep -v 'Compiling\|Finished\|Blocking' | tail -n 12
 # The build routers run (static musl; install.sh test added its rustup target): no
 # dynamic linker at each cron start.
-STATIC_AGENT=$REPO_DIR/target/$(cross_triple "$(cross_host_arch)")/router/phonehome
+STATIC_AGENT=$(cross_bin "$REPO_DIR/target" "$(cross_host_arch)" phonehome)
 check "the device block built the static router build" eval "[ -x '$STATIC_AGENT' ] && ! readelf -l '$STATIC_AGENT' | grep -q INTERP"
 for dev in dev1 dev2; do
     check "$dev: the static router build is what was installed (item 8)" \

@@ -76,7 +76,8 @@ declare -A PKG_OF=(
     [openssl]=openssl [script]=bsdutils [cron]=cron
     [readelf]=binutils [flock]=util-linux [qemu-aarch64-static]=qemu-user-static
     [qemu-arm-static]=qemu-user-static [qemu-mipsel-static]=qemu-user-static
-    [qemu-mips-static]=qemu-user-static
+    [qemu-mips-static]=qemu-user-static [systemd-nspawn]=systemd-container
+    [debootstrap]=debootstrap
 )
 
 # Commands the lab (demo and tests) runs.
@@ -86,8 +87,10 @@ LAB_COMMANDS=(sshd ssh ssh-keygen dropbear dbclient dropbearkey dropbearconvert 
 # (openwrt-package/test.sh builds OpenWrt's opkg, uci and apk with ../shared/openwrt-tools;
 # its compilers and libraries are BUILD_PACKAGES below), Debian's cron for
 # tests/e2e/newcomer.sh (it runs only inside that test's nodes), script for
-# tests/e2e/demo-interrupt.sh.
-TEST_COMMANDS=(shellcheck python3 strip taskset awk ps gzip tar /usr/bin/time openssl script cron)
+# tests/e2e/demo-interrupt.sh, systemd-nspawn and debootstrap for tests/e2e/systemd.sh (a
+# booted bookworm container; systemd runs only inside it).
+TEST_COMMANDS=(shellcheck python3 strip taskset awk ps gzip tar /usr/bin/time openssl script cron
+    systemd-nspawn debootstrap)
 # What the cross builds and their runs under emulation need from apt (the Rust pieces are
 # cross/build.sh's business).
 CROSS_COMMANDS=(readelf flock qemu-aarch64-static qemu-arm-static qemu-mipsel-static qemu-mips-static)
@@ -683,6 +686,8 @@ cmd_test() {
         PHONEHOME_E2E_DEVICE_SSHD=2222 bash tests/e2e/stolen-key.sh
     stage "e2e the devices' sshd without OpenSSL: stolen key, scenarios (dbclient)" device_sshd_build_tests "$logs/nossl"
     stage "e2e newcomer: README verbatim, real cron" env PHONEHOME_E2E_LOGS="$logs/newcomer" bash tests/e2e/newcomer.sh
+    # after the build without OpenSSL (target/device-sshd), which it runs under systemd too
+    stage "e2e the server under systemd and journald (nspawn)" env PHONEHOME_E2E_LOGS="$logs/systemd" bash tests/e2e/systemd.sh
     stage "e2e demo: Ctrl-C says interrupted" bash tests/e2e/demo-interrupt.sh
     stage "cross builds + dropbear releases" build_matrix_parts
     stage "dbclient releases: agent real-sshd tests" dbclient_matrix_tests

@@ -611,10 +611,10 @@ wait_until() {
 }
 
 # Copy the lab's logs out of the sandbox when PHONEHOME_E2E_LOGS names a host dir
-# (bound to $LAB/keep by lab_mounts).
+# (bound to $LAB/keep by lab_mounts; systemd.sh's container root, $LAB/ct, is left out).
 save_logs() {
     [ -n "${PHONEHOME_E2E_LOGS:-}" ] && mountpoint -q $LAB/keep 2>/dev/null || return 0
-    (cd $LAB && find . \( -path ./ov -o -path ./keep \) -prune -o -name '*.log' -print0 |
+    (cd $LAB && find . \( -path ./ov -o -path ./keep -o -path ./ct \) -prune -o -name '*.log' -print0 |
         xargs -0 -r cp --parents -t $LAB/keep) 2>/dev/null
     cp /var/log/auth.log $LAB/keep/ 2>/dev/null
     return 0

@@ -1,0 +1,273 @@
+#!/usr/bin/env bash
+# The server as a real Debian server runs it: systemd as PID 1 and journald as the only
+# log (Debian 12 installs no rsyslog: there is no /var/log/auth.log). The other stages
+# run sshd by hand in a sandbox without systemd, so what install-server.sh does where
+# systemd runs, and list-devices' journald source, were never run for real:
+#
+# - install-server.sh reloads the admin's ssh.service, which stays up;
+# - a device's login is a heartbeat that list-devices reads from journald
+#   (`journalctl -o json`), including a login that never runs the gate;
+# - --device-sshd PORT runs phonehome-sshd.service: enabled, active, restarted by a
+#   second run, started again at boot; a device moved to PORT polls through it;
+# - with the build without OpenSSL (target/device-sshd, made by the stage before), the
+#   unit runs that build;
+# - phonehome-watch.service, installed as its header says, runs and logs the events.
+#
+# The machine is a container booted by systemd-nspawn from a bookworm made by
+# debootstrap (cached in target/systemd-rootfs/, made outside the sandbox: it needs the
+# Debian mirror), with a private network (loopback only) and its root an overlay whose
+# upper layer is a tmpfs of the sandbox: a run changes nothing in the cache, and when
+# the sandbox ends, the container, its mounts and its processes end with it.
+#
+# usage: tests/e2e/systemd.sh   (root; systemd-nspawn and debootstrap installed)
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+
+# Outside the sandbox: the container's root file system, made once.
+CT_PACKAGES=systemd,systemd-sysv,dbus,openssh-server,procps,iproute2
+# the host's release: the container runs the host's builds
+CT_SUITE=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release)
+CT_BASE=$REPO_DIR/target/systemd-rootfs/$CT_SUITE-$(printf '%s' "$CT_PACKAGES" | sha256sum | cut -c1-12)
+
+ct_rootfs() {
+    [ -x "$CT_BASE/usr/lib/systemd/systemd" ] && return 0
+    local mirror log=$REPO_DIR/target/systemd-rootfs/debootstrap.log
+    # the host's own Debian mirror (its apt sources), else Debian's
+    # shellcheck disable=SC2016 # apt's own $(REPO_URI) syntax
+    mirror=$(apt-get indextargets --format '$(REPO_URI)' 'Created-By: Packages' 2>/dev/null |
+        grep -v -- -security | grep -m1 '/debian/$') || mirror=http://deb.debian.org/debian/
+    echo "systemd: making the container's root ($CT_SUITE, $CT_PACKAGES) from $mirror"
+    mkdir -p "$(dirname "$CT_BASE")"
+    rm -rf "$CT_BASE.tmp"
+    # a private mount namespace: debootstrap's /proc and /sys mounts go with it
+    if ! unshare --mount --propagation private debootstrap --variant=minbase \
+        --include="$CT_PACKAGES" "$CT_SUITE" "$CT_BASE.tmp" "$mirror" >"$log" 2>&1; then
+        echo "systemd: debootstrap failed; last lines of $log:" >&2
+        tail -n 15 "$log" >&2
+        rm -rf "$CT_BASE.tmp"
+        return 1
+    fi
+    mv "$CT_BASE.tmp" "$CT_BASE"
+}
+
+if [ -z "${PHONEHOME_SANDBOX:-}" ]; then
+    for c in systemd-nspawn debootstrap; do
+        command -v "$c" >/dev/null 2>&1 ||
+            { echo "systemd: $c not found (install.sh test installs it)" >&2 && exit 2; }
+    done
+    ct_rootfs || exit 1
+fi
+lab_enter_sandbox "$0" "$@"
+
+# --- the container ----------------------------------------------------------------
+
+CT_ROOT=$LAB/ct/root
+CT_LOG=$LAB/console.log
+CT_NSPAWN=
+CT_PID=
+BIN=/phonehome/target/release
+
+ct_mounts() {
+    local keep=${PHONEHOME_E2E_LOGS:-}
+    [ -n "$keep" ] && { mkdir -p "$keep" && keep=$(cd "$keep" && pwd) || keep=''; }
+    mount -t tmpfs -o mode=0755 lab-run /run || return 1
+    mkdir -p "$LAB/keep" "$LAB/ct/upper" "$LAB/ct/work" "$CT_ROOT"
+    if [ -n "$keep" ]; then
+        mount --bind "$keep" "$LAB/keep" || return 1
+    fi
+    mount -t overlay lab-ct -o "lowerdir=$CT_BASE,upperdir=$LAB/ct/upper,workdir=$LAB/ct/work" \
+        "$CT_ROOT"
+}
+
+# Boot the container; wait until systemd says the boot is over.
+ct_boot() {
+    lab_daemon systemd-nspawn -q -D "$CT_ROOT" -b --private-network --register=no --keep-unit \
+        -M phonehome-ct --bind-ro="$REPO_DIR:/phonehome" --console=read-only \
+        </dev/null >>"$CT_LOG" 2>&1
+    CT_NSPAWN=$!
+    CT_PID=
+    wait_until 30 ct_init || { echo "systemd: the container's systemd did not start" >&2 && return 1; }
+    local state
+    state=$(ct timeout 120 systemctl is-system-running --wait)
+    [ "$state" = running ] || {
+        echo "systemd: the container's boot ended '$state'; failed units:" >&2
+        ct systemctl --failed --no-legend >&2
+        return 1
+    }
+}
+ct_init() {
+    CT_PID=$(pgrep -P "$CT_NSPAWN" -x systemd) && [ -n "$CT_PID" ]
+}
+
+# ct CMD...: run CMD as root in the container (all of its namespaces, its root).
+ct() {
+    nsenter -t "$CT_PID" -m -u -i -n -p -C -r -w -- \
+        env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$@"
+}
+
+# Reboot it: nspawn ends when the container reboots; start it again on the same root.
+ct_reboot() {
+    ct systemctl reboot
+    wait_until 60 proc_gone "$CT_NSPAWN" || { echo "systemd: the container did not go down" >&2 && return 1; }
+    ct_boot
+}
+
+# active UNIT: systemd says the unit runs.
+active() { ct systemctl is-active --quiet "$1"; }
+enabled() { ct systemctl is-enabled --quiet "$1"; }
+unit_exe() { ct sh -c "readlink /proc/\$(systemctl show -p MainPID --value $1)/exe"; }
+listens() { ct ss -Hltn "sport = :$1" | grep -q LISTEN; }
+
+# --- the device, inside the container too --------------------------------------------
+
+DEV_ID=0242ac1100ee
+DEV_CONF=/root/device/phonehome.conf
+
+# device_setup FILE: the setup line add-device printed into FILE, run as printed, with
+# the device's own paths added (ph.example.org is the container itself, /etc/hosts).
+device_setup() {
+    local line
+    line=$(grep -m1 -o 'phonehome setup .*' "$1") || return 1
+    local -a words
+    eval "words=($line)"
+    ct "$BIN/phonehome" "${words[@]:1}" --config "$DEV_CONF" --run-dir /root/device/run \
+        --key /root/device/id_ed25519 --client ssh --device-id "$DEV_ID" \
+        --known-hosts /root/device/known_hosts --log stderr --hold no --timeout 15
+}
+device_poll() { ct "$BIN/phonehome" --config "$DEV_CONF" poll >>"$LAB/agent.log" 2>&1; }
+
+# field F: the device's field F in list-devices --json.
+field() {
+    ct list-devices --json 2>/dev/null |
+        jq -r --arg id "$DEV_ID" --arg f "$1" '.devices[] | select(.id == $id) | .[$f]'
+}
+field_is() { [ "$(field "$1")" = "$2" ]; }
+# seen_since T: list-devices' last heartbeat of the device is at T (seconds) or later.
+seen_since() { [ "$(field last_seen_unix)" -ge "$1" ] 2>/dev/null; }
+
+on_failure_show() {
+    echo "---- console (last 15 lines)"
+    tail -n 15 "$CT_LOG" 2>/dev/null
+    echo "---- the container's journal, sshd (last 15 lines)"
+    ct journalctl -q --no-pager -n 15 _COMM=sshd 2>/dev/null
+    echo "---- agent log (last 10 lines)"
+    tail -n 10 "$LAB/agent.log" 2>/dev/null
+}
+show_logs() { on_failure_show | sed 's/^/     | /'; }
+
+step "boot bookworm with systemd as PID 1 (systemd-nspawn, loopback only)"
+ct_mounts || { echo "systemd: the mounts failed" >&2 && exit 1; }
+if ! ct_boot; then
+    on_failure_show
+    exit 1
+fi
+pass "the container booted: systemd says 'running'"
+check "the admin's ssh.service is active" active ssh.service
+check "journald is the only log (no rsyslog, no /var/log/auth.log)" \
+    test ! -e "$CT_ROOT/var/log/auth.log" -a ! -e "$CT_ROOT/usr/sbin/rsyslogd"
+
+step "install-server.sh, as install.sh server runs it"
+ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org \
+    >"$LAB/install.out" 2>&1
+check "install-server.sh succeeded" grep -q 'phonehome server installed' "$LAB/install.out"
+# The server's public name, here; watch-devices runs every poll_interval: 3 s, not 60.
+ct sh -c 'echo "127.0.0.1 ph.example.org" >>/etc/hosts'
+ct sed -i 's/^poll_interval *=.*/poll_interval = 3/' /etc/phonehome/server.conf
+check "poll_interval = 3" grep -qx 'poll_interval = 3' "$CT_ROOT/etc/phonehome/server.conf"
+check "it reloaded the admin's sshd" grep -Eq 'reloaded (sshd \(pid|ssh.service)' "$LAB/install.out"
+check "ssh.service is still active" active ssh.service
+
+step "a device polls; list-devices reads its heartbeats from journald"
+ct install -d -m 0700 /root/device
+ct ssh-keygen -q -t ed25519 -N '' -C dev -f /root/device/id_ed25519
+ct add-device "$DEV_ID" "$(cut -d' ' -f1,2 "$CT_ROOT/root/device/id_ed25519.pub")" --name ct-dev \
+    >"$LAB/add.out" 2>&1
+check "add-device enrolled the device" grep -q "added device $DEV_ID" "$LAB/add.out"
+ct sshd -T -C "user=device$DEV_ID,host=x,addr=127.0.0.1" >"$LAB/sshd-T.out" 2>&1
+check "sshd runs the device's logins with the drop-in's gate" \
+    grep -qi '^forcecommand .*phonehome-gate' "$LAB/sshd-T.out"
+check "the device's setup line ran" device_setup "$LAB/add.out"
+check "the device polled the admin's sshd (port 22)" device_poll
+check "list-devices read journald" eval "ct list-devices --json | jq -e '.sources | index(\"journald\")'"
+check "list-devices shows the device online" field_is state online
+# A login that never runs the gate: only the log can tell.
+ct rm -rf /var/lib/phonehome/status/"$DEV_ID"/status.json
+ct timeout 5 ssh -N -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    -i /root/device/id_ed25519 "device$DEV_ID@127.0.0.1" >/dev/null 2>&1
+if wait_until 10 field_is seen_by "sshd log"; then
+    pass "a login without the gate: online, seen by the sshd log (journald)"
+else
+    fail "a login without the gate: seen by '$(field seen_by)', state '$(field state)'"
+fi
+
+step "--device-sshd 2222: phonehome-sshd.service"
+ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org \
+    --device-sshd 2222 >"$LAB/install-lean.out" 2>&1
+check "install-server.sh --device-sshd succeeded" grep -q 'phonehome server installed' "$LAB/install-lean.out"
+check "it started phonehome-sshd.service" grep -q 'started phonehome-sshd.service (port 2222)' "$LAB/install-lean.out"
+check "phonehome-sshd.service is enabled" enabled phonehome-sshd.service
+check "phonehome-sshd.service is active" active phonehome-sshd.service
+check "port 2222 listens" wait_until 10 listens 2222
+check "the admin's ssh.service is still active" active ssh.service
+main_pid=$(ct systemctl show -p MainPID --value phonehome-sshd.service)
+ct add-device --print-setup "$DEV_ID" >"$LAB/setup-2222.out" 2>&1
+check "add-device --print-setup gives port 2222" grep -q -- '--port 2222' "$LAB/setup-2222.out"
+check "the device moved to port 2222" device_setup "$LAB/setup-2222.out"
+t=$(date +%s)
+check "the device polled through phonehome-sshd" device_poll
+check "list-devices has that poll" seen_since "$t"
+check "journald has the device's login on port 2222" eval \
+    "ct journalctl -q --no-pager -u phonehome-sshd.service | grep -q 'Accepted publickey for device$DEV_ID'"
+ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org \
+    --device-sshd 2222 >"$LAB/install-lean2.out" 2>&1
+check "a second run succeeded" grep -q 'phonehome server installed' "$LAB/install-lean2.out"
+check "a second run restarted phonehome-sshd.service" eval \
+    "[ \"\$(ct systemctl show -p MainPID --value phonehome-sshd.service)\" != '$main_pid' ] && active phonehome-sshd.service"
+
+step "phonehome-watch.service, installed as its header says"
+ct install -m 0644 /phonehome/server-scripts/phonehome-watch.service /etc/systemd/system/
+ct sh -c "[ ! -e /etc/cron.d/phonehome ] || sed -i '/watch-devices/d' /etc/cron.d/phonehome"
+ct systemctl daemon-reload
+ct systemctl enable --now phonehome-watch >/dev/null 2>&1
+check "phonehome-watch.service is enabled" enabled phonehome-watch.service
+check "phonehome-watch.service is active" wait_until 5 active phonehome-watch.service
+check "its first run recorded the fleet" wait_until 20 eval \
+    "ct journalctl -q --no-pager -u phonehome-watch.service | grep -q 'first run: the state of 1 device'"
+ct ssh-keygen -q -t ed25519 -N '' -C dev2 -f /root/device/id2
+ct add-device 0242ac1100ef "$(cut -d' ' -f1,2 "$CT_ROOT/root/device/id2.pub")" >/dev/null 2>&1
+check "its journal has the event of a device added after it started" wait_until 20 eval \
+    "ct journalctl -q --no-pager -u phonehome-watch.service | grep -q 'device.added.*0242ac1100ef'"
+check "its journal has no error" eval \
+    "! ct journalctl -q --no-pager -u phonehome-watch.service | grep -Eqi 'error|denied|read-only'"
+
+step "after a reboot"
+if ct_reboot; then
+    pass "the container rebooted"
+else
+    fail "the container did not come back"
+    finish
+    exit 1
+fi
+check "phonehome-sshd.service started at boot" active phonehome-sshd.service
+check "port 2222 listens" wait_until 10 listens 2222
+check "phonehome-watch.service started at boot" active phonehome-watch.service
+check "the device polls through phonehome-sshd" device_poll
+
+step "the devices' sshd without OpenSSL (target/device-sshd)"
+if [ -x "$REPO_DIR/target/device-sshd/sbin/sshd" ]; then
+    ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org \
+        --device-sshd 2222 --device-sshd-build /phonehome/target/device-sshd >"$LAB/install-nossl.out" 2>&1
+    check "install-server.sh --device-sshd-build succeeded" grep -q 'phonehome server installed' "$LAB/install-nossl.out"
+    check "phonehome-sshd.service runs the build" eval \
+        "[ \"\$(unit_exe phonehome-sshd.service)\" = /usr/local/lib/phonehome/openssh/sbin/sshd ]"
+    t=$(date +%s)
+    check "the device polls through it" device_poll
+    check "list-devices has that poll" seen_since "$t"
+    check "the build still runs after a reboot" eval "ct_reboot && active phonehome-sshd.service && device_poll"
+else
+    echo "skipped: no build in target/device-sshd (server-scripts/build-sshd.sh target/device-sshd makes one)"
+fi
+
+ct journalctl -q --no-pager >"$LAB/journal.log" 2>&1
+finish

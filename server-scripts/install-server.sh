@@ -18,7 +18,8 @@
 #                  PAM, no motd, the ed25519 host key only, the drop-in's restrictions
 #                  for everyone it lets in), as phonehome-sshd.service, or started
 #                  directly where systemd does not run; devices connect there
-#                  (server_port = PORT). The admin's sshd and its config stay as they are
+#                  (server_port = PORT). The admin's sshd and its config stay as they are.
+#                  A PORT another program listens on is refused, nothing changed
 #   --device-sshd-build DIR
 #                  with --device-sshd: run it on the sshd build-sshd.sh made in DIR
 #                  (Debian's OpenSSH without OpenSSL, about 0.7 of the CPU per poll),
@@ -103,6 +104,18 @@ if [ -n "$device_sshd" ]; then
 	[ -z "$port" ] || [ "$port" = "$device_sshd" ] ||
 		die "--port $port and --device-sshd $device_sshd disagree: devices connect to the device sshd; give one of them"
 	port=$device_sshd
+fi
+# port_pids PORT: the processes listening on TCP port PORT (ss -p: root sees them all).
+port_pids() { ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u; }
+# On the live system, the port is free or the devices' sshd's own (a re-run; both ways of
+# running it write its pidfile): else the new sshd could not bind it, and SIGHUP would end
+# the old one.
+if [ -n "$device_sshd" ] && [ -z "${root%/}" ] && [ "$reload" = yes ] && command -v ss >/dev/null 2>&1; then
+	ours=$(cat /run/phonehome-sshd.pid 2>/dev/null || true)
+	for pid in $(port_pids "$device_sshd"); do
+		[ "$pid" = "$ours" ] ||
+			die "--device-sshd $device_sshd: $(cat "/proc/$pid/comm" 2>/dev/null || echo 'another program') (pid $pid) listens on port $device_sshd; stop it or pick another port; nothing changed"
+	done
 fi
 [ -z "$device_sshd_build" ] || [ -n "$device_sshd" ] ||
 	die "--device-sshd-build needs --device-sshd PORT: it is the sshd that instance runs"
@@ -471,6 +484,20 @@ if [ -z "$P" ]; then
 	fi
 fi
 
+# device_sshd_listens: within 5 s, the devices' sshd listens on its port, by the pid it
+# wrote. The unit is Type=simple: systemctl returns once sshd runs, before it binds.
+device_sshd_listens() {
+	command -v ss >/dev/null 2>&1 || return 0
+	i=0
+	while [ "$i" -lt 50 ]; do
+		pid=$(cat "$device_pidfile" 2>/dev/null || true)
+		[ -n "$pid" ] && port_pids "$device_sshd" | grep -qx "$pid" && return 0
+		sleep 0.1
+		i=$((i + 1))
+	done
+	return 1
+}
+
 # start_device_sshd: as a systemd service where systemd runs, else directly (and from
 # cron at boot); a running one reloads its configuration.
 start_device_sshd() {
@@ -494,9 +521,14 @@ RuntimeDirectoryPreserve=yes
 WantedBy=multi-user.target
 UNIT
 		mv "$unit.tmp" "$unit"
-		systemctl daemon-reload && systemctl enable --quiet phonehome-sshd.service &&
-			systemctl restart phonehome-sshd.service && echo "started phonehome-sshd.service (port $device_sshd)"
-		return
+		systemctl daemon-reload && systemctl enable --quiet phonehome-sshd.service || return 1
+		if ! systemctl restart phonehome-sshd.service || ! device_sshd_listens; then
+			# what sshd said (systemd's restart lines would push it out)
+			journalctl -q --no-pager -n 5 -u phonehome-sshd.service _COMM=sshd >&2 || true
+			return 1
+		fi
+		echo "started phonehome-sshd.service (port $device_sshd)"
+		return 0
 	fi
 	pid=$(cat "$device_pidfile" 2>/dev/null || true)
 	old_bin=
@@ -512,8 +544,10 @@ UNIT
 	fi
 	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
 		kill -HUP "$pid" && echo "reloaded the device sshd (pid $pid, port $device_sshd)"
+	elif "$device_bin" -f "$device_conf"; then
+		echo "started the device sshd (port $device_sshd; no systemd here)"
 	else
-		"$device_bin" -f "$device_conf" && echo "started the device sshd (port $device_sshd; no systemd here)"
+		device_sshd_failed=yes
 	fi
 	if [ -d /etc/cron.d ]; then
 		printf '# phonehome: the devices'"'"' own sshd at boot (no systemd here; install-server.sh)\n@reboot root %s -f %s\n' \
@@ -525,9 +559,12 @@ UNIT
 		echo "$me: note: start '$device_bin -f $device_conf' at boot yourself (no systemd, no cron.d)" >&2
 	fi
 }
+# A devices' sshd that does not start (its port taken, say) fails the run, but only
+# after the admin's sshd has reloaded the drop-in below.
+device_sshd_failed=
 if [ -n "$device_sshd" ]; then
 	if [ -z "$P" ] && [ "$reload" = yes ]; then
-		start_device_sshd
+		start_device_sshd || device_sshd_failed=yes
 	else
 		echo "the device sshd is configured, not started (--no-reload or --root): $device_bin -D -f $device_conf"
 	fi
@@ -545,4 +582,6 @@ if [ -z "$P" ] && [ "$reload" = yes ]; then
 		echo "sshd is not running: the drop-in applies when it starts"
 	fi
 fi
+[ -z "$device_sshd_failed" ] ||
+	die "the devices' sshd did not start (what it said is above; is port $device_sshd taken? ss -ltnp 'sport = :$device_sshd'): everything else is installed; free the port or pick another --device-sshd, and run this again"
 echo "phonehome server installed under $root"

@@ -269,5 +269,38 @@ else
     echo "skipped: no build in target/device-sshd (server-scripts/build-sshd.sh target/device-sshd makes one)"
 fi
 
+step "--device-sshd on a port another program has: refused, or a clear error after"
+ct /usr/sbin/sshd -p 2224 -o PidFile=/run/other-sshd.pid
+check "another program listens on 2224" wait_until 10 listens 2224
+before=$(ct md5sum /etc/phonehome/sshd_config /etc/phonehome/server.conf)
+ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org \
+    --device-sshd 2224 >"$LAB/install-taken.log" 2>&1
+check "refused (exit 1), naming the program and its pid, nothing changed" eval \
+    "[ $? = 1 ] && grep -q 'sshd (pid [0-9]*) listens on port 2224; .*nothing changed' '$LAB/install-taken.log' &&
+     [ \"\$(ct md5sum /etc/phonehome/sshd_config /etc/phonehome/server.conf)\" = '$before' ]"
+check "the devices' sshd still runs on 2222" eval "active phonehome-sshd.service && listens 2222"
+ct pkill -F /run/other-sshd.pid
+check "the port is free again" wait_until 10 eval '! listens 2224'
+# Taken between that check and the start: systemctl is wrapped to take it first. The
+# unit is Type=simple, so systemctl's success alone does not mean sshd listens.
+ct install -d /root/wrap
+# shellcheck disable=SC2016 # the wrapper's own "$1" and "$@"
+printf '#!/bin/sh\n[ "$1" != restart ] || /usr/sbin/sshd -p 2224 -o PidFile=/run/other-sshd.pid\nexec /usr/bin/systemctl "$@"\n' \
+    >"$CT_ROOT/root/wrap/systemctl"
+chmod 0755 "$CT_ROOT/root/wrap/systemctl"
+ct env PATH=/root/wrap:/usr/sbin:/usr/bin:/sbin:/bin /phonehome/server-scripts/install-server.sh \
+    --bin-dir "$BIN" --host ph.example.org --device-sshd 2224 >"$LAB/install-race.log" 2>&1
+check "taken at the start: exit 1, the devices' sshd did not start, and why" eval \
+    "[ $? = 1 ] && grep -q \"the devices' sshd did not start\" '$LAB/install-race.log' &&
+     grep -q 'Address already in use' '$LAB/install-race.log'"
+check "the admin's sshd was reloaded all the same" grep -Eq 'reloaded (sshd \(pid|ssh.service)' "$LAB/install-race.log"
+check "the admin's ssh.service is active" active ssh.service
+ct pkill -F /run/other-sshd.pid
+check "the port is free again" wait_until 10 eval '! listens 2224'
+ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org \
+    --device-sshd 2224 >"$LAB/install-freed.log" 2>&1
+check "then it succeeds" grep -q 'phonehome server installed' "$LAB/install-freed.log"
+check "and phonehome-sshd.service listens on 2224" eval "listens 2224 && active phonehome-sshd.service"
+
 ct journalctl -q --no-pager >"$LAB/journal.log" 2>&1
 finish

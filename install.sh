@@ -688,6 +688,8 @@ cmd_test() {
     stage "e2e newcomer: README verbatim, real cron" env PHONEHOME_E2E_LOGS="$logs/newcomer" bash tests/e2e/newcomer.sh
     # after the build without OpenSSL (target/device-sshd), which it runs under systemd too
     stage "e2e the server under systemd and journald (nspawn)" env PHONEHOME_E2E_LOGS="$logs/systemd" bash tests/e2e/systemd.sh
+    stage "e2e the server on Debian 13 (OpenSSH 10, its build without OpenSSL)" \
+        env PHONEHOME_E2E_LOGS="$logs/systemd-trixie" bash tests/e2e/systemd.sh --suite trixie
     stage "e2e demo: Ctrl-C says interrupted" bash tests/e2e/demo-interrupt.sh
     stage "cross builds + dropbear releases" build_matrix_parts
     stage "dbclient releases: agent real-sshd tests" dbclient_matrix_tests

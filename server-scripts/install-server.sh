@@ -522,6 +522,9 @@ WantedBy=multi-user.target
 UNIT
 		mv "$unit.tmp" "$unit"
 		systemctl daemon-reload && systemctl enable --quiet phonehome-sshd.service || return 1
+		# A unit that failed to start a few times in a row (its port taken, say) is refused
+		# another start for a while ("start request repeated too quickly"): clear that.
+		systemctl reset-failed phonehome-sshd.service 2>/dev/null || true
 		if ! systemctl restart phonehome-sshd.service || ! device_sshd_listens; then
 			# what sshd said (systemd's restart lines would push it out)
 			journalctl -q --no-pager -n 5 -u phonehome-sshd.service _COMM=sshd >&2 || true

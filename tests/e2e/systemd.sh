@@ -9,30 +9,56 @@
 #   (`journalctl -o json`), including a login that never runs the gate;
 # - --device-sshd PORT runs phonehome-sshd.service: enabled, active, restarted by a
 #   second run, started again at boot; a device moved to PORT polls through it;
-# - with the build without OpenSSL (target/device-sshd, made by the stage before), the
-#   unit runs that build;
+# - with the build without OpenSSL, the unit runs that build;
 # - phonehome-watch.service, installed as its header says, runs and logs the events.
 #
-# The machine is a container booted by systemd-nspawn from a bookworm made by
-# debootstrap (cached in target/systemd-rootfs/, made outside the sandbox: it needs the
-# Debian mirror), with a private network (loopback only) and its root an overlay whose
-# upper layer is a tmpfs of the sandbox: a run changes nothing in the cache, and when
-# the sandbox ends, the container, its mounts and its processes end with it.
+# The machine is a container booted by systemd-nspawn from a Debian made by debootstrap
+# (cached in target/systemd-rootfs/, made outside the sandbox: it needs the Debian
+# mirror), with a private network (loopback only) and its root an overlay whose upper
+# layer is a tmpfs of the sandbox: a run changes nothing in the cache, and when the
+# sandbox ends, the container, its mounts and its processes end with it.
 #
-# usage: tests/e2e/systemd.sh   (root; systemd-nspawn and debootstrap installed)
+# The release is the host's by default (bookworm here), with the build without OpenSSL
+# the stage before made in target/device-sshd (else that part says "skipped"). With
+# --suite SUITE, a newer one (trixie: OpenSSH 10, whose sshd is split into sshd,
+# sshd-session and sshd-auth, and logs a login as sshd-session): server-scripts/
+# build-sshd.sh then builds that release's sshd without OpenSSL inside the root, with
+# the mirror, when the root is made. The container runs the host's builds of the
+# server tools and the agent, so SUITE is the host's release or a newer one.
+#
+# usage: tests/e2e/systemd.sh [--suite SUITE]   (root; systemd-nspawn and debootstrap)
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
+HOST_SUITE=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release)
+CT_SUITE=$HOST_SUITE
+if [ $# -eq 2 ] && [ "$1" = --suite ] && [[ $2 =~ ^[a-z]+$ ]]; then
+    CT_SUITE=$2
+elif [ $# -ne 0 ]; then
+    echo "usage: $0 [--suite SUITE]" >&2
+    exit 2
+fi
+
 # Outside the sandbox: the container's root file system, made once.
 CT_PACKAGES=systemd,systemd-sysv,dbus,openssh-server,procps,iproute2
-# the host's release: the container runs the host's builds
-CT_SUITE=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release)
-CT_BASE=$REPO_DIR/target/systemd-rootfs/$CT_SUITE-$(printf '%s' "$CT_PACKAGES" | sha256sum | cut -c1-12)
+# Where the build without OpenSSL is, outside the container and in it.
+if [ "$CT_SUITE" = "$HOST_SUITE" ]; then
+    CT_BUILD_SSHD=
+    BUILD_HOST=$REPO_DIR/target/device-sshd
+    BUILD_CT=/phonehome/target/device-sshd
+else
+    CT_BUILD_SSHD=$(cat "$REPO_DIR/server-scripts/build-sshd.sh")
+    CT_PACKAGES=$CT_PACKAGES,$("$REPO_DIR/server-scripts/build-sshd.sh" --build-deps | tr ' ' ,)
+    BUILD_CT=/opt/phonehome-device-sshd
+fi
+CT_BASE=$REPO_DIR/target/systemd-rootfs/$CT_SUITE-$(printf '%s\n' "$CT_PACKAGES" "$CT_BUILD_SSHD" |
+    sha256sum | cut -c1-12)
+[ -n "$CT_BUILD_SSHD" ] && BUILD_HOST=$CT_BASE$BUILD_CT
 
 ct_rootfs() {
     [ -x "$CT_BASE/usr/lib/systemd/systemd" ] && return 0
-    local mirror log=$REPO_DIR/target/systemd-rootfs/debootstrap.log
+    local mirror log=$REPO_DIR/target/systemd-rootfs/$CT_SUITE.log
     # the host's own Debian mirror (its apt sources), else Debian's
     # shellcheck disable=SC2016 # apt's own $(REPO_URI) syntax
     mirror=$(apt-get indextargets --format '$(REPO_URI)' 'Created-By: Packages' 2>/dev/null |
@@ -40,10 +66,20 @@ ct_rootfs() {
     echo "systemd: making the container's root ($CT_SUITE, $CT_PACKAGES) from $mirror"
     mkdir -p "$(dirname "$CT_BASE")"
     rm -rf "$CT_BASE.tmp"
-    # a private mount namespace: debootstrap's /proc and /sys mounts go with it
-    if ! unshare --mount --propagation private debootstrap --variant=minbase \
-        --include="$CT_PACKAGES" "$CT_SUITE" "$CT_BASE.tmp" "$mirror" >"$log" 2>&1; then
-        echo "systemd: debootstrap failed; last lines of $log:" >&2
+    # A private mount namespace: debootstrap's /proc and /sys mounts go with it, and so
+    # do the chroot's for the build (the checkout bound read-only at /mnt).
+    local ok=yes
+    unshare --mount --propagation private debootstrap --variant=minbase \
+        --include="$CT_PACKAGES" "$CT_SUITE" "$CT_BASE.tmp" "$mirror" >"$log" 2>&1 || ok=
+    if [ -n "$ok" ] && [ -n "$CT_BUILD_SSHD" ]; then
+        # shellcheck disable=SC2016 # the inner sh's own arguments
+        unshare --mount --propagation private sh -c '
+            mount -t proc proc "$1/proc" && mount --bind -o ro "$2" "$1/mnt" &&
+            chroot "$1" /mnt/server-scripts/build-sshd.sh "$3"' _ "$CT_BASE.tmp" "$REPO_DIR" "$BUILD_CT" \
+            >>"$log" 2>&1 || ok=
+    fi
+    if [ -z "$ok" ]; then
+        echo "systemd: making the root failed; last lines of $log:" >&2
         tail -n 15 "$log" >&2
         rm -rf "$CT_BASE.tmp"
         return 1
@@ -156,7 +192,7 @@ on_failure_show() {
 }
 show_logs() { on_failure_show | sed 's/^/     | /'; }
 
-step "boot bookworm with systemd as PID 1 (systemd-nspawn, loopback only)"
+step "boot $CT_SUITE with systemd as PID 1 (systemd-nspawn, loopback only)"
 ct_mounts || { echo "systemd: the mounts failed" >&2 && exit 1; }
 if ! ct_boot; then
     on_failure_show
@@ -254,11 +290,18 @@ check "port 2222 listens" wait_until 10 listens 2222
 check "phonehome-watch.service started at boot" active phonehome-watch.service
 check "the device polls through phonehome-sshd" device_poll
 
-step "the devices' sshd without OpenSSL (target/device-sshd)"
-if [ -x "$REPO_DIR/target/device-sshd/sbin/sshd" ]; then
+step "the devices' sshd without OpenSSL ($BUILD_HOST)"
+if [ -x "$BUILD_HOST/sbin/sshd" ]; then
     ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org \
-        --device-sshd 2222 --device-sshd-build /phonehome/target/device-sshd >"$LAB/install-nossl.out" 2>&1
+        --device-sshd 2222 --device-sshd-build "$BUILD_CT" >"$LAB/install-nossl.out" 2>&1
     check "install-server.sh --device-sshd-build succeeded" grep -q 'phonehome server installed' "$LAB/install-nossl.out"
+    check "installed $(grep -o 'OpenSSH_[^ ]*, without OpenSSL' "$LAB/install-nossl.out" | head -n 1)" \
+        grep -q 'without OpenSSL' "$LAB/install-nossl.out"
+    if [ -x "$BUILD_HOST/libexec/sshd-session" ]; then
+        check "with its sshd-session and sshd-auth (OpenSSH >= 9.8), where sshd looks for them" \
+            test -x "$CT_ROOT/usr/local/lib/phonehome/openssh/libexec/sshd-session" \
+            -a -x "$CT_ROOT/usr/local/lib/phonehome/openssh/libexec/sshd-auth"
+    fi
     check "phonehome-sshd.service runs the build" eval \
         "[ \"\$(unit_exe phonehome-sshd.service)\" = /usr/local/lib/phonehome/openssh/sbin/sshd ]"
     t=$(date +%s)
@@ -266,7 +309,7 @@ if [ -x "$REPO_DIR/target/device-sshd/sbin/sshd" ]; then
     check "list-devices has that poll" seen_since "$t"
     check "the build still runs after a reboot" eval "ct_reboot && active phonehome-sshd.service && device_poll"
 else
-    echo "skipped: no build in target/device-sshd (server-scripts/build-sshd.sh target/device-sshd makes one)"
+    echo "skipped: no build in $BUILD_HOST (server-scripts/build-sshd.sh target/device-sshd makes one)"
 fi
 
 step "--device-sshd on a port another program has: refused, or a clear error after"

@@ -67,7 +67,8 @@ ct_rootfs() {
     mkdir -p "$(dirname "$CT_BASE")"
     rm -rf "$CT_BASE.tmp"
     # A private mount namespace: debootstrap's /proc and /sys mounts go with it, and so
-    # do the chroot's for the build (the checkout bound read-only at /mnt).
+    # do the chroot's for the build (the checkout bound read-only at /mnt). The build
+    # gets a clean environment: the host's (TMPDIR, say) names paths the root lacks.
     local ok=yes
     unshare --mount --propagation private debootstrap --variant=minbase \
         --include="$CT_PACKAGES" "$CT_SUITE" "$CT_BASE.tmp" "$mirror" >"$log" 2>&1 || ok=
@@ -75,7 +76,8 @@ ct_rootfs() {
         # shellcheck disable=SC2016 # the inner sh's own arguments
         unshare --mount --propagation private sh -c '
             mount -t proc proc "$1/proc" && mount --bind -o ro "$2" "$1/mnt" &&
-            chroot "$1" /mnt/server-scripts/build-sshd.sh "$3"' _ "$CT_BASE.tmp" "$REPO_DIR" "$BUILD_CT" \
+            chroot "$1" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+                /mnt/server-scripts/build-sshd.sh "$3"' _ "$CT_BASE.tmp" "$REPO_DIR" "$BUILD_CT" \
             >>"$log" 2>&1 || ok=
     fi
     if [ -z "$ok" ]; then

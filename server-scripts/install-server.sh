@@ -158,11 +158,12 @@ key_types=all
 if [ -n "$device_sshd_build" ] && "$device_sshd_build/sbin/sshd" -V 2>&1 | grep -q 'without OpenSSL'; then
 	key_types=ssh-ed25519
 	command -v flock >/dev/null 2>&1 || die "flock not found: install util-linux"
+	registry_lock=$P/var/lib/phonehome/locks/registry.lock
 	install -d -m 0755 "$P/var/lib/phonehome"
-	install -d -m 0700 "$P/var/lib/phonehome/locks"
-	[ -e "$P/var/lib/phonehome/locks/registry.lock" ] || install -m 0600 /dev/null "$P/var/lib/phonehome/locks/registry.lock"
-	exec 9>>"$P/var/lib/phonehome/locks/registry.lock"
-	flock 9 || die "could not lock $P/var/lib/phonehome/locks/registry.lock"
+	install -d -m 0700 "${registry_lock%/*}"
+	[ -e "$registry_lock" ] || install -m 0600 /dev/null "$registry_lock"
+	exec 9>>"$registry_lock"
+	flock 9 || die "could not lock $registry_lock"
 	others=$(for f in "$P"/etc/phonehome/authorized_keys/*; do
 		# add-device's key lines end with the key's type and base64 (keys::key_line)
 		[ ! -f "$f" ] || awk -v a="${f##*/}" 'NF && $(NF - 1) != "ssh-ed25519" { print a " (" $(NF - 1) ")"; exit }' "$f"

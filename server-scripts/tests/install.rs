@@ -40,14 +40,23 @@ fn install_cmd(
     c
 }
 
+/// These tests run install-server.sh, which needs root and checks its files with
+/// `sshd -t`; without either they say so and pass.
+fn root_and_sshd() -> bool {
+    let ok = unsafe_free_getuid() == 0 && std::path::Path::new("/usr/sbin/sshd").exists();
+    if !ok {
+        eprintln!("SKIPPED: needs root and sshd");
+    }
+    ok
+}
+
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
 #[test]
 fn installs_under_a_root_and_the_tools_work_there() {
-    if unsafe_free_getuid() != 0 || !std::path::Path::new("/usr/sbin/sshd").exists() {
-        eprintln!("SKIPPED: needs root and sshd");
+    if !root_and_sshd() {
         return;
     }
     let r = Root::new();
@@ -145,8 +154,7 @@ fn installs_under_a_root_and_the_tools_work_there() {
 /// change, and the installer says what they held.
 #[test]
 fn host_and_port_reach_server_conf_and_the_setup_line() {
-    if unsafe_free_getuid() != 0 || !std::path::Path::new("/usr/sbin/sshd").exists() {
-        eprintln!("SKIPPED: needs root and sshd");
+    if !root_and_sshd() {
         return;
     }
     let r = Root::new();
@@ -314,8 +322,7 @@ fn a_drop_in_sshd_rejects_is_never_left_behind() {
 
 #[test]
 fn device_sshd_is_a_lean_instance_for_devices_only() {
-    if unsafe_free_getuid() != 0 || !std::path::Path::new("/usr/sbin/sshd").exists() {
-        eprintln!("SKIPPED: needs root and sshd");
+    if !root_and_sshd() {
         return;
     }
     let r = Root::new();
@@ -405,8 +412,7 @@ fn fake_sshd_build(dir: &std::path::Path) -> std::path::PathBuf {
 /// lock: a device enrolled while install-server.sh waits for that lock is checked too.
 #[test]
 fn device_sshd_build_checks_the_device_keys_under_the_registry_lock() {
-    if unsafe_free_getuid() != 0 || !std::path::Path::new("/usr/sbin/sshd").exists() {
-        eprintln!("SKIPPED: needs root and sshd");
+    if !root_and_sshd() {
         return;
     }
     let r = Root::new();
@@ -455,8 +461,7 @@ fn device_sshd_build_checks_the_device_keys_under_the_registry_lock() {
 
 #[test]
 fn device_sshd_build_without_openssl_takes_ed25519_device_keys_only() {
-    if unsafe_free_getuid() != 0 || !std::path::Path::new("/usr/sbin/sshd").exists() {
-        eprintln!("SKIPPED: needs root and sshd");
+    if !root_and_sshd() {
         return;
     }
     let r = Root::new();

@@ -97,6 +97,18 @@ lab_daemon() {
 # while whatever lies below (the repo may be cloned under /tmp or /root) stays visible.
 # Writes below those dirs land in the overlay, so the log dir for the host
 # (PHONEHOME_E2E_LOGS) is bound to $LAB/keep first, before anything covers it.
+# The sandbox's own /run (a tmpfs; the lab's files in $LAB), with the host dir that
+# PHONEHOME_E2E_LOGS names bound to $LAB/keep (save_logs copies the logs there).
+lab_run() {
+    local keep=${PHONEHOME_E2E_LOGS:-}
+    [ -n "$keep" ] && { mkdir -p "$keep" && keep=$(cd "$keep" && pwd) || keep=''; }
+    mount -t tmpfs -o mode=0755 lab-run /run || return 1
+    mkdir -p $LAB/keep
+    if [ -n "$keep" ]; then
+        mount --bind "$keep" $LAB/keep || return 1
+    fi
+}
+
 lab_mounts() {
     case $REPO_DIR in
     /run | /run/*)
@@ -104,14 +116,9 @@ lab_mounts() {
         return 1
         ;;
     esac
-    local keep=${PHONEHOME_E2E_LOGS:-}
-    [ -n "$keep" ] && { mkdir -p "$keep" && keep=$(cd "$keep" && pwd) || keep=''; }
-    mount -t tmpfs -o mode=0755 lab-run /run || return 1
-    mkdir -p /run/sshd /run/netns $LAB/ov $LAB/srv $LAB/bin $LAB/keep
+    lab_run || return 1
+    mkdir -p /run/sshd /run/netns $LAB/ov $LAB/srv $LAB/bin
     chmod 0755 /run/sshd
-    if [ -n "$keep" ]; then
-        mount --bind "$keep" $LAB/keep || return 1
-    fi
     local d name
     for d in /etc /var /usr/local /tmp /home /root; do
         name=${d//\//_}

@@ -107,13 +107,8 @@ CT_PID=
 BIN=/phonehome/target/release
 
 ct_mounts() {
-    local keep=${PHONEHOME_E2E_LOGS:-}
-    [ -n "$keep" ] && { mkdir -p "$keep" && keep=$(cd "$keep" && pwd) || keep=''; }
-    mount -t tmpfs -o mode=0755 lab-run /run || return 1
-    mkdir -p "$LAB/keep" "$LAB/ct/upper" "$LAB/ct/work" "$CT_ROOT"
-    if [ -n "$keep" ]; then
-        mount --bind "$keep" "$LAB/keep" || return 1
-    fi
+    lab_run || return 1
+    mkdir -p "$LAB/ct/upper" "$LAB/ct/work" "$CT_ROOT"
     mount -t overlay lab-ct -o "lowerdir=$CT_BASE,upperdir=$LAB/ct/upper,workdir=$LAB/ct/work" \
         "$CT_ROOT"
 }
@@ -149,6 +144,15 @@ ct_reboot() {
     ct systemctl reboot
     wait_until 60 proc_gone "$CT_NSPAWN" || { echo "systemd: the container did not go down" >&2 && return 1; }
     ct_boot
+}
+
+# install_server LOG ARGS...: install-server.sh in the container, as install.sh server
+# runs it (the built tools, the server's public name), its output in $LAB/LOG.
+install_server() {
+    local log=$1
+    shift
+    ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org "$@" \
+        >"$LAB/$log" 2>&1
 }
 
 # active UNIT: systemd says the unit runs.
@@ -206,8 +210,7 @@ check "journald is the only log (no rsyslog, no /var/log/auth.log)" \
     test ! -e "$CT_ROOT/var/log/auth.log" -a ! -e "$CT_ROOT/usr/sbin/rsyslogd"
 
 step "install-server.sh, as install.sh server runs it"
-ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org \
-    >"$LAB/install.out" 2>&1
+install_server install.out
 check "install-server.sh succeeded" grep -q 'phonehome server installed' "$LAB/install.out"
 # The server's public name, here; watch-devices runs every poll_interval: 3 s, not 60.
 ct sh -c 'echo "127.0.0.1 ph.example.org" >>/etc/hosts'
@@ -240,8 +243,7 @@ else
 fi
 
 step "--device-sshd 2222: phonehome-sshd.service"
-ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org \
-    --device-sshd 2222 >"$LAB/install-lean.out" 2>&1
+install_server install-lean.out --device-sshd 2222
 check "install-server.sh --device-sshd succeeded" grep -q 'phonehome server installed' "$LAB/install-lean.out"
 check "it started phonehome-sshd.service" grep -q 'started phonehome-sshd.service (port 2222)' "$LAB/install-lean.out"
 check "phonehome-sshd.service is enabled" enabled phonehome-sshd.service
@@ -257,8 +259,7 @@ check "the device polled through phonehome-sshd" device_poll
 check "list-devices has that poll" seen_since "$t"
 check "journald has the device's login on port 2222" eval \
     "ct journalctl -q --no-pager -u phonehome-sshd.service | grep -q 'Accepted publickey for device$DEV_ID'"
-ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org \
-    --device-sshd 2222 >"$LAB/install-lean2.out" 2>&1
+install_server install-lean2.out --device-sshd 2222
 check "a second run succeeded" grep -q 'phonehome server installed' "$LAB/install-lean2.out"
 check "a second run restarted phonehome-sshd.service" eval \
     "[ \"\$(ct systemctl show -p MainPID --value phonehome-sshd.service)\" != '$main_pid' ] && active phonehome-sshd.service"
@@ -294,8 +295,7 @@ check "the device polls through phonehome-sshd" device_poll
 
 step "the devices' sshd without OpenSSL ($BUILD_HOST)"
 if [ -x "$BUILD_HOST/sbin/sshd" ]; then
-    ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org \
-        --device-sshd 2222 --device-sshd-build "$BUILD_CT" >"$LAB/install-nossl.out" 2>&1
+    install_server install-nossl.out --device-sshd 2222 --device-sshd-build "$BUILD_CT"
     check "install-server.sh --device-sshd-build succeeded" grep -q 'phonehome server installed' "$LAB/install-nossl.out"
     check "installed $(grep -o 'OpenSSH_[^ ]*, without OpenSSL' "$LAB/install-nossl.out" | head -n 1)" \
         grep -q 'without OpenSSL' "$LAB/install-nossl.out"
@@ -318,8 +318,7 @@ step "--device-sshd on a port another program has: refused, or a clear error aft
 ct /usr/sbin/sshd -p 2224 -o PidFile=/run/other-sshd.pid
 check "another program listens on 2224" wait_until 10 listens 2224
 before=$(ct md5sum /etc/phonehome/sshd_config /etc/phonehome/server.conf)
-ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org \
-    --device-sshd 2224 >"$LAB/install-taken.log" 2>&1
+install_server install-taken.log --device-sshd 2224
 check "refused (exit 1), naming the program and its pid, nothing changed" eval \
     "[ $? = 1 ] && grep -q 'sshd (pid [0-9]*) listens on port 2224; .*nothing changed' '$LAB/install-taken.log' &&
      [ \"\$(ct md5sum /etc/phonehome/sshd_config /etc/phonehome/server.conf)\" = '$before' ]"
@@ -342,8 +341,7 @@ check "the admin's sshd was reloaded all the same" grep -Eq 'reloaded (sshd \(pi
 check "the admin's ssh.service is active" active ssh.service
 ct pkill -F /run/other-sshd.pid
 check "the port is free again" wait_until 10 eval '! listens 2224'
-ct /phonehome/server-scripts/install-server.sh --bin-dir "$BIN" --host ph.example.org \
-    --device-sshd 2224 >"$LAB/install-freed.log" 2>&1
+install_server install-freed.log --device-sshd 2224
 check "then it succeeds" grep -q 'phonehome server installed' "$LAB/install-freed.log"
 check "and phonehome-sshd.service listens on 2224" eval "listens 2224 && active phonehome-sshd.service"
 

@@ -427,22 +427,47 @@ cmd_cross() {
 
 RESULTS=()
 ANY_FAILED=0
+# Each stage's output is kept in target/stage-logs/ too; the end of a failed stage's
+# is printed again after the summary, where a CI that shows only the end of the run
+# still sees why it failed.
+STAGE_LOGS=''
+STAGE_TEE='' # the pid of the running stage's tee: not a test's leftover
+FAILED_LOGS=()
+STAGE_TAIL_LINES=30
 
 # stage NAME CMD...: run one stage, time it, record the outcome.
 stage() {
-    local name=$1 start rc=0
+    local name=$1 start rc=0 log
     shift
     say ""
     say "######## $name"
+    log=$STAGE_LOGS/$(printf '%02d' "${#RESULTS[@]}")-${name//[^A-Za-z0-9]/-}.log
     start=$SECONDS
-    "$@" || rc=$?
+    # in this shell (a stage may be a function), its output also to the log
+    local out
+    exec {out}> >(tee "$log")
+    STAGE_TEE=$!
+    "$@" >&"$out" 2>&1 || rc=$?
+    exec {out}>&-
+    wait "$STAGE_TEE"
     local took=$((SECONDS - start))
     if [ "$rc" = 0 ]; then
         RESULTS+=("$(printf 'ok     %-40s %5ss' "$name" "$took")")
     else
         RESULTS+=("$(printf 'FAILED %-40s %5ss (exit %s)' "$name" "$took" "$rc")")
+        FAILED_LOGS+=("$name" "$log")
         ANY_FAILED=1
     fi
+}
+
+# failed_stage_tails: the last lines of each failed stage's output.
+failed_stage_tails() {
+    local i
+    for ((i = 0; i < ${#FAILED_LOGS[@]}; i += 2)); do
+        say ""
+        say "######## why \"${FAILED_LOGS[i]}\" failed: the last $STAGE_TAIL_LINES lines of ${FAILED_LOGS[i + 1]}"
+        tail -n "$STAGE_TAIL_LINES" "${FAILED_LOGS[i + 1]}" | tr -d '\000'
+    done
 }
 
 # Every shell file in the repo: *.sh, and files whose first line names sh or bash.
@@ -508,6 +533,7 @@ TEST_PROGRAMS='sshd|sshd-session|sshd-auth|dropbear|dbclient|ssh|phonehome|phone
 test_processes() {
     local pid comm args
     ps -eo pid=,comm=,args= | while read -r pid comm args; do
+        [ "$pid" = "$STAGE_TEE" ] && continue
         if [[ $comm =~ ^($TEST_PROGRAMS)$ || $args == *"$REPO_DIR/target/"* ||
             (-n $TEST_TMP && $args == *"$TEST_TMP"*) ]]; then
             printf '%s %s\n' "$pid" "$args"
@@ -665,6 +691,9 @@ cmd_test() {
     leftovers_self_check || die "the leftovers check is broken"
     test_processes >"$procs_before"
     export TMPDIR=$TEST_TMP
+    STAGE_LOGS=$REPO_DIR/target/stage-logs
+    rm -rf "$STAGE_LOGS"
+    mkdir -p "$STAGE_LOGS"
     stage "cargo fmt --check" "$CARGO" fmt --all -- --check
     stage "cargo clippy -D warnings" "$CARGO" clippy --workspace --all-targets --locked -- -D warnings
     stage "cargo build --release --workspace" "$CARGO" build --release --workspace --locked
@@ -717,8 +746,9 @@ cmd_test() {
     for r in "${RESULTS[@]}"; do
         case $r in ok*) ok=$((ok + 1)) ;; FAILED*) bad=$((bad + 1)) ;; esac
     done
-    [ "$ANY_FAILED" = 0 ] || say "logs of the end-to-end runs: $logs"
+    [ "$ANY_FAILED" = 0 ] || say "logs of the end-to-end runs: $logs; of each stage: $STAGE_LOGS"
     say "stages: $ok passed, $bad failed"
+    failed_stage_tails
     return "$ANY_FAILED"
 }
 

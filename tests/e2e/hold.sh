@@ -49,6 +49,11 @@ sleep_to_tick() {
     left=$(((step - $(now_ms) % step + offset) % step))
     sleep "$((left / 1000)).$(printf '%03d' $((left % 1000)))"
 }
+# Logins are counted from half a tick after one tick to half a tick after the last:
+# each tick's login (the agent's start, the client's connect and key exchange, and the
+# log line) then falls in its own window even on a loaded machine. A window that began
+# 500 ms after a tick lost the last tick's login when that took longer (CI, d626bb0).
+MID_TICK=$((TICK * 500))
 
 # timed_request DEV ID PORT: forward-device-port --wait, then admin logins until one
 # lands; sets MS (request to login) and leaves the command's output in $LAB/fwd.out.
@@ -83,7 +88,7 @@ fi
 
 # --- one login a tick -------------------------------------------------------------
 step "H1 (THREATS 48). one login, one heartbeat a tick; never two sessions"
-sleep_to_tick 1000
+sleep_to_tick "$MID_TICK"
 mark=$(wc -l <"$SSHD_LOG")
 most=0
 end=$((SECONDS + 3 * TICK))
@@ -233,7 +238,7 @@ if [ "$(jq -r .heartbeat.report_error "$st")" = null ] &&
 else
     fail "C1 (THREATS 47) report: $(cat "$st")"
 fi
-sleep_to_tick 500
+sleep_to_tick "$MID_TICK"
 mark=$(wc -l <"$SSHD_LOG")
 sleep $((2 * TICK))
 n=$(logins_since "$ID1" "$mark")

@@ -100,9 +100,12 @@ cross_cargo() {
         ;;
     build-std)
         # rustc's self-contained musl objects do not exist for tier 3 targets: zig's
-        # musl provides crt1.o and libc.
+        # musl provides crt1.o and libc. cargo-zigbuild's wrappers (zigcc-*, ar) go to
+        # the target dir: in its shared default (~/.cache/cargo-zigbuild) two first
+        # builds side by side race to make them, and one fails with "File exists"
+        # (mips beside mipsel, on a machine that had never run cargo-zigbuild).
         env "$(cross_env_name "$triple" RUSTFLAGS)=-C target-feature=+crt-static -C link-self-contained=no" \
-            CARGO_TARGET_DIR="$dir" \
+            CARGO_TARGET_DIR="$dir" CARGO_ZIGBUILD_CACHE_DIR="$dir/cargo-zigbuild" \
             cargo "+$CROSS_NIGHTLY" zigbuild --profile router --target "$triple" \
             -Zbuild-std=std,panic_abort "$@"
         ;;

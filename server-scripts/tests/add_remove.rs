@@ -146,18 +146,11 @@ fn add_device_checks_the_key_type_again_under_the_registry_lock() {
     let conf = r.read("etc/phonehome/server.conf");
     let before = snapshot(&r.dir);
     let (held, lock_path) = hold_registry_lock(&r);
-    let child = r
-        .cmd("add-device")
-        .args([ID1, &key(1)])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let add = start("add-device (RSA)", r.cmd("add-device").args([ID1, &key(1)]));
     wait_for_a_waiter(&lock_path);
     r.set_conf("device_key_types = ssh-ed25519\n");
     drop(held);
-    Out::new("add-device (RSA)".into(), child.wait_with_output().unwrap())
-        .fails(2, "takes ssh-ed25519 device keys only");
+    add.finish().fails(2, "takes ssh-ed25519 device keys only");
     std::fs::write(r.path("etc/phonehome/server.conf"), conf).unwrap();
     assert_eq!(snapshot(&r.dir), before, "no account, no file");
 }

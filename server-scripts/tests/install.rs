@@ -425,30 +425,25 @@ fn device_sshd_build_checks_the_device_keys_under_the_registry_lock() {
     let rsa_file = format!("etc/phonehome/authorized_keys/device{}", ID2);
 
     let (held, lock_path) = hold_registry_lock(&r);
-    let child = install_cmd(
-        &r.dir,
-        None,
-        &[
-            "--device-sshd",
-            "2222",
-            "--device-sshd-build",
-            build.to_str().unwrap(),
-            "--no-reload",
-        ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let install = start(
+        "install-server.sh",
+        &mut install_cmd(
+            &r.dir,
+            None,
+            &[
+                "--device-sshd",
+                "2222",
+                "--device-sshd-build",
+                build.to_str().unwrap(),
+                "--no-reload",
+            ],
+        ),
+    );
     wait_for_a_waiter(&lock_path);
     // What an add-device holding the lock finishes meanwhile.
     std::fs::copy(other.path(&rsa_file), r.path(&rsa_file)).unwrap();
     drop(held);
-    let out = Out::new(
-        "install-server.sh".into(),
-        child.wait_with_output().unwrap(),
-    )
-    .fails(1, "ssh-ed25519 device keys only");
+    let out = install.finish().fails(1, "ssh-ed25519 device keys only");
     assert!(
         out.stderr.contains(&format!("device{} (ssh-rsa)", ID2)),
         "{}",

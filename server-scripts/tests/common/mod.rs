@@ -259,6 +259,31 @@ pub fn bin_path(bin: &str) -> PathBuf {
     Path::new(p).to_path_buf()
 }
 
+/// A command started with its output piped, for a test that acts while it runs (holds
+/// a lock it waits for, say); `finish` waits for it.
+pub struct Started {
+    what: String,
+    child: std::process::Child,
+}
+
+pub fn start(what: &str, cmd: &mut Command) -> Started {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: cannot start: {}", what, e));
+    Started {
+        what: what.to_string(),
+        child,
+    }
+}
+
+impl Started {
+    pub fn finish(self) -> Out {
+        Out::new(self.what, self.child.wait_with_output().unwrap())
+    }
+}
+
 pub struct Out {
     pub what: String,
     pub code: i32,

@@ -104,7 +104,9 @@ CT_ROOT=$LAB/ct/root
 CT_LOG=$LAB/console.log
 CT_NSPAWN=
 CT_PID=
-BIN=/phonehome/target/release
+# The tools as the other e2e scripts take them (lib.sh: PHONEHOME_BIN_DIR, else
+# target/release), bound read-only here.
+BIN=/phonehome-bin
 
 ct_mounts() {
     lab_run || return 1
@@ -116,7 +118,8 @@ ct_mounts() {
 # Boot the container; wait until systemd says the boot is over.
 ct_boot() {
     lab_daemon systemd-nspawn -q -D "$CT_ROOT" -b --private-network --register=no --keep-unit \
-        -M phonehome-ct --bind-ro="$REPO_DIR:/phonehome" --console=read-only \
+        -M phonehome-ct --bind-ro="$REPO_DIR:/phonehome" \
+        --bind-ro="$BIN_DIR:$BIN" --console=read-only \
         </dev/null >>"$CT_LOG" 2>&1
     CT_NSPAWN=$!
     CT_PID=

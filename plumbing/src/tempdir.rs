@@ -33,7 +33,25 @@ impl TempDir {
 }
 
 impl Drop for TempDir {
+    /// A process the test just stopped may still be on its way out and make a file
+    /// (a state file written on SIGTERM, say) while the tree is being removed, which
+    /// then fails with "Directory not empty": try again for a while, and say so if
+    /// the directory is still there (`install.sh test` fails on what the tests leave).
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let mut last = None;
+        for _ in 0..REMOVE_TRIES {
+            match std::fs::remove_dir_all(&self.0) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(REMOVE_PAUSE);
+        }
+        if let Some(e) = last {
+            eprintln!("warning: cannot remove {}: {}", self.0.display(), e);
+        }
     }
 }
+
+const REMOVE_TRIES: u32 = 20;
+const REMOVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);

@@ -24,8 +24,8 @@ fn real_sshd_enforces_the_drop_in_and_key_lines() {
         .parent()
         .unwrap()
         .to_path_buf();
-    let work = std::env::temp_dir().join(format!("ph-sshd-{}", std::process::id()));
-    std::fs::create_dir_all(&work).unwrap();
+    let tmp = phonehome_plumbing::tempdir::TempDir::new("sshd-dropin");
+    let work = tmp.path();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sshd_dropin.sh");
     let (sshd_port, rport, other) = (free_port(), free_port(), free_port());
     let out = Command::new("unshare")
@@ -43,12 +43,12 @@ fn real_sshd_enforces_the_drop_in_and_key_lines() {
             script,
         ])
         .arg(&bin_dir)
-        .arg(&work)
+        .arg(work)
         .args([sshd_port.to_string(), rport.to_string(), other.to_string()])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&work);
+    drop(tmp);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{}\n{}", stdout, stderr);

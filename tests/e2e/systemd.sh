@@ -19,7 +19,8 @@
 # sandbox ends, the container, its mounts and its processes end with it.
 #
 # The release is the host's by default (bookworm here), with the build without OpenSSL
-# the stage before made in target/device-sshd (else that part says "skipped"). With
+# in target/device-sshd (server-scripts/build-sshd.sh makes it outside the sandbox, or
+# finds it made by an earlier stage, as install.sh test runs them). With
 # --suite SUITE, a newer one (trixie: OpenSSH 10, whose sshd is split into sshd,
 # sshd-session and sshd-auth, and logs a login as sshd-session): server-scripts/
 # build-sshd.sh then builds that release's sshd without OpenSSL inside the root, with
@@ -95,6 +96,10 @@ if [ -z "${PHONEHOME_SANDBOX:-}" ]; then
             { echo "systemd: $c not found (install.sh test installs it)" >&2 && exit 2; }
     done
     ct_rootfs || exit 1
+    if [ -z "$CT_BUILD_SSHD" ]; then
+        "$REPO_DIR/server-scripts/build-sshd.sh" "$BUILD_HOST" >/dev/null ||
+            { echo "systemd: server-scripts/build-sshd.sh $BUILD_HOST failed (its output above)" >&2 && exit 1; }
+    fi
 fi
 lab_enter_sandbox "$0" "$@"
 
@@ -314,7 +319,7 @@ if [ -x "$BUILD_HOST/sbin/sshd" ]; then
     check "list-devices has that poll" seen_since "$t"
     check "the build still runs after a reboot" eval "ct_reboot && active phonehome-sshd.service && device_poll"
 else
-    echo "skipped: no build in $BUILD_HOST (server-scripts/build-sshd.sh target/device-sshd makes one)"
+    fail "no build without OpenSSL in $BUILD_HOST"
 fi
 
 step "--device-sshd on a port another program has: refused, or a clear error after"

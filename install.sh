@@ -434,6 +434,7 @@ STAGE_LOGS=''
 STAGE_TEE='' # the pid of the running stage's tee: not a test's leftover
 FAILED_LOGS=()
 STAGE_TAIL_LINES=30
+STAGE_TEE_WAIT_TENTHS=100
 
 # stage NAME CMD...: run one stage, time it, record the outcome.
 stage() {
@@ -449,7 +450,19 @@ stage() {
     STAGE_TEE=$!
     "$@" >&"$out" 2>&1 || rc=$?
     exec {out}>&-
-    wait "$STAGE_TEE"
+    # tee ends when nothing holds the stage's output any more. A process the stage left
+    # running may still hold it: then it is not waited for (the run would hang), and
+    # the leftovers check finds that process, and this tee.
+    local i
+    for ((i = 0; i < STAGE_TEE_WAIT_TENTHS; i++)); do
+        kill -0 "$STAGE_TEE" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$STAGE_TEE" 2>/dev/null; then
+        say "install.sh: a process this stage started still holds its output (tee, pid $STAGE_TEE)"
+    else
+        wait "$STAGE_TEE"
+    fi
     local took=$((SECONDS - start))
     if [ "$rc" = 0 ]; then
         RESULTS+=("$(printf 'ok     %-40s %5ss' "$name" "$took")")

@@ -52,7 +52,7 @@ sleep_to_tick() {
 # Logins are counted from half a tick after one tick to half a tick after the last:
 # each tick's login (the agent's start, the client's connect and key exchange, and the
 # log line) then falls in its own window even on a loaded machine. A window that began
-# 500 ms after a tick lost the last tick's login when that took longer (CI, d626bb0).
+# 500 ms after a tick lost the last tick's login when that took longer (a run at d626bb0).
 MID_TICK=$((TICK * 500))
 
 # timed_request DEV ID PORT: forward-device-port --wait, then admin logins until one

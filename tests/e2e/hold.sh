@@ -141,11 +141,14 @@ step "H3. a port taken on the server (bound, not listening): --wait has the devi
 port=9950
 # A dual-stack socket bound to [::]:9950 without listen(): invisible in /proc/net/tcp
 # (forward-device-port grants the port), yet sshd cannot bind 127.0.0.1 or ::1 there.
+# The request goes out once the socket is bound (it says so in a file): a fixed sleep
+# lost that race on a loaded machine, and sshd got the port (CI at 09ab47f).
+rm -f "$LAB/squatter.bound"
 ip netns exec srv python3 -c "import socket,time
 s=socket.socket(socket.AF_INET6); s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-s.bind(('::', $port)); time.sleep(120)" &
+s.bind(('::', $port)); open('$LAB/squatter.bound', 'w').close(); time.sleep(120)" &
 squatter=$!
-sleep 0.5
+wait_until 20 test -e "$LAB/squatter.bound" || fail "H3 the squatter did not bind [::]:$port"
 t0=$(now_ms)
 rc=0
 in_ns srv timeout 40 forward-device-port "$ID1" "22:$port" --wait=30 >"$LAB/fwd.out" 2>&1 || rc=$?

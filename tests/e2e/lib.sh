@@ -91,12 +91,6 @@ lab_daemon() {
     setsid "$@" &
 }
 
-# Private mounts: a tmpfs over /run (the lab's own files, in $LAB), and overlays over
-# /etc, /var, /usr/local, /tmp, /home and /root, so useradd, sshd_config.d,
-# /etc/phonehome, /var/lib/phonehome and the installed binaries stay in the sandbox
-# while whatever lies below (the repo may be cloned under /tmp or /root) stays visible.
-# Writes below those dirs land in the overlay, so the log dir for the host
-# (PHONEHOME_E2E_LOGS) is bound to $LAB/keep first, before anything covers it.
 # The sandbox's own /run (a tmpfs; the lab's files in $LAB), with the host dir that
 # PHONEHOME_E2E_LOGS names bound to $LAB/keep (save_logs copies the logs there).
 lab_run() {
@@ -109,6 +103,12 @@ lab_run() {
     fi
 }
 
+# Private mounts: a tmpfs over /run (the lab's own files, in $LAB), and overlays over
+# /etc, /var, /usr/local, /tmp, /home and /root, so useradd, sshd_config.d,
+# /etc/phonehome, /var/lib/phonehome and the installed binaries stay in the sandbox
+# while whatever lies below (the repo may be cloned under /tmp or /root) stays visible.
+# Writes below those dirs land in the overlay, so the log dir for the host
+# (PHONEHOME_E2E_LOGS) is bound to $LAB/keep first, before anything covers it.
 lab_mounts() {
     case $REPO_DIR in
     /run | /run/*)

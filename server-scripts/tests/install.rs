@@ -40,16 +40,6 @@ fn install_cmd(
     c
 }
 
-/// These tests run install-server.sh, which needs root and checks its files with
-/// `sshd -t`; without either they say so and pass.
-fn root_and_sshd() -> bool {
-    let ok = unsafe_free_getuid() == 0 && std::path::Path::new("/usr/sbin/sshd").exists();
-    if !ok {
-        eprintln!("SKIPPED: needs root and sshd");
-    }
-    ok
-}
-
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }

@@ -16,8 +16,7 @@ fn free_port() -> u16 {
 
 #[test]
 fn real_sshd_enforces_the_drop_in_and_key_lines() {
-    if common::unsafe_free_getuid() != 0 || !std::path::Path::new("/usr/sbin/sshd").exists() {
-        eprintln!("SKIPPED: needs root and /usr/sbin/sshd (openssh-server)");
+    if !common::root_and_sshd() {
         return;
     }
     let bin_dir = common::bin_path("phonehome-gate")

@@ -259,6 +259,16 @@ pub fn bin_path(bin: &str) -> PathBuf {
     Path::new(p).to_path_buf()
 }
 
+/// Tests that run install-server.sh (which checks its files with `sshd -t`) or a real
+/// sshd need root and /usr/sbin/sshd; without either they say so and pass.
+pub fn root_and_sshd() -> bool {
+    let ok = unsafe_free_getuid() == 0 && Path::new("/usr/sbin/sshd").exists();
+    if !ok {
+        eprintln!("SKIPPED: needs root and /usr/sbin/sshd (openssh-server)");
+    }
+    ok
+}
+
 /// A command started with its output piped, for a test that acts while it runs (holds
 /// a lock it waits for, say); `finish` waits for it.
 pub struct Started {
